@@ -1,0 +1,220 @@
+/*
+ * work.c - routes that hand their work to the worker pool.
+ *
+ * The handler binds the work to the request's context (mhdctx_task_bind) and suspends
+ * the connection; a worker runs it with the context current, so its log lines carry the
+ * request's id, user and trace; then it resumes the connection and the handler answers
+ * at its next call. The access line comes once, at the end, with the full duration.
+ * In thread-per-connection mode MHD cannot suspend: the handler's thread waits instead.
+ */
+#include "work.h"
+#include "calls.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_TEST_BODY (64 * 1024)
+
+enum job_phase { JOB_COLLECTING, JOB_RUNNING, JOB_DONE };
+
+struct job {
+    struct demo_state base;
+    enum work_kind kind;
+    struct MHD_Connection *connection;
+    const struct demo_config *cfg;
+    pthread_mutex_t lock;
+    pthread_cond_t finished;
+    enum job_phase phase; /* guarded by lock */
+    unsigned status;      /* the answer, set by the worker */
+    json_t *answer;
+    char *body; /* request body (POST /test) */
+    size_t body_len;
+    bool body_too_large;
+};
+
+static void job_free(struct demo_state *state)
+{
+    struct job *job = (struct job *)state;
+    json_decref(job->answer);
+    free(job->body);
+    pthread_cond_destroy(&job->finished);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
+static struct job *job_new(struct MHD_Connection *connection, const struct demo_config *cfg,
+                           enum work_kind kind)
+{
+    struct job *job = calloc(1, sizeof *job);
+    if (job == NULL)
+        return NULL;
+    job->base.free = job_free;
+    job->kind = kind;
+    job->connection = connection;
+    job->cfg = cfg;
+    pthread_mutex_init(&job->lock, NULL);
+    pthread_cond_init(&job->finished, NULL);
+    return job;
+}
+
+/* ---- the work, on a worker thread with the request's context current ------------------ */
+
+static json_t *context_summary(void)
+{
+    mhdctx_context *ctx = mhdctx_current();
+    const char *user = mhdctx_user_id(ctx);
+    return json_pack("{s:s, s:o, s:s}", "request_id", mhdctx_request_id(ctx), "user_id",
+                     user ? json_string(user) : json_null(), "trace_id", mhdctx_trace_id(ctx));
+}
+
+static void do_async(struct job *job)
+{
+    mhdctx_log(MHDCTX_LOG_INFO, "async: work started on a worker thread");
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    nanosleep(&pause, NULL); /* stands for real work: a computation, a slow service */
+    mhdctx_log(MHDCTX_LOG_INFO, "async: work finished");
+    job->status = MHD_HTTP_OK;
+    job->answer = context_summary();
+}
+
+static void do_fanout(struct job *job)
+{
+    char url[2048];
+    snprintf(url, sizeof url, "%s/users/1", job->cfg->upstream);
+    unsigned status = 0;
+    char *body = NULL;
+    size_t len = 0;
+    int rc = calls_get(url, &status, &body, &len);
+    json_t *upstream = body ? json_loadb(body, len, 0, NULL) : NULL;
+    free(body);
+    json_t *answer = context_summary();
+    json_object_set_new(answer, "upstream_status", json_integer(status));
+    json_object_set_new(answer, "upstream", upstream ? upstream : json_null());
+    job->status = rc == 0 ? MHD_HTTP_OK : MHD_HTTP_BAD_GATEWAY;
+    job->answer = answer;
+}
+
+/* The W3C validation suite's service: for each {"url", "arguments"}, POST the arguments
+ * to the url with the propagated trace context. Only loopback URLs are called. */
+static void do_trace_test(struct job *job)
+{
+    json_t *calls = json_loadb(job->body ? job->body : "", job->body_len, 0, NULL);
+    size_t i;
+    json_t *call;
+    job->status = json_is_array(calls) ? MHD_HTTP_OK : MHD_HTTP_BAD_REQUEST;
+    json_array_foreach(calls, i, call)
+    {
+        const char *url = json_string_value(json_object_get(call, "url"));
+        if (!calls_url_is_loopback(url)) {
+            mhdctx_log_fields(MHDCTX_LOG_WARN, MHDCTX_FIELDS(MHDCTX_F_STR("url", url)),
+                              "trace test: refusing a non-loopback url");
+            continue;
+        }
+        char *args = json_dumps(json_object_get(call, "arguments"), JSON_COMPACT);
+        unsigned status;
+        if (args)
+            calls_post_json(url, args, &status);
+        free(args);
+    }
+    json_decref(calls);
+    job->answer = json_object();
+}
+
+static void run_job(void *arg)
+{
+    struct job *job = arg;
+    if (job->kind == WORK_ASYNC)
+        do_async(job);
+    else if (job->kind == WORK_FANOUT)
+        do_fanout(job);
+    else
+        do_trace_test(job);
+    pthread_mutex_lock(&job->lock);
+    job->phase = JOB_DONE;
+    pthread_cond_signal(&job->finished);
+    pthread_mutex_unlock(&job->lock);
+    if (job->cfg->can_suspend)
+        MHD_resume_connection(job->connection);
+}
+
+/* ---- the handler side ------------------------------------------------------------------ */
+
+static enum MHD_Result answer(struct job *job)
+{
+    json_t *body = job->answer ? json_incref(job->answer) : json_object();
+    if (job->status != MHD_HTTP_OK)
+        json_object_set_new(body, "error",
+                            json_string(job->status == MHD_HTTP_SERVICE_UNAVAILABLE
+                                            ? "service_unavailable"
+                                            : job->status == MHD_HTTP_BAD_REQUEST
+                                                  ? "bad_request"
+                                                  : "upstream_failed"));
+    json_object_set_new(body, "request_id",
+                        json_string(mhdctx_request_id(mhdctx_current())));
+    return mhdctx_respond_json_new(job->connection, job->status, body);
+}
+
+static enum MHD_Result start(struct job *job)
+{
+    mhdctx_task *task = mhdctx_task_bind(NULL, run_job, job);
+    job->phase = JOB_RUNNING;
+    if (job->cfg->can_suspend)
+        MHD_suspend_connection(job->connection);
+    if (task == NULL || !workers_submit(job->cfg->pool, task)) {
+        if (job->cfg->can_suspend)
+            MHD_resume_connection(job->connection);
+        job->phase = JOB_DONE;
+        job->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        return job->cfg->can_suspend ? MHD_YES : answer(job);
+    }
+    if (job->cfg->can_suspend)
+        return MHD_YES; /* answered at the call after the worker resumes us */
+    pthread_mutex_lock(&job->lock);
+    while (job->phase != JOB_DONE)
+        pthread_cond_wait(&job->finished, &job->lock);
+    pthread_mutex_unlock(&job->lock);
+    return answer(job);
+}
+
+static bool collect_body(struct job *job, const char *data, size_t len)
+{
+    if (job->body_too_large || job->body_len + len > MAX_TEST_BODY) {
+        job->body_too_large = true;
+        return true;
+    }
+    char *grown = realloc(job->body, job->body_len + len + 1);
+    if (grown == NULL)
+        return false;
+    memcpy(grown + job->body_len, data, len);
+    job->body = grown;
+    job->body_len += len;
+    grown[job->body_len] = '\0';
+    return true;
+}
+
+enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_config *cfg,
+                           enum work_kind kind, const char *upload_data,
+                           size_t *upload_data_size, void **req_cls)
+{
+    struct job *job = *req_cls;
+    if (job == NULL) { /* first call: headers only */
+        job = job_new(connection, cfg, kind);
+        *req_cls = job;
+        return job ? MHD_YES : MHD_NO;
+    }
+    if (*upload_data_size) {
+        bool ok = collect_body(job, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ok ? MHD_YES : MHD_NO;
+    }
+    if (job->body_too_large)
+        return mhdctx_respond_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+    pthread_mutex_lock(&job->lock);
+    enum job_phase phase = job->phase;
+    pthread_mutex_unlock(&job->lock);
+    if (phase == JOB_COLLECTING)
+        return start(job);
+    return phase == JOB_DONE ? answer(job) : MHD_YES;
+}

@@ -1,0 +1,751 @@
+/*
+ * mhdctx.h - per-request context for GNU libmicrohttpd servers.
+ *
+ * The C counterpart of Node's AsyncLocalStorage: every request served through the
+ * middleware gets a context (request id, times, method, path, user, roles, user keys)
+ * that any code running for that request reads with mhdctx_current(), without
+ * receiving it as an argument. The JSON-lines logger enriches every line from it.
+ *
+ * Integration (five lines):
+ *
+ *     mhdctx_middleware *mw = mhdctx_middleware_new(&my_handler, my_cls);
+ *     struct MHD_Daemon *d = MHD_start_daemon(flags, port, NULL, NULL,
+ *                                             &mhdctx_access_handler, mw,
+ *                                             MHD_OPTION_ARRAY, mhdctx_mhd_options(mw),
+ *                                             MHD_OPTION_END);
+ *     ... MHD_stop_daemon(d); mhdctx_middleware_free(mw);
+ *
+ * Conventions
+ *  - Functions that can fail return an ::mhdctx_error; mhdctx_strerror() names it.
+ *    Allocation failure is reported (MHDCTX_ENOMEM), never fatal.
+ *  - Strings returned by the library are borrowed unless the comment says "owned".
+ *  - "_new" functions that take a json_t take ownership of it even when they fail
+ *    (the jansson convention), so a caller never writes a conditional free.
+ *
+ * Thread safety (the rules in one place; each declaration repeats its own)
+ *  - Configuration (mhdctx_middleware_*, mhdctx_add_hook, mhdctx_on_completed,
+ *    mhdctx_access_log_*) happens before the daemon starts; the middleware is then
+ *    read concurrently by MHD's threads and must not be changed until MHD_stop_daemon()
+ *    has returned.
+ *  - mhdctx_current() is per thread: it returns the context of the request whose
+ *    handler, hook or completion callback is running on the calling thread, else NULL.
+ *  - A context may be read and logged with from any thread that holds a reference
+ *    (mhdctx_context_ref()); setters lock the context, so concurrent readers always see
+ *    a consistent value. Borrowed strings returned by getters stay valid until the
+ *    same field is set again or the last reference is dropped.
+ *  - Logging calls are safe from any thread at any time. Logger configuration
+ *    (mhdctx_log_to_*) is meant for start-up; mhdctx_log_set_level() is safe any time.
+ */
+#ifndef MHDCTX_H
+#define MHDCTX_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MHDCTX_EXPORT __attribute__((visibility("default")))
+#define MHDCTX_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define MHDCTX_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define MHDCTX_EXPORT
+#define MHDCTX_PRINTF(fmt, args)
+#define MHDCTX_WARN_UNUSED
+#endif
+
+/* ------------------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------------------- */
+
+#define MHDCTX_VERSION_MAJOR 0
+#define MHDCTX_VERSION_MINOR 1
+#define MHDCTX_VERSION_PATCH 0
+#define MHDCTX_VERSION_STRING "0.1.0"
+/** 0xMMmmpp: compare with `#if MHDCTX_VERSION_HEX >= 0x000100`. */
+#define MHDCTX_VERSION_HEX                                                               \
+    ((MHDCTX_VERSION_MAJOR << 16) | (MHDCTX_VERSION_MINOR << 8) | MHDCTX_VERSION_PATCH)
+
+/** The version of the library actually linked, e.g. "0.1.0". Static string. */
+MHDCTX_EXPORT const char *mhdctx_version_string(void);
+
+/* ------------------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------------------- */
+
+/** X-macro: name, value, description. Values never change once released. */
+#define MHDCTX_ERROR_MAP(X)                                                              \
+    X(OK, 0, "success")                                                                  \
+    X(ENOMEM, 1, "out of memory")                                                        \
+    X(EINVAL, 2, "invalid argument")                                                     \
+    X(ELIMIT, 3, "a configured limit was exceeded")                                      \
+    X(ERESERVED, 4, "the key is reserved for a field of the library")                    \
+    X(ENOTFOUND, 5, "not found")                                                         \
+    X(EIO, 6, "input/output error")                                                      \
+    X(EPARSE, 7, "malformed input")                                                      \
+    X(EAUTH, 8, "authentication failed")                                                 \
+    X(ESTATE, 9, "call not allowed in the current state")
+
+typedef enum mhdctx_error {
+#define MHDCTX_ERROR_ENUM_(name, value, text) MHDCTX_##name = value,
+    MHDCTX_ERROR_MAP(MHDCTX_ERROR_ENUM_)
+#undef MHDCTX_ERROR_ENUM_
+} mhdctx_error;
+
+/** Description of @p err; "unknown error" for a value outside the enum. Static string. */
+MHDCTX_EXPORT const char *mhdctx_strerror(mhdctx_error err);
+/** Symbolic name of @p err, e.g. "MHDCTX_ENOMEM". Static string. */
+MHDCTX_EXPORT const char *mhdctx_error_name(mhdctx_error err);
+
+/* ------------------------------------------------------------------------------------
+ * Request ids (pure functions, safe from any thread)
+ * ---------------------------------------------------------------------------------- */
+
+/** Default and largest accepted incoming request-id length. */
+#define MHDCTX_REQUEST_ID_DEFAULT_MAX 128
+#define MHDCTX_REQUEST_ID_LIMIT 256
+/** Length of a formatted UUID, without the terminating NUL. */
+#define MHDCTX_UUID_LEN 36
+
+/** Why an incoming request id was not used. */
+typedef enum mhdctx_id_verdict {
+    MHDCTX_ID_VALID = 0,       /**< used as the request id */
+    MHDCTX_ID_MISSING,         /**< no header: an id is generated, nothing to report */
+    MHDCTX_ID_EMPTY,           /**< header present but empty */
+    MHDCTX_ID_TOO_LONG,        /**< longer than the configured maximum */
+    MHDCTX_ID_INVALID_CHAR,    /**< a byte outside [A-Za-z0-9._~:@+/=-] */
+    MHDCTX_ID_MULTIPLE,        /**< the header was sent more than once */
+    MHDCTX_ID_UNTRUSTED        /**< incoming ids are not trusted (edge mode) */
+} mhdctx_id_verdict;
+
+/**
+ * Checks @p len bytes at @p id (need not be NUL-terminated; may contain NULs) against
+ * the request-id rules: 1..@p max_len bytes from [A-Za-z0-9._~:@+/=-].
+ * @return MHDCTX_ID_VALID, MHDCTX_ID_EMPTY, MHDCTX_ID_TOO_LONG or MHDCTX_ID_INVALID_CHAR.
+ */
+MHDCTX_EXPORT mhdctx_id_verdict mhdctx_request_id_check(const char *id, size_t len,
+                                                        size_t max_len);
+/** Short snake_case reason for the access log, e.g. "too_long". Static string. */
+MHDCTX_EXPORT const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict);
+
+/**
+ * Writes a fresh random (version 4) UUID in lowercase, 36 characters plus NUL, into
+ * @p out. Random bytes come from the kernel's CSPRNG through a per-thread buffer that is
+ * refilled in bulk (no system call per id) and discarded in a forked child; should
+ * getrandom(2) fail, libuuid's own generator is used instead. Safe from any thread.
+ * @return MHDCTX_OK, or MHDCTX_EINVAL for a NULL @p out.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
+
+/* ------------------------------------------------------------------------------------
+ * W3C Trace Context (pure functions, safe from any thread)
+ * ---------------------------------------------------------------------------------- */
+
+#define MHDCTX_TRACEPARENT_LEN 55       /* "00-" 32 "-" 16 "-" 2 */
+#define MHDCTX_TRACE_ID_LEN 32
+#define MHDCTX_SPAN_ID_LEN 16
+#define MHDCTX_TRACESTATE_MAX_LEN 512
+#define MHDCTX_TRACESTATE_MAX_MEMBERS 32
+#define MHDCTX_TRACE_FLAG_SAMPLED 0x01
+
+/** A parsed traceparent header. */
+typedef struct mhdctx_trace_parent {
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1];  /* lowercase hex, NUL-terminated */
+    char parent_id[MHDCTX_SPAN_ID_LEN + 1];  /* lowercase hex, NUL-terminated */
+    unsigned char flags;
+} mhdctx_trace_parent;
+
+/**
+ * Parses one traceparent value (@p len bytes, surrounding spaces and tabs ignored) as
+ * W3C Trace Context Level 1 says: lowercase hex, version ff invalid, version 00 exactly
+ * 55 characters, later versions may append "-..." fields, all-zero ids invalid.
+ * @return MHDCTX_OK, MHDCTX_EPARSE, or MHDCTX_EINVAL for NULL arguments.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_traceparent_parse(const char *value, size_t len,
+                                                    mhdctx_trace_parent *out);
+/** Writes "00-<trace_id>-<span_id>-<flags>" (55 characters and a NUL) into @p out. */
+MHDCTX_EXPORT void mhdctx_traceparent_format(char out[MHDCTX_TRACEPARENT_LEN + 1],
+                                             const char *trace_id, const char *span_id,
+                                             unsigned char flags);
+/**
+ * Validates a tracestate list (several header values joined with ",") and writes its
+ * normalized form into @p out: members trimmed, empty members dropped, a repeated key
+ * kept once (the first), then truncated to 512 bytes as the spec allows (members over
+ * 128 bytes first, then from the end). An invalid member or more than 32 members
+ * discards the whole list.
+ * @return the length written; 0 when the list is empty or discarded (out is "").
+ */
+MHDCTX_EXPORT size_t mhdctx_tracestate_normalize(const char *list, size_t len,
+                                                 char out[MHDCTX_TRACESTATE_MAX_LEN + 1]);
+
+/* ------------------------------------------------------------------------------------
+ * The request context
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct mhdctx_context mhdctx_context;
+
+/** Limits on user keys (see mhdctx_set_new()). */
+#define MHDCTX_MAX_USER_KEYS 32
+#define MHDCTX_MAX_KEY_LEN 64
+#define MHDCTX_MAX_VALUE_LEN 1024 /* bytes of the value's compact JSON text */
+#define MHDCTX_MAX_ROLES 32
+#define MHDCTX_MAX_USER_ID_LEN 256
+
+/**
+ * The context of the request being served on the calling thread: inside the access
+ * handler (every call of it), the hooks and the completion callbacks run through the
+ * middleware. NULL on any other thread or outside a request.
+ * Borrowed: valid for the duration of the current callback; take a reference with
+ * mhdctx_context_ref() to keep it longer (for example to hand it to a worker).
+ */
+MHDCTX_EXPORT mhdctx_context *mhdctx_current(void);
+
+/**
+ * Adds a reference to @p ctx and returns it (NULL stays NULL). Safe from any thread
+ * that already holds a reference or runs inside the request.
+ */
+MHDCTX_EXPORT mhdctx_context *mhdctx_context_ref(mhdctx_context *ctx);
+/**
+ * Drops a reference; the last one frees the context. The middleware holds one
+ * reference from the URI-log callback to the end of the completion callback.
+ * Safe from any thread. NULL is ignored.
+ */
+MHDCTX_EXPORT void mhdctx_context_unref(mhdctx_context *ctx);
+
+/**
+ * Creates a free-standing context (refcount 1, owned: release with
+ * mhdctx_context_unref()), for work that is not an HTTP request (a batch job) and for
+ * tests. Its request id is a fresh UUID; method and path are empty.
+ * @return NULL on allocation failure.
+ */
+MHDCTX_EXPORT mhdctx_context *mhdctx_context_new(void) MHDCTX_WARN_UNUSED;
+
+/**
+ * Runs fn(arg) with @p ctx (may be NULL) as the current context of the calling thread
+ * and restores the previous current context afterwards, so a worker thread never keeps
+ * a stale one. Nesting works. The caller must hold a reference to @p ctx.
+ */
+MHDCTX_EXPORT void mhdctx_run(mhdctx_context *ctx, void (*fn)(void *arg), void *arg);
+
+/* Hand-off to other threads ---------------------------------------------------------- */
+
+/**
+ * A function bound to a context, for a thread pool, a timer or an event loop that runs
+ * it later (Node's AsyncResource.bind). The task holds a reference to the context.
+ */
+typedef struct mhdctx_task mhdctx_task;
+
+/**
+ * Binds fn(arg) to @p ctx (NULL: the current context; the task then runs with no
+ * context if there is none). Owned: run it once with mhdctx_task_run(), or drop it with
+ * mhdctx_task_cancel(). @return NULL on allocation failure (no reference is kept).
+ * Safe from any thread that holds a reference to @p ctx.
+ */
+MHDCTX_EXPORT mhdctx_task *mhdctx_task_bind(mhdctx_context *ctx, void (*fn)(void *arg),
+                                            void *arg) MHDCTX_WARN_UNUSED;
+/**
+ * Runs the task with its context current on the calling thread, restores the previous
+ * current context, drops the reference and frees the task. Its signature fits any
+ * `void (*)(void *)` work-queue API: submit mhdctx_task_run with the task as argument.
+ */
+MHDCTX_EXPORT void mhdctx_task_run(void *task);
+/** Frees a task that will not run (drops its reference). NULL is ignored. */
+MHDCTX_EXPORT void mhdctx_task_cancel(mhdctx_task *task);
+
+/* Hand-off to other processes -------------------------------------------------------- */
+
+/** Largest text mhdctx_context_import() accepts. */
+#define MHDCTX_EXPORT_MAX_LEN 65536
+
+/**
+ * Exports @p ctx as compact JSON (version 1):
+ * {"v":1,"request_id":"..","user_id":".."|null,"roles":[..],"keys":{..},
+ *  "trace_id":"..","span_id":"..","parent_span_id":"..","trace_flags":"01",
+ *  "tracestate":".."}
+ * Owned: free() the result. NULL on allocation failure or a NULL context.
+ */
+MHDCTX_EXPORT char *mhdctx_context_export(const mhdctx_context *ctx) MHDCTX_WARN_UNUSED;
+/**
+ * Rebuilds a context from mhdctx_context_export() text, for a worker process that must
+ * log with the same request id, user, keys and trace ids. Every field is validated as
+ * the middleware validates headers (request-id rules, lowercase hex non-zero trace ids,
+ * tracestate rules, user-key rules); unknown fields or versions are refused.
+ * Owned: mhdctx_context_unref(). @p err (may be NULL) receives the reason on failure:
+ * MHDCTX_EPARSE (not valid JSON or not the format), MHDCTX_EINVAL, MHDCTX_ELIMIT,
+ * MHDCTX_ERESERVED, MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_context *mhdctx_context_import(const char *text, size_t len,
+                                                    mhdctx_error *err) MHDCTX_WARN_UNUSED;
+
+/* Outgoing HTTP calls ---------------------------------------------------------------- */
+
+/**
+ * One outgoing call made for a request: a client span of its own whose parent is the
+ * request's server span (two calls never share a span id), and the headers to send.
+ * Fill it with mhdctx_outgoing_start(), end it with mhdctx_outgoing_finish().
+ */
+typedef struct mhdctx_outgoing {
+    char traceparent[MHDCTX_TRACEPARENT_LEN + 1]; /* header value to send */
+    char tracestate[MHDCTX_TRACESTATE_MAX_LEN + 1]; /* header value, "" = do not send */
+    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1]; /* X-Request-Id value */
+    char span_id[MHDCTX_SPAN_ID_LEN + 1];         /* the client span */
+    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* the request's server span */
+    uint64_t start_ns;
+    mhdctx_context *ctx; /* a reference, dropped by mhdctx_outgoing_finish() */
+} mhdctx_outgoing;
+
+/**
+ * Starts a client span for a call made on behalf of @p ctx (NULL: the current
+ * context; with none, a new trace is started). @return MHDCTX_OK or MHDCTX_EINVAL.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx);
+/**
+ * Ends the call: logs "outgoing request completed" with method, url (query string and
+ * user info removed), status (0 when no response came), duration_ms, span_id (client
+ * span) and parent_span_id (server span), with the request's fields; at error level
+ * when @p error (may be NULL) says why the call failed, warn for 5xx, else info.
+ * Drops the context reference.
+ */
+MHDCTX_EXPORT void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method,
+                                          const char *url, unsigned int status,
+                                          const char *error);
+
+/** Request id: validated incoming value or generated UUID. Never NULL; borrowed. */
+MHDCTX_EXPORT const char *mhdctx_request_id(const mhdctx_context *ctx);
+/**
+ * Why the incoming id was not used (MHDCTX_ID_VALID when it was, MHDCTX_ID_MISSING
+ * when none came).
+ */
+MHDCTX_EXPORT mhdctx_id_verdict mhdctx_request_id_verdict(const mhdctx_context *ctx);
+/**
+ * Trace ids of the request's server span (lowercase hex, borrowed, fixed for the life
+ * of the context). A request with a valid traceparent continues its trace, with a new
+ * span id whose parent is the caller's; any other request starts a new trace.
+ */
+MHDCTX_EXPORT const char *mhdctx_trace_id(const mhdctx_context *ctx);
+MHDCTX_EXPORT const char *mhdctx_span_id(const mhdctx_context *ctx);
+/** The caller's span id, "" when the request started a new trace. */
+MHDCTX_EXPORT const char *mhdctx_parent_span_id(const mhdctx_context *ctx);
+MHDCTX_EXPORT unsigned char mhdctx_trace_flags(const mhdctx_context *ctx);
+/** The normalized incoming tracestate, "" when none. Borrowed. */
+MHDCTX_EXPORT const char *mhdctx_tracestate(const mhdctx_context *ctx);
+
+/** HTTP method ("GET"), "" until the handler's first call. Borrowed. */
+MHDCTX_EXPORT const char *mhdctx_method(const mhdctx_context *ctx);
+/** Request path as the client sent it, without the query string. Borrowed. */
+MHDCTX_EXPORT const char *mhdctx_path(const mhdctx_context *ctx);
+/** Query string without the '?', NULL when there is none. Borrowed. */
+MHDCTX_EXPORT const char *mhdctx_query(const mhdctx_context *ctx);
+/** CLOCK_MONOTONIC time at which the request line arrived, in nanoseconds. */
+MHDCTX_EXPORT uint64_t mhdctx_start_monotonic_ns(const mhdctx_context *ctx);
+/** Wall-clock (CLOCK_REALTIME) time at which the request line arrived. */
+MHDCTX_EXPORT struct timespec mhdctx_start_realtime(const mhdctx_context *ctx);
+/** Milliseconds since the request line arrived (monotonic clock). */
+MHDCTX_EXPORT double mhdctx_elapsed_ms(const mhdctx_context *ctx);
+
+/**
+ * Sets the user id (copied; NULL clears it, the user becomes anonymous).
+ * @return MHDCTX_OK; MHDCTX_ELIMIT when longer than MHDCTX_MAX_USER_ID_LEN;
+ *         MHDCTX_EINVAL when it is empty or contains control bytes; MHDCTX_ENOMEM.
+ * Safe from any thread holding a reference.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_user_id(mhdctx_context *ctx, const char *user_id);
+/**
+ * The user id, NULL while anonymous. Borrowed: valid until the user id is set again
+ * or the context is freed. Prefer mhdctx_copy_user_id() if another thread may set it.
+ */
+MHDCTX_EXPORT const char *mhdctx_user_id(const mhdctx_context *ctx);
+/**
+ * Copies the user id into @p buf (always NUL-terminated when @p size > 0).
+ * @return MHDCTX_OK; MHDCTX_ENOTFOUND while anonymous; MHDCTX_ELIMIT if too small.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_copy_user_id(const mhdctx_context *ctx, char *buf,
+                                               size_t size);
+
+/**
+ * Adds a role (copied; a role already present is not added twice).
+ * @return MHDCTX_OK, MHDCTX_EINVAL (empty, control bytes), MHDCTX_ELIMIT (more than
+ *         MHDCTX_MAX_ROLES or longer than MHDCTX_MAX_KEY_LEN), MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_add_role(mhdctx_context *ctx, const char *role);
+/** Whether the user has @p role. */
+MHDCTX_EXPORT bool mhdctx_has_role(const mhdctx_context *ctx, const char *role);
+/** The roles as a new JSON array of strings (owned: json_decref()); NULL on ENOMEM. */
+MHDCTX_EXPORT json_t *mhdctx_roles_json(const mhdctx_context *ctx) MHDCTX_WARN_UNUSED;
+
+/**
+ * Sets the user key @p key (e.g. "tenant_id") to @p value, which it steals, also on
+ * failure. A NULL value removes the key. Every log line of the request carries the key.
+ * Keys are 1..MHDCTX_MAX_KEY_LEN bytes of [A-Za-z0-9_.-]; names the library writes
+ * itself ("request_id", "user_id", "time", ...) are refused with MHDCTX_ERESERVED.
+ * @return MHDCTX_OK, MHDCTX_EINVAL (bad key or value), MHDCTX_ERESERVED, MHDCTX_ELIMIT
+ *         (more than MHDCTX_MAX_USER_KEYS keys, or a value whose JSON text exceeds
+ *         MHDCTX_MAX_VALUE_LEN bytes), MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key,
+                                          json_t *value);
+/** As mhdctx_set_new() but borrows @p value (takes its own reference). */
+MHDCTX_EXPORT mhdctx_error mhdctx_set(mhdctx_context *ctx, const char *key, json_t *value);
+/**
+ * Shorthand for mhdctx_set_new(ctx, key, json_string(value)); a NULL value removes the
+ * key. A value that is not valid UTF-8 is refused with MHDCTX_EINVAL.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *key,
+                                             const char *value);
+/**
+ * A new reference to the value of @p key (owned: json_decref()), NULL when absent.
+ * A new reference rather than a borrowed one, so the value stays valid while another
+ * thread replaces the key.
+ */
+MHDCTX_EXPORT json_t *mhdctx_get(const mhdctx_context *ctx, const char *key)
+    MHDCTX_WARN_UNUSED;
+
+/* ------------------------------------------------------------------------------------
+ * Logger: JSON lines
+ * ---------------------------------------------------------------------------------- */
+
+typedef enum mhdctx_log_level {
+    MHDCTX_LOG_DEBUG = 0,
+    MHDCTX_LOG_INFO = 1,
+    MHDCTX_LOG_WARN = 2,
+    MHDCTX_LOG_ERROR = 3,
+    MHDCTX_LOG_OFF = 4 /**< as a threshold: log nothing; as a route level: no line */
+} mhdctx_log_level;
+
+/** "debug", "info", "warn", "error", "off". Static string. */
+MHDCTX_EXPORT const char *mhdctx_log_level_name(mhdctx_log_level level);
+/**
+ * Parses "debug|info|warn|error|off" (case-insensitive).
+ * @return MHDCTX_OK or MHDCTX_EINVAL (then @p level is untouched).
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_log_level_parse(const char *text, mhdctx_log_level *level);
+
+/**
+ * Sets the threshold: lines below it are not written. The initial threshold is
+ * MHDCTX_LOG_LEVEL from the environment when it is valid, else "info".
+ * Safe from any thread at any time.
+ */
+MHDCTX_EXPORT void mhdctx_log_set_level(mhdctx_log_level level);
+MHDCTX_EXPORT mhdctx_log_level mhdctx_log_get_level(void);
+/** Whether a line at @p level would be written (to skip building costly fields). */
+MHDCTX_EXPORT bool mhdctx_log_enabled(mhdctx_log_level level);
+
+/** A structured field of one log call. Build them with the MHDCTX_F_* macros. */
+typedef enum mhdctx_field_type {
+    MHDCTX_FIELD_STRING, /**< NUL-terminated string, NULL writes null */
+    MHDCTX_FIELD_BYTES,  /**< len bytes, any content (escaped) */
+    MHDCTX_FIELD_INT,
+    MHDCTX_FIELD_UINT,
+    MHDCTX_FIELD_DOUBLE,
+    MHDCTX_FIELD_BOOL,
+    MHDCTX_FIELD_NULL,
+    MHDCTX_FIELD_JSON /**< borrowed json_t, written compactly */
+} mhdctx_field_type;
+
+typedef struct mhdctx_field {
+    const char *key;
+    mhdctx_field_type type;
+    size_t len; /* MHDCTX_FIELD_BYTES only */
+    union {
+        const char *s;
+        long long i;
+        unsigned long long u;
+        double d;
+        bool b;
+        const json_t *j;
+    } v;
+} mhdctx_field;
+
+#define MHDCTX_F_STR(k, val)                                                             \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_STRING, .v.s = (val)})
+#define MHDCTX_F_BYTES(k, ptr, n)                                                        \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_BYTES, .len = (n), .v.s = (ptr)})
+#define MHDCTX_F_INT(k, val)                                                             \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_INT, .v.i = (val)})
+#define MHDCTX_F_UINT(k, val)                                                            \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_UINT, .v.u = (val)})
+#define MHDCTX_F_DOUBLE(k, val)                                                          \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_DOUBLE, .v.d = (val)})
+#define MHDCTX_F_BOOL(k, val)                                                            \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_BOOL, .v.b = (val)})
+#define MHDCTX_F_NULL(k) ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_NULL})
+#define MHDCTX_F_JSON(k, val)                                                            \
+    ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_JSON, .v.j = (val)})
+/** Expands to "array, count" for the fields parameters below. */
+#define MHDCTX_FIELDS(...)                                                               \
+    (const mhdctx_field[]){__VA_ARGS__},                                                 \
+        (sizeof((const mhdctx_field[]){__VA_ARGS__}) / sizeof(mhdctx_field))
+
+/**
+ * Writes one JSON line: "time" (RFC 3339 UTC, milliseconds), "level", "message"
+ * (printf-style @p fmt), then - inside a request - "request_id", "user_id" (null while
+ * anonymous) and every user key of the current context, then the @p n fields.
+ * A field named like a field of the library is written as "field_<name>", so a call
+ * can never forge a request id. Any bytes are escaped into valid JSON (invalid UTF-8
+ * becomes U+FFFD). Never blocks forever and never fails the caller: a line the sink
+ * cannot take is counted (mhdctx_log_dropped()). Safe from any thread.
+ */
+MHDCTX_EXPORT void mhdctx_log(mhdctx_log_level level, const char *fmt, ...)
+    MHDCTX_PRINTF(2, 3);
+MHDCTX_EXPORT void mhdctx_log_fields(mhdctx_log_level level, const mhdctx_field *fields,
+                                     size_t n, const char *fmt, ...) MHDCTX_PRINTF(4, 5);
+MHDCTX_EXPORT void mhdctx_log_fieldsv(mhdctx_log_level level, const mhdctx_field *fields,
+                                      size_t n, const char *fmt, va_list ap)
+    MHDCTX_PRINTF(4, 0);
+/**
+ * As mhdctx_log_fields() with the context given explicitly instead of the current one
+ * (NULL: no context fields). For threads that hold a reference but did not enter the
+ * context with mhdctx_run().
+ */
+MHDCTX_EXPORT void mhdctx_log_ctx(mhdctx_context *ctx, mhdctx_log_level level,
+                                  const mhdctx_field *fields, size_t n, const char *fmt,
+                                  ...) MHDCTX_PRINTF(5, 6);
+/**
+ * Error helper: level "error", adds "errno" (number) and "error" (strerror text of
+ * @p errnum) to the fields.
+ */
+MHDCTX_EXPORT void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size_t n,
+                                    const char *fmt, ...) MHDCTX_PRINTF(4, 5);
+
+#define mhdctx_log_debug(...) mhdctx_log(MHDCTX_LOG_DEBUG, __VA_ARGS__)
+#define mhdctx_log_info(...) mhdctx_log(MHDCTX_LOG_INFO, __VA_ARGS__)
+#define mhdctx_log_warn(...) mhdctx_log(MHDCTX_LOG_WARN, __VA_ARGS__)
+#define mhdctx_log_error(...) mhdctx_log(MHDCTX_LOG_ERROR, __VA_ARGS__)
+
+/**
+ * Receives each formatted line (JSON text ending in '\n', not NUL-terminated at
+ * line[len]). Called on the logging thread, possibly from several threads at once.
+ */
+typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, size_t len,
+                                    void *cls);
+
+/*
+ * Sinks. One sink is active; the default is standard output. Choose it at start-up,
+ * before requests are served (a switch while other threads log is safe but those
+ * threads may still write one line to the previous sink).
+ * Every sink writes each line with one write(2) under a lock, retrying partial writes,
+ * so concurrent lines never interleave. A failing sink (full disk, closed pipe) counts
+ * the line as dropped; SIGPIPE is suppressed for the write when the process does not
+ * ignore it.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stdout(void);
+MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stderr(void);
+/**
+ * Appends to @p path (created 0644 if missing). The file stays open until another sink
+ * is chosen or mhdctx_log_shutdown().
+ * @return MHDCTX_OK, MHDCTX_EINVAL (NULL path), MHDCTX_EIO (open failed; errno is set).
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_log_to_file(const char *path);
+/** Writes to @p fd, which stays the caller's (never closed by the library). */
+MHDCTX_EXPORT mhdctx_error mhdctx_log_to_fd(int fd);
+MHDCTX_EXPORT mhdctx_error mhdctx_log_to_callback(mhdctx_log_callback fn, void *cls);
+/** Lines that a sink failed to take since start (monotonic counter). */
+MHDCTX_EXPORT uint64_t mhdctx_log_dropped(void);
+/** Closes a file sink and returns to stdout. Call after the last request. */
+MHDCTX_EXPORT void mhdctx_log_shutdown(void);
+
+/* ------------------------------------------------------------------------------------
+ * Middleware: the MHD glue
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct mhdctx_middleware mhdctx_middleware;
+
+/**
+ * Creates the middleware in front of @p handler, which keeps MHD's own signature and
+ * receives @p handler_cls. Its `req_cls` argument is a slot of its own per request
+ * (initially NULL, preserved across calls), so existing handlers work unchanged; MHD's
+ * own `*req_cls` is used by the middleware.
+ * Owned: release with mhdctx_middleware_free() after MHD_stop_daemon().
+ * @return NULL on allocation failure or a NULL handler.
+ */
+MHDCTX_EXPORT mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
+                                                       void *handler_cls)
+    MHDCTX_WARN_UNUSED;
+MHDCTX_EXPORT void mhdctx_middleware_free(mhdctx_middleware *mw);
+
+/**
+ * The access handler to give MHD_start_daemon(), with the middleware as its cls.
+ * Runs the hooks once per request before the first call of the wrapped handler.
+ */
+MHDCTX_EXPORT enum MHD_Result mhdctx_access_handler(void *cls,
+                                                    struct MHD_Connection *connection,
+                                                    const char *url, const char *method,
+                                                    const char *version,
+                                                    const char *upload_data,
+                                                    size_t *upload_data_size,
+                                                    void **req_cls);
+
+/**
+ * MHD options the middleware needs (URI-log and completion callbacks, MHD's error log
+ * routed to the JSON logger), for MHD_OPTION_ARRAY. Pass them as the first option, as
+ * MHD wants its logger before any other option; MHD writes messages only when the
+ * daemon has MHD_USE_ERROR_LOG among its flags. Do not pass
+ * MHD_OPTION_URI_LOG_CALLBACK or MHD_OPTION_NOTIFY_COMPLETED yourself: register a
+ * completion callback with mhdctx_on_completed(). Borrowed: lives as long as @p mw.
+ */
+MHDCTX_EXPORT const struct MHD_OptionItem *mhdctx_mhd_options(mhdctx_middleware *mw);
+
+/**
+ * Registers the application's completion callback. It runs from the middleware's
+ * completion callback, with the context current and the same per-request slot that the
+ * handler sees as `req_cls`, before the access-log line is written.
+ * Configuration-time only. @return MHDCTX_OK or MHDCTX_ESTATE (already started).
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_on_completed(mhdctx_middleware *mw,
+                                               MHD_RequestCompletedCallback cb, void *cls);
+
+/** Name of the request-id header read and sent (default "X-Request-Id"). Copied. */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw,
+                                                        const char *name);
+/** Longest incoming id accepted, 1..MHDCTX_REQUEST_ID_LIMIT (default 128). */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_request_id_max_length(mhdctx_middleware *mw,
+                                                            size_t max_len);
+/**
+ * Whether incoming ids are used (default true). At an edge that faces the internet,
+ * set false: every request gets a fresh id and the access line says "untrusted".
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw,
+                                                                bool trust);
+
+/* Hooks ------------------------------------------------------------------------------ */
+
+typedef enum mhdctx_hook_result {
+    MHDCTX_HOOK_CONTINUE = 0, /**< go on with the next hook, then the handler */
+    MHDCTX_HOOK_DONE = 1,     /**< the hook queued a response: the request ends there */
+    MHDCTX_HOOK_FAIL = 2      /**< internal failure: the connection is closed */
+} mhdctx_hook_result;
+
+/**
+ * A hook runs once per request, on MHD's thread for the connection, after the headers
+ * are parsed and before the handler's first call, with @p ctx current.
+ * To end the request, queue the answer with mhdctx_respond*() and return
+ * MHDCTX_HOOK_DONE. The middleware holds that answer until MHD's next call when the
+ * request has no body, because MHD 0.9.75 closes a connection whose response was queued
+ * at the first call: the connection stays alive. With a body the answer goes out at
+ * once and MHD closes the connection without reading the body. A response queued with
+ * plain MHD_queue_response() goes out at once.
+ */
+typedef mhdctx_hook_result (*mhdctx_hook_fn)(struct MHD_Connection *connection,
+                                             mhdctx_context *ctx, void *cls);
+
+/** Appends a hook; hooks run in the order added. Configuration-time only. */
+MHDCTX_EXPORT mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn hook,
+                                           void *cls);
+
+/* Bearer authentication -------------------------------------------------------------- */
+
+/**
+ * Parses an Authorization header value of the form "Bearer <token>" (scheme
+ * case-insensitive, RFC 6750 token68 syntax). On success *token / *token_len point into
+ * @p header. @return MHDCTX_OK, or MHDCTX_EPARSE for anything else.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_bearer_parse(const char *header, size_t header_len,
+                                               const char **token, size_t *token_len);
+
+/** Compares two byte strings in time that depends only on @p secret_len. */
+MHDCTX_EXPORT bool mhdctx_secret_equal(const void *given, size_t given_len,
+                                       const void *secret, size_t secret_len);
+
+/**
+ * Resolves a token: on success set the user id (and roles) on @p ctx and return
+ * MHDCTX_OK; return MHDCTX_EAUTH for an unknown token; any other error is a 500.
+ */
+typedef mhdctx_error (*mhdctx_token_verifier)(const char *token, size_t token_len,
+                                              mhdctx_context *ctx, void *cls);
+
+/**
+ * Adds the bearer-auth hook: no Authorization header leaves the user anonymous; a
+ * header that is malformed, repeated, or whose token @p verify refuses ends the request
+ * with 401, `WWW-Authenticate: Bearer error="invalid_token"` and a JSON body
+ * {"error", "request_id"}. The token and header never reach a log line.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_add_bearer_auth(mhdctx_middleware *mw,
+                                                  mhdctx_token_verifier verify, void *cls);
+
+/** A token table: token -> user id and roles, checked in constant time. */
+typedef struct mhdctx_token_table mhdctx_token_table;
+/** Owned: mhdctx_token_table_free(). NULL on ENOMEM. */
+MHDCTX_EXPORT mhdctx_token_table *mhdctx_token_table_new(void) MHDCTX_WARN_UNUSED;
+MHDCTX_EXPORT void mhdctx_token_table_free(mhdctx_token_table *table);
+/** Adds a token (all copied). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM. */
+MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table,
+                                                  const char *token, const char *user_id,
+                                                  const char *const *roles,
+                                                  size_t n_roles);
+/**
+ * Loads a JSON file {"<token>": {"user_id": "42", "roles": ["admin"]}, ...}.
+ * @p err (may be NULL) receives a message on failure.
+ * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape),
+ *         MHDCTX_EINVAL, MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table,
+                                                   const char *path, char *err,
+                                                   size_t err_size);
+/** A ::mhdctx_token_verifier over a table (cls = the table). */
+MHDCTX_EXPORT mhdctx_error mhdctx_token_table_verify(const char *token, size_t token_len,
+                                                     mhdctx_context *ctx, void *cls);
+
+/* Responses -------------------------------------------------------------------------- */
+
+/**
+ * MHD responses may be shared between connections, so the middleware never mutates a
+ * response it did not create. These helpers create a response for this request only,
+ * with the request-id header, queue it and release it. Call them from the handler or a
+ * hook (the current context supplies the id).
+ */
+
+/** Queues @p len bytes of @p body (copied) with @p content_type (may be NULL). */
+MHDCTX_EXPORT enum MHD_Result mhdctx_respond(struct MHD_Connection *connection,
+                                             unsigned int status, const char *content_type,
+                                             const void *body, size_t len);
+/** Queues @p body (stolen, also on failure) as compact JSON. */
+MHDCTX_EXPORT enum MHD_Result mhdctx_respond_json_new(struct MHD_Connection *connection,
+                                                      unsigned int status, json_t *body);
+/** Queues {"error": @p message, "request_id": id} with @p status. */
+MHDCTX_EXPORT enum MHD_Result mhdctx_respond_error(struct MHD_Connection *connection,
+                                                   unsigned int status,
+                                                   const char *message);
+/**
+ * Adds the request-id header of @p ctx to @p response. Only for a response created for
+ * this request (never a shared one). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_response_add_request_id(struct MHD_Response *response,
+                                                          const mhdctx_context *ctx);
+
+/* Access log ------------------------------------------------------------------------- */
+
+/**
+ * One line per finished request, from the completion callback: "request completed"
+ * with method, path, status, duration_ms, outcome
+ * (completed|client_abort|timeout|error|shutdown), request_id_replaced when the
+ * incoming id was refused, and the context fields. Level: 5xx error, 4xx warn, else
+ * info, unless a route or the filter says otherwise.
+ */
+
+/** Level for the access line of requests to exactly @p path (MHDCTX_LOG_OFF: none). */
+MHDCTX_EXPORT mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
+                                                   mhdctx_log_level level);
+/**
+ * Full control (pino-http's customLogLevel): returns the level of the access line for
+ * @p ctx with @p status, or MHDCTX_LOG_OFF for none. @p suggested is the level the
+ * status and the routes give.
+ */
+typedef mhdctx_log_level (*mhdctx_access_level_fn)(const mhdctx_context *ctx,
+                                                   unsigned int status,
+                                                   mhdctx_log_level suggested, void *cls);
+MHDCTX_EXPORT mhdctx_error mhdctx_access_log_level_fn(mhdctx_middleware *mw,
+                                                      mhdctx_access_level_fn fn, void *cls);
+/** Whether the access line carries the query string as "query" (default false). */
+MHDCTX_EXPORT mhdctx_error mhdctx_access_log_query(mhdctx_middleware *mw, bool include);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MHDCTX_H */

@@ -1,0 +1,55 @@
+#!/bin/bash
+# From a fresh Debian machine to a passing test suite:
+#   ./scripts/test.sh          build with -Werror, then make check
+#   ./scripts/test.sh --full   also the ASan+UBSan pass and the valgrind pass (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+full=no
+[ "${1:-}" = "--full" ] && full=yes
+jobs=$(nproc)
+[ "${SKIP_INSTALL:-}" = 1 ] || ./scripts/install-deps.sh
+autoreconf -fi >/dev/null 2>&1
+
+totals_pass=0
+totals_fail=0
+count_results() { # adds the PASS/FAIL/ERROR counts of a test-suite.log
+    local log=$1 p f e
+    p=$(sed -n 's/^# PASS: *//p' "$log"); f=$(sed -n 's/^# FAIL: *//p' "$log")
+    e=$(sed -n 's/^# ERROR: *//p' "$log")
+    totals_pass=$((totals_pass + ${p:-0})); totals_fail=$((totals_fail + ${f:-0} + ${e:-0}))
+}
+run_check() { # dir, make arguments...
+    local dir=$1; shift
+    if ! make -C "$dir" -j"$jobs" check "$@"; then
+        find "$dir/test" -name '*.log' -newer "$dir/Makefile" -print0 |
+            xargs -0 grep -L '^PASS\|^SKIP' 2>/dev/null | head -5 | xargs -r tail -n 60
+        count_results "$dir/test-suite.log"
+        echo "$totals_pass passed, $totals_fail failed"
+        exit 1
+    fi
+    count_results "$dir/test-suite.log"
+}
+
+echo "== build (gcc, -Werror) and make check"
+mkdir -p build
+(cd build && ../configure --enable-werror >/dev/null)
+make -C build -j"$jobs" >/dev/null
+run_check build
+
+if [ "$full" = yes ]; then
+    echo "== AddressSanitizer + UndefinedBehaviorSanitizer: make check"
+    mkdir -p build-asan
+    (cd build-asan && ../configure --enable-werror --enable-sanitizers >/dev/null)
+    make -C build-asan -j"$jobs" >/dev/null
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+        run_check build-asan
+
+    echo "== valgrind: unit tests (CK_FORK=no) and the demo in every mode"
+    vg="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect"
+    vg="$vg --errors-for-leak-kinds=definite,indirect --track-origins=yes"
+    CK_FORK=no MHDCTX_TEST_WRAPPER="$vg" run_check build LOG_COMPILER="$vg" \
+        TEST_SUITE_LOG=test-suite-valgrind.log
+    count_results build/test-suite-valgrind.log
+    totals_pass=$((totals_pass)); # (already counted by run_check via test-suite.log)
+fi
+echo "$totals_pass passed, $totals_fail failed"

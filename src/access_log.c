@@ -1,0 +1,123 @@
+/*
+ * access_log.c - one line per finished request, written from the completion callback:
+ * what pino-http's autoLogging does, with per-route levels and a level callback.
+ */
+#include "middleware.h"
+
+#include <string.h>
+
+mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
+                                     mhdctx_log_level level)
+{
+    if (mw == NULL || path == NULL || (unsigned)level > MHDCTX_LOG_OFF)
+        return MHDCTX_EINVAL;
+    if (atomic_load(&mw->started))
+        return MHDCTX_ESTATE;
+    char *copy = mhdctx__strdup(path);
+    struct mhdctx__route *grown =
+        copy ? mhdctx__realloc(mw->routes, (mw->n_routes + 1) * sizeof *grown) : NULL;
+    if (grown == NULL) {
+        mhdctx__free(copy);
+        return MHDCTX_ENOMEM;
+    }
+    grown[mw->n_routes++] = (struct mhdctx__route){copy, level};
+    mw->routes = grown;
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_access_log_level_fn(mhdctx_middleware *mw, mhdctx_access_level_fn fn,
+                                        void *cls)
+{
+    if (mw == NULL)
+        return MHDCTX_EINVAL;
+    if (atomic_load(&mw->started))
+        return MHDCTX_ESTATE;
+    mw->level_fn = fn;
+    mw->level_cls = cls;
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_access_log_query(mhdctx_middleware *mw, bool include)
+{
+    if (mw == NULL)
+        return MHDCTX_EINVAL;
+    if (atomic_load(&mw->started))
+        return MHDCTX_ESTATE;
+    mw->log_query = include;
+    return MHDCTX_OK;
+}
+
+static const char *outcome_name(enum MHD_RequestTerminationCode toe)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK:
+        return "completed";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "client_abort";
+    case MHD_REQUEST_TERMINATED_WITH_ERROR:
+    default:
+        return "error";
+    }
+}
+
+static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_context *ctx,
+                                   unsigned status, enum MHD_RequestTerminationCode toe)
+{
+    mhdctx_log_level level = MHDCTX_LOG_INFO;
+    if (status >= 500 || (status == 0 && toe == MHD_REQUEST_TERMINATED_WITH_ERROR))
+        level = MHDCTX_LOG_ERROR;
+    else if (status >= 400)
+        level = MHDCTX_LOG_WARN;
+    for (size_t i = 0; i < mw->n_routes; i++) {
+        if (strcmp(mw->routes[i].path, mhdctx_path(ctx)) == 0) {
+            level = mw->routes[i].level;
+            break;
+        }
+    }
+    if (mw->level_fn)
+        level = mw->level_fn(ctx, status, level, mw->level_cls);
+    return level;
+}
+
+/* The status MHD sent: MHD knows it for every response, ours, the application's and
+ * its own error pages. 0 when no response was sent (the client left first). */
+static unsigned response_status(struct MHD_Connection *connection, const mhdctx_context *ctx)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS);
+    if (info && info->http_status)
+        return info->http_status;
+    return ctx->status;
+}
+
+void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
+                        struct MHD_Connection *connection,
+                        enum MHD_RequestTerminationCode toe)
+{
+    unsigned status = response_status(connection, ctx);
+    mhdctx_log_level level = level_for(mw, ctx, status, toe);
+    if (!mhdctx_log_enabled(level))
+        return;
+    /* Microseconds precision is plenty and keeps the number short. */
+    double duration_ms = (double)(long long)(mhdctx_elapsed_ms(ctx) * 1000.0) / 1000.0;
+    mhdctx_field fields[9];
+    size_t n = 0;
+    fields[n++] = MHDCTX_F_STR("method", mhdctx_method(ctx));
+    fields[n++] = MHDCTX_F_STR("path", mhdctx_path(ctx));
+    if (mw->log_query && mhdctx_query(ctx))
+        fields[n++] = MHDCTX_F_STR("query", mhdctx_query(ctx));
+    fields[n++] = MHDCTX_F_UINT("status", status);
+    fields[n++] = MHDCTX_F_DOUBLE("duration_ms", duration_ms);
+    fields[n++] = MHDCTX_F_STR("outcome", outcome_name(toe));
+    if (ctx->parent_span_id[0])
+        fields[n++] = MHDCTX_F_STR("parent_span_id", ctx->parent_span_id);
+    mhdctx_id_verdict verdict = mhdctx_request_id_verdict(ctx);
+    if (verdict != MHDCTX_ID_VALID && verdict != MHDCTX_ID_MISSING)
+        fields[n++] = MHDCTX_F_STR("request_id_replaced", mhdctx_id_verdict_name(verdict));
+    mhdctx_log_ctx(ctx, level, fields, n, "request completed");
+}

@@ -1,0 +1,68 @@
+/* buf.c - a growable byte buffer that starts in caller storage (often the stack or a
+ * thread-local array) and moves to the heap only when a line outgrows it. */
+#include "internal.h"
+
+#include <string.h>
+
+void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap)
+{
+    b->data = storage;
+    b->len = 0;
+    b->cap = storage ? cap : 0;
+    b->on_heap = false;
+    b->failed = false;
+}
+
+void mhdctx__buf_release(mhdctx__buf *b)
+{
+    if (b->on_heap)
+        mhdctx__free(b->data);
+    mhdctx__buf_init(b, NULL, 0);
+}
+
+bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra)
+{
+    if (b->failed)
+        return false;
+    if (extra <= b->cap - b->len)
+        return true;
+    size_t want = b->cap ? b->cap : 256;
+    while (want - b->len < extra) {
+        if (want > SIZE_MAX / 2) {
+            b->failed = true;
+            return false;
+        }
+        want *= 2;
+    }
+    char *grown = b->on_heap ? mhdctx__realloc(b->data, want) : mhdctx__malloc(want);
+    if (grown == NULL) {
+        b->failed = true;
+        return false;
+    }
+    if (!b->on_heap && b->len)
+        memcpy(grown, b->data, b->len);
+    b->data = grown;
+    b->cap = want;
+    b->on_heap = true;
+    return true;
+}
+
+void mhdctx__buf_put(mhdctx__buf *b, const char *s, size_t n)
+{
+    if (n == 0 || !mhdctx__buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+void mhdctx__buf_putc(mhdctx__buf *b, char c)
+{
+    if (!mhdctx__buf_reserve(b, 1))
+        return;
+    b->data[b->len++] = c;
+}
+
+void mhdctx__buf_puts(mhdctx__buf *b, const char *s)
+{
+    mhdctx__buf_put(b, s, strlen(s));
+}

@@ -1,0 +1,556 @@
+/*
+ * context.c - the per-request context: its fields, reference counting and the
+ * thread-local "current" pointer (the C counterpart of AsyncLocalStorage's store).
+ *
+ * One allocation per request: the struct and the request's path and query share one
+ * block. Fields set later (user id, roles, user keys) allocate only when used.
+ */
+#include "internal.h"
+
+#include <string.h>
+#include <time.h>
+
+/* initial-exec: reading the current context is one instruction from a TLS offset,
+ * not a __tls_get_addr call (the library is linked at start-up, not dlopen()ed late). */
+static _Thread_local mhdctx_context *current_ctx
+    __attribute__((tls_model("initial-exec")));
+
+mhdctx_context *mhdctx_current(void)
+{
+    return current_ctx;
+}
+
+mhdctx_context *mhdctx__enter(mhdctx_context *ctx)
+{
+    mhdctx_context *previous = current_ctx;
+    current_ctx = ctx;
+    return previous;
+}
+
+void mhdctx_run(mhdctx_context *ctx, void (*fn)(void *arg), void *arg)
+{
+    if (fn == NULL)
+        return;
+    mhdctx_context *previous = mhdctx__enter(ctx);
+    fn(arg);
+    mhdctx__enter(previous);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+mhdctx_context *mhdctx__context_create(const char *uri)
+{
+    if (uri == NULL)
+        uri = "";
+    size_t uri_len = strlen(uri);
+    mhdctx_context *ctx = mhdctx__malloc(sizeof *ctx + uri_len + 2);
+    if (ctx == NULL)
+        return NULL;
+    memset(ctx, 0, sizeof *ctx);
+    if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
+        mhdctx__free(ctx);
+        return NULL;
+    }
+    atomic_init(&ctx->refs, 1);
+    ctx->start_mono_ns = monotonic_ns();
+    clock_gettime(CLOCK_REALTIME, &ctx->start_real);
+    ctx->id_verdict = MHDCTX_ID_MISSING;
+    ctx->id_header = "X-Request-Id";
+    memcpy(ctx->text, uri, uri_len + 1);
+    char *question = strchr(ctx->text, '?');
+    if (question) {
+        *question = '\0';
+        ctx->query = question + 1;
+    }
+    return ctx;
+}
+
+mhdctx_context *mhdctx_context_new(void)
+{
+    mhdctx_context *ctx = mhdctx__context_create("");
+    if (ctx) {
+        char id[MHDCTX_UUID_LEN + 1];
+        mhdctx_uuid_v4(id);
+        mhdctx__context_set_request_id(ctx, id, MHDCTX_UUID_LEN, MHDCTX_ID_MISSING);
+        mhdctx__context_set_trace(ctx, NULL, NULL, 0);
+    }
+    return ctx;
+}
+
+mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
+                                       const char *tracestate, size_t tracestate_len)
+{
+    if (parent) {
+        memcpy(ctx->trace_id, parent->trace_id, sizeof ctx->trace_id);
+        memcpy(ctx->parent_span_id, parent->parent_id, sizeof ctx->parent_span_id);
+        /* Only the sampled flag is defined by Level 1: unknown flags are not passed on. */
+        ctx->trace_flags = parent->flags & MHDCTX_TRACE_FLAG_SAMPLED;
+    } else {
+        mhdctx__random_hex(ctx->trace_id, MHDCTX_TRACE_ID_LEN / 2);
+        ctx->parent_span_id[0] = '\0';
+        ctx->trace_flags = MHDCTX_TRACE_FLAG_SAMPLED; /* a root span is recorded */
+    }
+    mhdctx__random_hex(ctx->span_id, MHDCTX_SPAN_ID_LEN / 2);
+    if (parent && tracestate && tracestate_len) {
+        ctx->tracestate = mhdctx__malloc(tracestate_len + 1);
+        if (ctx->tracestate == NULL)
+            return MHDCTX_ENOMEM;
+        memcpy(ctx->tracestate, tracestate, tracestate_len);
+        ctx->tracestate[tracestate_len] = '\0';
+    }
+    return MHDCTX_OK;
+}
+
+const char *mhdctx_trace_id(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->trace_id : "";
+}
+
+const char *mhdctx_span_id(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->span_id : "";
+}
+
+const char *mhdctx_parent_span_id(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->parent_span_id : "";
+}
+
+unsigned char mhdctx_trace_flags(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->trace_flags : 0;
+}
+
+const char *mhdctx_tracestate(const mhdctx_context *ctx)
+{
+    return ctx && ctx->tracestate ? ctx->tracestate : "";
+}
+
+mhdctx_context *mhdctx_context_ref(mhdctx_context *ctx)
+{
+    if (ctx)
+        atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    return ctx;
+}
+
+static void free_strings(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mhdctx__free(list[i]);
+    mhdctx__free(list);
+}
+
+static void context_destroy(mhdctx_context *ctx)
+{
+    for (size_t i = 0; i < ctx->n_keys; i++)
+        json_decref(ctx->keys[i].value);
+    mhdctx__free(ctx->keys);
+    free_strings(ctx->roles, ctx->n_roles);
+    mhdctx__free(ctx->user_id);
+    mhdctx__free(ctx->method_heap);
+    mhdctx__free(ctx->tracestate);
+    if (ctx->deferred)
+        MHD_destroy_response(ctx->deferred);
+    pthread_mutex_destroy(&ctx->lock);
+    mhdctx__free(ctx);
+}
+
+void mhdctx_context_unref(mhdctx_context *ctx)
+{
+    if (ctx == NULL)
+        return;
+    /* acq_rel: every write made under another reference happens before the free. */
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) == 1)
+        context_destroy(ctx);
+}
+
+/* ---- immutable request fields ------------------------------------------------------- */
+
+mhdctx_error mhdctx__context_set_method(mhdctx_context *ctx, const char *method)
+{
+    size_t len = strlen(method);
+    if (len < sizeof ctx->method_inline) {
+        memcpy(ctx->method_inline, method, len + 1);
+        return MHDCTX_OK;
+    }
+    ctx->method_heap = mhdctx__strdup(method);
+    return ctx->method_heap ? MHDCTX_OK : MHDCTX_ENOMEM;
+}
+
+void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t len,
+                                    mhdctx_id_verdict verdict)
+{
+    if (len > MHDCTX_REQUEST_ID_LIMIT)
+        len = MHDCTX_REQUEST_ID_LIMIT;
+    memcpy(ctx->request_id, id, len);
+    ctx->request_id[len] = '\0';
+    ctx->id_verdict = verdict;
+}
+
+const char *mhdctx_request_id(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->request_id : "";
+}
+
+mhdctx_id_verdict mhdctx_request_id_verdict(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->id_verdict : MHDCTX_ID_MISSING;
+}
+
+const char *mhdctx_method(const mhdctx_context *ctx)
+{
+    if (ctx == NULL)
+        return "";
+    return ctx->method_heap ? ctx->method_heap : ctx->method_inline;
+}
+
+const char *mhdctx_path(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->text : "";
+}
+
+const char *mhdctx_query(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->query : NULL;
+}
+
+uint64_t mhdctx_start_monotonic_ns(const mhdctx_context *ctx)
+{
+    return ctx ? ctx->start_mono_ns : 0;
+}
+
+struct timespec mhdctx_start_realtime(const mhdctx_context *ctx)
+{
+    struct timespec zero = {0, 0};
+    return ctx ? ctx->start_real : zero;
+}
+
+double mhdctx_elapsed_ms(const mhdctx_context *ctx)
+{
+    if (ctx == NULL)
+        return 0.0;
+    return (double)(monotonic_ns() - ctx->start_mono_ns) / 1e6;
+}
+
+/* ---- user, roles ---------------------------------------------------------------------- */
+
+/* Printable, no controls: these values end up in log lines and headers. */
+mhdctx_error mhdctx__check_label(const char *s, size_t max_len)
+{
+    if (s == NULL || *s == '\0')
+        return MHDCTX_EINVAL;
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, len++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return MHDCTX_EINVAL;
+    }
+    return len > max_len ? MHDCTX_ELIMIT : MHDCTX_OK;
+}
+
+static void lock(const mhdctx_context *ctx)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+}
+
+static void unlock(const mhdctx_context *ctx)
+{
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+mhdctx_error mhdctx_set_user_id(mhdctx_context *ctx, const char *user_id)
+{
+    if (ctx == NULL)
+        return MHDCTX_EINVAL;
+    char *copy = NULL;
+    if (user_id) {
+        mhdctx_error rc = mhdctx__check_label(user_id, MHDCTX_MAX_USER_ID_LEN);
+        if (rc != MHDCTX_OK)
+            return rc;
+        copy = mhdctx__strdup(user_id);
+        if (copy == NULL)
+            return MHDCTX_ENOMEM;
+    }
+    lock(ctx);
+    char *old = ctx->user_id;
+    ctx->user_id = copy;
+    unlock(ctx);
+    mhdctx__free(old);
+    return MHDCTX_OK;
+}
+
+const char *mhdctx_user_id(const mhdctx_context *ctx)
+{
+    if (ctx == NULL)
+        return NULL;
+    lock(ctx);
+    const char *id = ctx->user_id;
+    unlock(ctx);
+    return id;
+}
+
+mhdctx_error mhdctx_copy_user_id(const mhdctx_context *ctx, char *buf, size_t size)
+{
+    if (ctx == NULL || buf == NULL || size == 0)
+        return MHDCTX_EINVAL;
+    mhdctx_error rc = MHDCTX_OK;
+    lock(ctx);
+    if (ctx->user_id == NULL) {
+        buf[0] = '\0';
+        rc = MHDCTX_ENOTFOUND;
+    } else {
+        size_t len = strlen(ctx->user_id);
+        rc = len < size ? MHDCTX_OK : MHDCTX_ELIMIT;
+        len = len < size ? len : size - 1;
+        memcpy(buf, ctx->user_id, len);
+        buf[len] = '\0';
+    }
+    unlock(ctx);
+    return rc;
+}
+
+static bool has_role_locked(const mhdctx_context *ctx, const char *role)
+{
+    for (size_t i = 0; i < ctx->n_roles; i++) {
+        if (strcmp(ctx->roles[i], role) == 0)
+            return true;
+    }
+    return false;
+}
+
+mhdctx_error mhdctx_add_role(mhdctx_context *ctx, const char *role)
+{
+    if (ctx == NULL)
+        return MHDCTX_EINVAL;
+    mhdctx_error rc = mhdctx__check_label(role, MHDCTX_MAX_KEY_LEN);
+    if (rc != MHDCTX_OK)
+        return rc;
+    lock(ctx);
+    if (has_role_locked(ctx, role)) {
+        rc = MHDCTX_OK;
+    } else if (ctx->n_roles >= MHDCTX_MAX_ROLES) {
+        rc = MHDCTX_ELIMIT;
+    } else {
+        char *copy = mhdctx__strdup(role);
+        char **grown = copy ? mhdctx__realloc(ctx->roles, (ctx->n_roles + 1) * sizeof *grown)
+                            : NULL;
+        if (grown == NULL) {
+            mhdctx__free(copy);
+            rc = MHDCTX_ENOMEM;
+        } else {
+            grown[ctx->n_roles++] = copy;
+            ctx->roles = grown;
+        }
+    }
+    unlock(ctx);
+    return rc;
+}
+
+bool mhdctx_has_role(const mhdctx_context *ctx, const char *role)
+{
+    if (ctx == NULL || role == NULL)
+        return false;
+    lock(ctx);
+    bool found = has_role_locked(ctx, role);
+    unlock(ctx);
+    return found;
+}
+
+json_t *mhdctx_roles_json(const mhdctx_context *ctx)
+{
+    json_t *array = json_array();
+    if (array == NULL || ctx == NULL)
+        return array;
+    lock(ctx);
+    for (size_t i = 0; i < ctx->n_roles; i++) {
+        if (json_array_append_new(array, json_string(ctx->roles[i])) != 0) {
+            json_decref(array);
+            array = NULL;
+            break;
+        }
+    }
+    unlock(ctx);
+    return array;
+}
+
+/* ---- user keys ------------------------------------------------------------------------ */
+
+/* Field names the library writes itself: a user key may not shadow them. */
+static const char *const reserved_keys[] = {
+    "time",       "level",       "message",      "request_id",   "user_id",
+    "trace_id",   "span_id",     "trace_flags",  "parent_span_id", "method",
+    "path",       "query",       "status",       "duration_ms",  "outcome",
+    "request_id_replaced"};
+
+bool mhdctx__key_is_reserved(const char *key)
+{
+    for (size_t i = 0; i < sizeof reserved_keys / sizeof *reserved_keys; i++) {
+        if (strcmp(key, reserved_keys[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+static mhdctx_error check_key(const char *key)
+{
+    if (key == NULL || *key == '\0')
+        return MHDCTX_EINVAL;
+    size_t len = 0;
+    for (const char *p = key; *p; p++, len++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        if (!ok)
+            return MHDCTX_EINVAL;
+    }
+    if (len > MHDCTX_MAX_KEY_LEN)
+        return MHDCTX_ELIMIT;
+    return mhdctx__key_is_reserved(key) ? MHDCTX_ERESERVED : MHDCTX_OK;
+}
+
+static size_t count_json_bytes(const char *chunk, size_t size, size_t *total)
+{
+    (void)chunk;
+    *total += size;
+    return *total;
+}
+
+static int measure_callback(const char *chunk, size_t size, void *data)
+{
+    return count_json_bytes(chunk, size, data) > MHDCTX_MAX_VALUE_LEN ? -1 : 0;
+}
+
+static mhdctx_error check_value(const json_t *value)
+{
+    size_t total = 0;
+    if (json_dump_callback(value, measure_callback, &total,
+                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0)
+        return total > MHDCTX_MAX_VALUE_LEN ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
+    return MHDCTX_OK;
+}
+
+static struct mhdctx__user_key *find_key_locked(const mhdctx_context *ctx, const char *key)
+{
+    for (size_t i = 0; i < ctx->n_keys; i++) {
+        if (strcmp(ctx->keys[i].name, key) == 0)
+            return &ctx->keys[i];
+    }
+    return NULL;
+}
+
+static void remove_key_locked(mhdctx_context *ctx, struct mhdctx__user_key *slot)
+{
+    json_decref(slot->value);
+    size_t index = (size_t)(slot - ctx->keys);
+    memmove(slot, slot + 1, (ctx->n_keys - index - 1) * sizeof *slot);
+    ctx->n_keys--;
+}
+
+static mhdctx_error store_key_locked(mhdctx_context *ctx, const char *key, json_t *value)
+{
+    struct mhdctx__user_key *slot = find_key_locked(ctx, key);
+    if (value == NULL) {
+        if (slot)
+            remove_key_locked(ctx, slot);
+        return MHDCTX_OK;
+    }
+    if (slot) {
+        json_decref(slot->value);
+        slot->value = value;
+        return MHDCTX_OK;
+    }
+    if (ctx->n_keys >= MHDCTX_MAX_USER_KEYS)
+        return MHDCTX_ELIMIT;
+    struct mhdctx__user_key *grown =
+        mhdctx__realloc(ctx->keys, (ctx->n_keys + 1) * sizeof *grown);
+    if (grown == NULL)
+        return MHDCTX_ENOMEM;
+    ctx->keys = grown;
+    slot = &grown[ctx->n_keys++];
+    strcpy(slot->name, key); /* length checked by check_key() */
+    slot->value = value;
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key, json_t *value)
+{
+    mhdctx_error rc = ctx ? check_key(key) : MHDCTX_EINVAL;
+    if (rc == MHDCTX_OK && value)
+        rc = check_value(value);
+    if (rc == MHDCTX_OK) {
+        lock(ctx);
+        rc = store_key_locked(ctx, key, value);
+        unlock(ctx);
+        if (rc == MHDCTX_OK)
+            return MHDCTX_OK; /* the context owns value now */
+    }
+    json_decref(value);
+    return rc;
+}
+
+mhdctx_error mhdctx_set(mhdctx_context *ctx, const char *key, json_t *value)
+{
+    return mhdctx_set_new(ctx, key, json_incref(value));
+}
+
+mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *key, const char *value)
+{
+    if (value == NULL) /* as mhdctx_set_new(ctx, key, NULL): removes the key */
+        return mhdctx_set_new(ctx, key, NULL);
+    json_t *string = json_string(value); /* NULL for invalid UTF-8 */
+    if (string == NULL) /* invalid UTF-8, or out of memory */
+        return MHDCTX_EINVAL;
+    return mhdctx_set_new(ctx, key, string);
+}
+
+json_t *mhdctx_get(const mhdctx_context *ctx, const char *key)
+{
+    if (ctx == NULL || key == NULL)
+        return NULL;
+    lock(ctx);
+    struct mhdctx__user_key *slot = find_key_locked(ctx, key);
+    json_t *value = slot ? json_incref(slot->value) : NULL;
+    unlock(ctx);
+    return value;
+}
+
+bool mhdctx__context_has_key(mhdctx_context *ctx, const char *key)
+{
+    lock(ctx);
+    bool found = find_key_locked(ctx, key) != NULL;
+    unlock(ctx);
+    return found;
+}
+
+void mhdctx__context_write_fields(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id)
+{
+    static const char hex[] = "0123456789abcdef";
+    mhdctx__json_key(b, "request_id");
+    mhdctx__json_string(b, ctx->request_id, strlen(ctx->request_id));
+    if (ctx->trace_id[0]) { /* OpenTelemetry log data model names; ids are plain hex */
+        char flags[5] = {'"', hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '"'};
+        mhdctx__buf_put(b, ",\"trace_id\":\"", 13);
+        mhdctx__buf_put(b, ctx->trace_id, MHDCTX_TRACE_ID_LEN);
+        mhdctx__buf_put(b, "\",\"span_id\":\"", 13);
+        mhdctx__buf_put(b, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
+        mhdctx__buf_put(b, "\",\"trace_flags\":", 16);
+        mhdctx__buf_put(b, flags, 4);
+    }
+    lock(ctx);
+    mhdctx__json_key(b, "user_id");
+    if (ctx->user_id)
+        mhdctx__json_string(b, ctx->user_id, strlen(ctx->user_id));
+    else
+        mhdctx__buf_put(b, "null", 4);
+    for (size_t i = 0; i < ctx->n_keys; i++) {
+        mhdctx__json_key(b, ctx->keys[i].name);
+        mhdctx__json_value(b, ctx->keys[i].value);
+    }
+    unlock(ctx);
+}

@@ -1,0 +1,129 @@
+/*
+ * internal.h - declarations shared between the modules of libmhdctx.
+ * Nothing here is exported: internal functions use the `mhdctx__` prefix, which the
+ * export regex (^mhdctx_[a-z]) and -fvisibility=hidden both keep out of the .so.
+ */
+#ifndef MHDCTX_INTERNAL_H
+#define MHDCTX_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strerror_r returning char *, pthread extensions */
+#endif
+
+#include "mhdctx.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- allocation (one place, so a test build can inject failures) ---------------- */
+void *mhdctx__malloc(size_t size);
+void *mhdctx__calloc(size_t n, size_t size);
+void *mhdctx__realloc(void *ptr, size_t size);
+char *mhdctx__strdup(const char *s);
+void mhdctx__free(void *ptr);
+
+/* ---- growable byte buffer --------------------------------------------------------- */
+typedef struct mhdctx__buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool on_heap; /* data was allocated here (else caller storage) */
+    bool failed;  /* an append did not fit and could not grow: content is truncated */
+} mhdctx__buf;
+
+void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap);
+void mhdctx__buf_release(mhdctx__buf *b);
+bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra);
+void mhdctx__buf_put(mhdctx__buf *b, const char *s, size_t n);
+void mhdctx__buf_putc(mhdctx__buf *b, char c);
+void mhdctx__buf_puts(mhdctx__buf *b, const char *s);
+
+/* ---- JSON encoding (json_write.c) ------------------------------------------------- */
+/* Appends "..." with every byte escaped: controls, quotes, backslash, DEL, U+2028/9;
+ * invalid UTF-8 becomes \ufffd. The result is always valid JSON. */
+void mhdctx__json_string(mhdctx__buf *b, const char *s, size_t len);
+/* Appends ,"key": (the comma only when the object already has a member). */
+void mhdctx__json_key(mhdctx__buf *b, const char *key);
+void mhdctx__json_int(mhdctx__buf *b, long long v);
+void mhdctx__json_uint(mhdctx__buf *b, unsigned long long v);
+void mhdctx__json_double(mhdctx__buf *b, double v);
+void mhdctx__json_value(mhdctx__buf *b, const json_t *v);
+
+/* ---- context (context.c) ---------------------------------------------------------- */
+enum mhdctx__phase {
+    MHDCTX__PHASE_NEW = 0,     /* created from the request line, headers not read yet */
+    MHDCTX__PHASE_HANDLER,     /* hooks passed: the handler runs */
+    MHDCTX__PHASE_ANSWERED     /* a hook answered: remaining calls are absorbed */
+};
+
+struct mhdctx__user_key {
+    char name[MHDCTX_MAX_KEY_LEN + 1];
+    json_t *value;
+};
+
+struct mhdctx_context {
+    atomic_uint refs;
+    pthread_mutex_t lock; /* guards user_id, roles and keys */
+    uint64_t start_mono_ns;
+    struct timespec start_real;
+    enum mhdctx__phase phase;
+    mhdctx_id_verdict id_verdict;
+    unsigned int status;  /* status queued by the library's own helpers */
+    struct MHD_Response *deferred; /* a hook's answer, queued at the next call */
+    void *user_req_cls;   /* the wrapped handler's own req_cls slot */
+    const char *id_header; /* response header for the id (the middleware's setting) */
+    char *user_id;
+    char **roles;
+    size_t n_roles;
+    struct mhdctx__user_key *keys;
+    size_t n_keys;
+    char *method_heap;    /* method when it does not fit method_inline */
+    char method_inline[24];
+    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1];       /* "" until the trace is assigned */
+    char span_id[MHDCTX_SPAN_ID_LEN + 1];
+    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* "" for a new trace */
+    unsigned char trace_flags;
+    char *tracestate;     /* normalized incoming tracestate, NULL when none */
+    char *query;          /* points into text, NULL when absent */
+    char text[];          /* path '\0' [query '\0'] */
+};
+
+/* New context for @uri (path and optional query), refcount 1. NULL on ENOMEM. */
+mhdctx_context *mhdctx__context_create(const char *uri);
+mhdctx_error mhdctx__context_set_method(mhdctx_context *ctx, const char *method);
+void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t len,
+                                    mhdctx_id_verdict verdict);
+/* Continues the trace of @parent (NULL: starts a new one) with a new span id. */
+mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
+                                       const char *tracestate, size_t tracestate_len);
+/* Swaps the thread's current context, returning the previous one. */
+mhdctx_context *mhdctx__enter(mhdctx_context *ctx);
+bool mhdctx__key_is_reserved(const char *key);
+/* MHDCTX_OK for 1..@max_len bytes without control characters (user ids, roles). */
+mhdctx_error mhdctx__check_label(const char *s, size_t max_len);
+/* Appends ,"request_id":.., the trace ids, "user_id":.. and the user keys, under the
+ * context lock. @span_id (NULL: the context's) replaces the span, for client spans. */
+void mhdctx__context_write_fields(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id);
+/* Whether @key is a user key of @ctx (caller holds no lock). */
+bool mhdctx__context_has_key(mhdctx_context *ctx, const char *key);
+
+/* ---- responses (response.c) --------------------------------------------------------- */
+/* Queues the response a hook left for the next call (MHD_YES when there is none). */
+enum MHD_Result mhdctx__queue_deferred(mhdctx_context *ctx, struct MHD_Connection *connection);
+void mhdctx__drop_deferred(mhdctx_context *ctx);
+
+/* ---- random ids (request_id.c) ---------------------------------------------------- */
+/* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */
+void mhdctx__random_hex(char *out, size_t nbytes);
+
+/* ---- logger (log.c) --------------------------------------------------------------- */
+void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
+                      const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
+    MHDCTX_PRINTF(5, 0);
+/* As mhdctx_log_ctx() with the line's span_id replaced by @span_id (a client span). */
+void mhdctx__log_span(mhdctx_context *ctx, const char *span_id, mhdctx_log_level level,
+                      const mhdctx_field *fields, size_t n, const char *fmt, ...)
+    MHDCTX_PRINTF(6, 7);
+
+#endif /* MHDCTX_INTERNAL_H */

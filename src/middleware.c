@@ -1,0 +1,395 @@
+/*
+ * middleware.c - the only module that knows MHD's request lifecycle.
+ *
+ *   URI-log callback      -> context created (earliest moment: the request line)
+ *   first handler call    -> method, request id, hooks; then the wrapped handler
+ *   later handler calls   -> the wrapped handler (body chunks, final call)
+ *   completion callback   -> application's callback, access-log line, reference dropped
+ *
+ * Each of these runs with the request's context current on MHD's thread, and restores
+ * the previous one on the way out.
+ */
+#include "internal.h"
+#include "middleware.h"
+
+#include <string.h>
+
+mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
+                                         void *handler_cls)
+{
+    if (handler == NULL)
+        return NULL;
+    mhdctx_middleware *mw = mhdctx__calloc(1, sizeof *mw);
+    if (mw == NULL)
+        return NULL;
+    mw->handler = handler;
+    mw->handler_cls = handler_cls;
+    strcpy(mw->id_header, "X-Request-Id");
+    mw->id_max_len = MHDCTX_REQUEST_ID_DEFAULT_MAX;
+    mw->trust_incoming_ids = true;
+    mhdctx__middleware_fill_options(mw);
+    return mw;
+}
+
+void mhdctx_middleware_free(mhdctx_middleware *mw)
+{
+    if (mw == NULL)
+        return;
+    for (size_t i = 0; i < mw->n_routes; i++)
+        mhdctx__free(mw->routes[i].path);
+    mhdctx__free(mw->routes);
+    for (size_t i = 0; i < mw->n_hooks; i++) {
+        if (mw->hooks[i].owned)
+            mhdctx__free(mw->hooks[i].cls);
+    }
+    mhdctx__free(mw->hooks);
+    mhdctx__free(mw);
+}
+
+const struct MHD_OptionItem *mhdctx_mhd_options(mhdctx_middleware *mw)
+{
+    return mw ? mw->options : NULL;
+}
+
+/* ---- configuration ------------------------------------------------------------------- */
+
+static mhdctx_error check_configurable(const mhdctx_middleware *mw)
+{
+    if (mw == NULL)
+        return MHDCTX_EINVAL;
+    return atomic_load(&mw->started) ? MHDCTX_ESTATE : MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_on_completed(mhdctx_middleware *mw, MHD_RequestCompletedCallback cb,
+                                 void *cls)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc == MHDCTX_OK) {
+        mw->completed = cb;
+        mw->completed_cls = cls;
+    }
+    return rc;
+}
+
+/* A header name is an HTTP token. */
+static bool header_name_ok(const char *name, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c))
+            return false;
+    }
+    return true;
+}
+
+mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw, const char *name)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc != MHDCTX_OK)
+        return rc;
+    size_t len = name ? strlen(name) : 0;
+    if (!header_name_ok(name, len))
+        return MHDCTX_EINVAL;
+    if (len >= sizeof mw->id_header)
+        return MHDCTX_ELIMIT;
+    memcpy(mw->id_header, name, len + 1);
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_set_request_id_max_length(mhdctx_middleware *mw, size_t max_len)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc != MHDCTX_OK)
+        return rc;
+    if (max_len == 0 || max_len > MHDCTX_REQUEST_ID_LIMIT)
+        return MHDCTX_EINVAL;
+    mw->id_max_len = max_len;
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw, bool trust)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc == MHDCTX_OK)
+        mw->trust_incoming_ids = trust;
+    return rc;
+}
+
+mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn hook, void *cls)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc != MHDCTX_OK)
+        return rc;
+    if (hook == NULL)
+        return MHDCTX_EINVAL;
+    struct mhdctx__hook *grown = mhdctx__realloc(mw->hooks, (mw->n_hooks + 1) * sizeof *grown);
+    if (grown == NULL)
+        return MHDCTX_ENOMEM;
+    grown[mw->n_hooks++] = (struct mhdctx__hook){hook, cls, false};
+    mw->hooks = grown;
+    return MHDCTX_OK;
+}
+
+/* ---- request id ----------------------------------------------------------------------- */
+
+struct header_scan {
+    const char *name;
+    const char *first;
+    size_t first_len;
+    unsigned count;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    struct header_scan *scan = cls;
+    if (key && strcasecmp(key, scan->name) == 0) {
+        if (scan->count++ == 0) {
+            scan->first = value;
+            scan->first_len = value ? value_size : 0;
+        }
+    }
+    return MHD_YES;
+}
+
+/* MHD's plain lookup returns only the first value: count them all, a repeated id
+ * header is ambiguous and is replaced. */
+unsigned mhdctx__header_values(struct MHD_Connection *connection, const char *name,
+                               const char **first, size_t *first_len)
+{
+    struct header_scan scan = {.name = name};
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_header, &scan);
+    *first = scan.first;
+    *first_len = scan.first_len;
+    return scan.count;
+}
+
+static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
+                              struct MHD_Connection *connection)
+{
+    const char *value;
+    size_t len;
+    unsigned count = mhdctx__header_values(connection, mw->id_header, &value, &len);
+    /* MHD strips leading blanks but keeps trailing ones; neither is part of the value
+     * (RFC 9110 section 5.5). */
+    while (count == 1 && len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    mhdctx_id_verdict verdict = MHDCTX_ID_MISSING;
+    if (count > 1)
+        verdict = MHDCTX_ID_MULTIPLE;
+    else if (count == 1 && !mw->trust_incoming_ids)
+        verdict = MHDCTX_ID_UNTRUSTED;
+    else if (count == 1)
+        verdict = mhdctx_request_id_check(value, len, mw->id_max_len);
+    if (verdict == MHDCTX_ID_VALID) {
+        mhdctx__context_set_request_id(ctx, value, len, verdict);
+        return;
+    }
+    char uuid[MHDCTX_UUID_LEN + 1];
+    mhdctx_uuid_v4(uuid);
+    mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, verdict);
+}
+
+/* ---- trace context ------------------------------------------------------------------ */
+
+struct joined_values {
+    const char *name;
+    char *text;         /* every value joined with ",", or NULL */
+    size_t len;
+    unsigned count;
+    bool failed;
+};
+
+static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    struct joined_values *j = cls;
+    if (key == NULL || strcasecmp(key, j->name) != 0)
+        return MHD_YES;
+    j->count++;
+    size_t need = j->len + value_size + 2;
+    if (value_size > MHDCTX_EXPORT_MAX_LEN || need > MHDCTX_EXPORT_MAX_LEN) {
+        j->failed = true; /* absurdly long: treated as invalid */
+        return MHD_NO;
+    }
+    char *grown = mhdctx__realloc(j->text, need);
+    if (grown == NULL) {
+        j->failed = true;
+        return MHD_NO;
+    }
+    if (j->len)
+        grown[j->len++] = ',';
+    memcpy(grown + j->len, value ? value : "", value_size);
+    j->len += value_size;
+    grown[j->len] = '\0';
+    j->text = grown;
+    return MHD_YES;
+}
+
+/* Several traceparent headers restart the trace; several tracestate headers are one
+ * list. MHD's plain lookup returns only the first value, so every value is read. */
+static mhdctx_error assign_trace(mhdctx_context *ctx, struct MHD_Connection *connection)
+{
+    const char *value;
+    size_t len;
+    mhdctx_trace_parent parent;
+    bool valid = mhdctx__header_values(connection, "traceparent", &value, &len) == 1 &&
+                 mhdctx_traceparent_parse(value, len, &parent) == MHDCTX_OK;
+    if (!valid)
+        return mhdctx__context_set_trace(ctx, NULL, NULL, 0);
+    struct joined_values state = {.name = "tracestate"};
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, join_header, &state);
+    char normalized[MHDCTX_TRACESTATE_MAX_LEN + 1];
+    size_t normalized_len = 0;
+    if (state.text && !state.failed)
+        normalized_len = mhdctx_tracestate_normalize(state.text, state.len, normalized);
+    mhdctx__free(state.text);
+    return mhdctx__context_set_trace(ctx, &parent, normalized, normalized_len);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+    (void)connection;
+    mhdctx_middleware *mw = cls;
+    atomic_store_explicit(&mw->started, true, memory_order_relaxed);
+    return mhdctx__context_create(uri); /* NULL on ENOMEM: retried at the first call */
+}
+
+static mhdctx_hook_result run_hooks(const mhdctx_middleware *mw,
+                                    struct MHD_Connection *connection, mhdctx_context *ctx)
+{
+    for (size_t i = 0; i < mw->n_hooks; i++) {
+        mhdctx_hook_result r = mw->hooks[i].fn(connection, ctx, mw->hooks[i].cls);
+        if (r != MHDCTX_HOOK_CONTINUE)
+            return r;
+    }
+    return MHDCTX_HOOK_CONTINUE;
+}
+
+/* First call: the headers are parsed. Returns false to close the connection. */
+static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
+                          struct MHD_Connection *connection, const char *method)
+{
+    ctx->id_header = mw->id_header;
+    assign_request_id(mw, ctx, connection);
+    if (mhdctx__context_set_method(ctx, method ? method : "") != MHDCTX_OK ||
+        assign_trace(ctx, connection) != MHDCTX_OK)
+        return false;
+    switch (run_hooks(mw, connection, ctx)) {
+    case MHDCTX_HOOK_CONTINUE:
+        ctx->phase = MHDCTX__PHASE_HANDLER;
+        return true; /* the caller goes on to the handler's first call */
+    case MHDCTX_HOOK_DONE:
+        ctx->phase = MHDCTX__PHASE_ANSWERED;
+        return true;
+    case MHDCTX_HOOK_FAIL:
+    default:
+        ctx->phase = MHDCTX__PHASE_ANSWERED;
+        return false;
+    }
+}
+
+static bool request_has_body(struct MHD_Connection *connection)
+{
+    const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
+           (length != NULL && strcmp(length, "0") != 0);
+}
+
+enum MHD_Result mhdctx_access_handler(void *cls, struct MHD_Connection *connection,
+                                      const char *url, const char *method,
+                                      const char *version, const char *upload_data,
+                                      size_t *upload_data_size, void **req_cls)
+{
+    mhdctx_middleware *mw = cls;
+    mhdctx_context *ctx = *req_cls;
+    if (ctx == NULL) { /* the URI-log callback ran out of memory */
+        ctx = mhdctx__context_create(url);
+        if (ctx == NULL)
+            return MHD_NO;
+        *req_cls = ctx;
+    }
+    mhdctx_context *previous = mhdctx__enter(ctx);
+    enum MHD_Result result = MHD_YES;
+    bool first_call = ctx->phase == MHDCTX__PHASE_NEW;
+    if (first_call && !begin_request(mw, ctx, connection, method)) {
+        result = MHD_NO;
+    } else if (ctx->phase == MHDCTX__PHASE_ANSWERED) {
+        /* A hook answered. MHD accepts a response at the first call (then it closes
+         * the connection) or once the whole request is in. Without a body the next
+         * call is the end of the request: answering there keeps the connection alive.
+         * With a body, answer now: reading an upload nobody wants is worse. */
+        if (!first_call || request_has_body(connection)) {
+            *upload_data_size = 0;
+            result = mhdctx__queue_deferred(ctx, connection);
+        }
+    } else {
+        result = mw->handler(mw->handler_cls, connection, url, method, version, upload_data,
+                             upload_data_size, &ctx->user_req_cls);
+    }
+    mhdctx__enter(previous);
+    return result;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    mhdctx_middleware *mw = cls;
+    mhdctx_context *ctx = *req_cls;
+    if (ctx == NULL)
+        return;
+    mhdctx_context *previous = mhdctx__enter(ctx);
+    if (ctx->phase == MHDCTX__PHASE_NEW && ctx->request_id[0] == '\0') {
+        /* The request never reached the handler (bad headers, client gone): its
+         * access line still needs an id. */
+        char uuid[MHDCTX_UUID_LEN + 1];
+        mhdctx_uuid_v4(uuid);
+        mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, MHDCTX_ID_MISSING);
+        mhdctx__context_set_trace(ctx, NULL, NULL, 0);
+    }
+    mhdctx__drop_deferred(ctx); /* the client left before a hook's answer was sent */
+    if (mw->completed)
+        mw->completed(mw->completed_cls, connection, &ctx->user_req_cls, toe);
+    mhdctx__access_log(mw, ctx, connection, toe);
+    mhdctx__enter(previous);
+    *req_cls = NULL;
+    mhdctx_context_unref(ctx);
+}
+
+/* Routes MHD's own error messages through the JSON logger, so that they are escaped
+ * like everything else (MHD quotes client bytes in some of them). */
+static void on_mhd_message(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char text[512];
+    int n = vsnprintf(text, sizeof text, fmt, ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof text ? (size_t)n : sizeof text - 1;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    mhdctx_log_fields(MHDCTX_LOG_WARN, MHDCTX_FIELDS(MHDCTX_F_BYTES("mhd", text, len)),
+                      "libmicrohttpd message");
+}
+
+void mhdctx__middleware_fill_options(mhdctx_middleware *mw)
+{
+    /* MHD wants its logger first, so that no message goes to its default stderr one. */
+    mw->options[0] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER,
+                                             (intptr_t)on_mhd_message, mw};
+    mw->options[1] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK,
+                                             (intptr_t)on_uri, mw};
+    mw->options[2] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED,
+                                             (intptr_t)on_completed, mw};
+    mw->options[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+}

@@ -1,0 +1,92 @@
+/*
+ * outgoing.c - calls to other services made for a request. Each call is a client span
+ * of its own (a fresh span id whose parent is the request's server span, as
+ * OpenTelemetry does), so two calls never share a parent id downstream; the call's end
+ * is logged as the access line of the outgoing side.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
+{
+    if (call == NULL)
+        return MHDCTX_EINVAL;
+    memset(call, 0, sizeof *call);
+    if (ctx == NULL)
+        ctx = mhdctx_current();
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1];
+    unsigned char flags = MHDCTX_TRACE_FLAG_SAMPLED;
+    if (ctx && ctx->trace_id[0]) {
+        memcpy(trace_id, ctx->trace_id, sizeof trace_id);
+        memcpy(call->parent_span_id, ctx->span_id, sizeof call->parent_span_id);
+        flags = ctx->trace_flags;
+        snprintf(call->tracestate, sizeof call->tracestate, "%s", mhdctx_tracestate(ctx));
+    } else {
+        mhdctx__random_hex(trace_id, MHDCTX_TRACE_ID_LEN / 2); /* no request: new trace */
+    }
+    if (ctx)
+        memcpy(call->request_id, ctx->request_id, sizeof call->request_id);
+    else
+        mhdctx_uuid_v4(call->request_id);
+    mhdctx__random_hex(call->span_id, MHDCTX_SPAN_ID_LEN / 2);
+    mhdctx_traceparent_format(call->traceparent, trace_id, call->span_id, flags);
+    call->ctx = mhdctx_context_ref(ctx);
+    call->start_ns = now_ns();
+    return MHDCTX_OK;
+}
+
+/* scheme://host[:port]/path: user info and the query string may hold secrets. */
+static size_t url_for_log(const char *url, char *out, size_t size)
+{
+    const char *rest = strstr(url, "://");
+    rest = rest ? rest + 3 : url;
+    size_t scheme_len = (size_t)(rest - url);
+    size_t authority_len = strcspn(rest, "/?#");
+    const char *at = memchr(rest, '@', authority_len);
+    const char *host = at ? at + 1 : rest;
+    size_t host_len = authority_len - (size_t)(host - rest);
+    size_t path_len = strcspn(rest + authority_len, "?#");
+    int n = snprintf(out, size, "%.*s%.*s%.*s", (int)scheme_len, url, (int)host_len, host,
+                     (int)path_len, rest + authority_len);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method, const char *url,
+                            unsigned int status, const char *error)
+{
+    if (call == NULL)
+        return;
+    char safe_url[2048];
+    size_t url_len = url_for_log(url ? url : "", safe_url, sizeof safe_url);
+    double duration_ms = (double)((now_ns() - call->start_ns) / 1000) / 1000.0;
+    mhdctx_log_level level = error ? MHDCTX_LOG_ERROR
+                             : status >= 500 || status == 0 ? MHDCTX_LOG_WARN
+                                                            : MHDCTX_LOG_INFO;
+    mhdctx_field fields[8];
+    size_t n = 0;
+    fields[n++] = MHDCTX_F_STR("method", method ? method : "GET");
+    fields[n++] = MHDCTX_F_BYTES("url", safe_url, url_len);
+    fields[n++] = MHDCTX_F_UINT("status", status);
+    fields[n++] = MHDCTX_F_DOUBLE("duration_ms", duration_ms);
+    fields[n++] = MHDCTX_F_STR("parent_span_id", call->parent_span_id);
+    if (error)
+        fields[n++] = MHDCTX_F_STR("error", error);
+    /* The line's span_id is the client span; without a context there is no trace
+     * field from the context, so the span goes in as a plain field. */
+    if (call->ctx == NULL)
+        fields[n++] = MHDCTX_F_STR("span_id", call->span_id);
+    mhdctx__log_span(call->ctx, call->span_id, level, fields, n,
+                     "outgoing request completed");
+    mhdctx_context_unref(call->ctx);
+    call->ctx = NULL;
+}
