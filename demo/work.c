@@ -131,12 +131,16 @@ static void run_job(void *arg)
         do_fanout(job);
     else
         do_trace_test(job);
+    /* Read what we need first: once DONE is signalled, a waiting handler (thread-per-
+     * connection mode) answers and the request may complete and free the job. */
+    bool resume = job->cfg->can_suspend;
+    struct MHD_Connection *connection = job->connection;
     pthread_mutex_lock(&job->lock);
     job->phase = JOB_DONE;
     pthread_cond_signal(&job->finished);
     pthread_mutex_unlock(&job->lock);
-    if (job->cfg->can_suspend)
-        MHD_resume_connection(job->connection);
+    if (resume) /* a suspended connection cannot complete: the job lives until here */
+        MHD_resume_connection(connection);
 }
 
 /* ---- the handler side ------------------------------------------------------------------ */

@@ -337,6 +337,13 @@ MHDCTX_EXPORT unsigned char mhdctx_trace_flags(const mhdctx_context *ctx);
 /** The normalized incoming tracestate, "" when none. Borrowed. */
 MHDCTX_EXPORT const char *mhdctx_tracestate(const mhdctx_context *ctx);
 
+/**
+ * The route that served the request, as the application names it ("/users/{id}");
+ * the path until mhdctx_set_route() is called. Used by SQL tags. Borrowed.
+ */
+MHDCTX_EXPORT const char *mhdctx_route(const mhdctx_context *ctx);
+/** Names the route (copied). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM. */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_route(mhdctx_context *ctx, const char *route);
 /** HTTP method ("GET"), "" until the handler's first call. Borrowed. */
 MHDCTX_EXPORT const char *mhdctx_method(const mhdctx_context *ctx);
 /** Request path as the client sent it, without the query string. Borrowed. */
@@ -406,6 +413,71 @@ MHDCTX_EXPORT mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *ke
  */
 MHDCTX_EXPORT json_t *mhdctx_get(const mhdctx_context *ctx, const char *key)
     MHDCTX_WARN_UNUSED;
+
+/* ------------------------------------------------------------------------------------
+ * Deadlines
+ * ---------------------------------------------------------------------------------- */
+
+/**
+ * Every request has a deadline: the middleware's default budget (30 s unless
+ * mhdctx_set_deadline_ms() says otherwise), or a route's own (mhdctx_route_deadline_ms()),
+ * or - when mhdctx_set_trust_incoming_deadline() allows it - a tighter budget a caller
+ * sends in `X-Request-Timeout-Ms` (1..the server's budget; anything else is ignored).
+ * The adapters apply what is left where the request waits on others: libcurl's timeout,
+ * PostgreSQL's statement_timeout, SQLite's progress handler.
+ */
+
+/** Milliseconds left before the deadline (0 when it has passed; INT64_MAX: none). */
+MHDCTX_EXPORT int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx);
+/** Whether the deadline has passed. False for a NULL context or one without deadline. */
+MHDCTX_EXPORT bool mhdctx_deadline_passed(const mhdctx_context *ctx);
+/**
+ * Sets the deadline @p ms milliseconds from now (0: none), e.g. for a context of one's
+ * own (mhdctx_context_new()). Safe from any thread holding a reference.
+ */
+MHDCTX_EXPORT void mhdctx_set_deadline_in(mhdctx_context *ctx, uint64_t ms);
+/**
+ * Answers 504 {"error": "deadline_exceeded", "request_id"} and marks the request so that
+ * its access line says outcome "timeout". Call from the handler when
+ * mhdctx_deadline_passed() or an adapter reports the deadline.
+ */
+MHDCTX_EXPORT enum MHD_Result mhdctx_respond_deadline_exceeded(struct MHD_Connection *connection);
+
+/* ------------------------------------------------------------------------------------
+ * SQL tagging (sqlcommenter)
+ * ---------------------------------------------------------------------------------- */
+
+#define MHDCTX_SQL_MAX_TAG_KEYS 16
+
+/**
+ * Returns @p sql with a trailing comment in the sqlcommenter format for the current
+ * request: keys sorted, URL-encoded and quote-escaped - framework ("mhdctx/<version>"),
+ * request_id, route (mhdctx_route()), traceparent, user_id (when set), and the user keys
+ * chosen with mhdctx_sql_tag_keys(). The comment goes before a final ';'. A statement
+ * that already contains a comment ("/" "*" or "--"), or a call outside a request,
+ * returns an unchanged copy. No value can end the comment or add SQL.
+ * Owned: free(). NULL for a NULL @p sql or on allocation failure.
+ */
+MHDCTX_EXPORT char *mhdctx_sql_tag(const char *sql) MHDCTX_WARN_UNUSED;
+/** As mhdctx_sql_tag() for @p ctx (NULL: an unchanged copy). */
+MHDCTX_EXPORT char *mhdctx_sql_tag_ctx(mhdctx_context *ctx, const char *sql)
+    MHDCTX_WARN_UNUSED;
+/**
+ * Allocation-free: writes the tagged statement into @p buf (@p size bytes).
+ * @p needed (may be NULL) receives the size required, NUL included.
+ * @return MHDCTX_OK; MHDCTX_ELIMIT when @p buf is too small (it then holds a truncated,
+ *         NUL-terminated prefix that must not be executed); MHDCTX_EINVAL.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_into(mhdctx_context *ctx, const char *sql,
+                                               char *buf, size_t size, size_t *needed);
+/** Whether @p sql contains a comment (then tagging leaves it unchanged). */
+MHDCTX_EXPORT bool mhdctx_sql_has_comment(const char *sql);
+/**
+ * The user keys (e.g. "tenant_id") that go into tags, process-wide (default none).
+ * Set at start-up, before requests. @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ELIMIT
+ * (more than MHDCTX_SQL_MAX_TAG_KEYS), MHDCTX_ENOMEM.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n);
 
 /* ------------------------------------------------------------------------------------
  * Logger: JSON lines
@@ -613,6 +685,18 @@ MHDCTX_EXPORT mhdctx_error mhdctx_set_request_id_max_length(mhdctx_middleware *m
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw,
                                                                 bool trust);
+
+/** Default deadline budget of every request, in ms (default 30000; 0: no deadline). */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_deadline_ms(mhdctx_middleware *mw, uint64_t ms);
+/** Budget of the requests to exactly @p path, overriding the default. */
+MHDCTX_EXPORT mhdctx_error mhdctx_route_deadline_ms(mhdctx_middleware *mw, const char *path,
+                                                    uint64_t ms);
+/**
+ * Whether a caller's `X-Request-Timeout-Ms` may tighten the budget (default false: only
+ * behind a trusted proxy or between one's own services).
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_set_trust_incoming_deadline(mhdctx_middleware *mw,
+                                                              bool trust);
 
 /* Hooks ------------------------------------------------------------------------------ */
 

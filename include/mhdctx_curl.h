@@ -20,6 +20,9 @@ extern "C" {
  *    `tracestate` (when the request had one) and the request-id header, added to a copy
  *    of @p headers (which stay the caller's; NULL for none) set as CURLOPT_HTTPHEADER
  *    for this transfer only;
+ *  - when the request has a deadline, sets CURLOPT_TIMEOUT_MS to the time left
+ *    (replacing the caller's timeout), and makes no call at all once it has passed
+ *    (CURLE_OPERATION_TIMEDOUT, logged);
  *  - performs the transfer with curl_easy_perform();
  *  - logs "outgoing request completed" (mhdctx_outgoing_finish()) with the effective
  *    method and URL, the response status and curl's error text on failure;

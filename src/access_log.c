@@ -13,15 +13,11 @@ mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
         return MHDCTX_EINVAL;
     if (atomic_load(&mw->started))
         return MHDCTX_ESTATE;
-    char *copy = mhdctx__strdup(path);
-    struct mhdctx__route *grown =
-        copy ? mhdctx__realloc(mw->routes, (mw->n_routes + 1) * sizeof *grown) : NULL;
-    if (grown == NULL) {
-        mhdctx__free(copy);
+    struct mhdctx__route *route = mhdctx__route_settings(mw, path);
+    if (route == NULL)
         return MHDCTX_ENOMEM;
-    }
-    grown[mw->n_routes++] = (struct mhdctx__route){copy, level};
-    mw->routes = grown;
+    route->has_level = true;
+    route->level = level;
     return MHDCTX_OK;
 }
 
@@ -73,12 +69,9 @@ static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_cont
         level = MHDCTX_LOG_ERROR;
     else if (status >= 400)
         level = MHDCTX_LOG_WARN;
-    for (size_t i = 0; i < mw->n_routes; i++) {
-        if (strcmp(mw->routes[i].path, mhdctx_path(ctx)) == 0) {
-            level = mw->routes[i].level;
-            break;
-        }
-    }
+    const struct mhdctx__route *route = mhdctx__route_find(mw, mhdctx_path(ctx));
+    if (route && route->has_level)
+        level = route->level;
     if (mw->level_fn)
         level = mw->level_fn(ctx, status, level, mw->level_cls);
     return level;
@@ -113,7 +106,9 @@ void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
         fields[n++] = MHDCTX_F_STR("query", mhdctx_query(ctx));
     fields[n++] = MHDCTX_F_UINT("status", status);
     fields[n++] = MHDCTX_F_DOUBLE("duration_ms", duration_ms);
-    fields[n++] = MHDCTX_F_STR("outcome", outcome_name(toe));
+    /* A request the application ended with 504 timed out, however MHD saw the end. */
+    bool timed_out = atomic_load(&ctx->timed_out);
+    fields[n++] = MHDCTX_F_STR("outcome", timed_out ? "timeout" : outcome_name(toe));
     if (ctx->parent_span_id[0])
         fields[n++] = MHDCTX_F_STR("parent_span_id", ctx->parent_span_id);
     mhdctx_id_verdict verdict = mhdctx_request_id_verdict(ctx);

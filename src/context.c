@@ -36,9 +36,12 @@ void mhdctx_run(mhdctx_context *ctx, void (*fn)(void *arg), void *arg)
     mhdctx__enter(previous);
 }
 
+static void lock(const mhdctx_context *ctx);
+static void unlock(const mhdctx_context *ctx);
+
 /* ---- lifetime ------------------------------------------------------------------------ */
 
-static uint64_t monotonic_ns(void)
+uint64_t mhdctx__monotonic_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -59,7 +62,7 @@ mhdctx_context *mhdctx__context_create(const char *uri)
         return NULL;
     }
     atomic_init(&ctx->refs, 1);
-    ctx->start_mono_ns = monotonic_ns();
+    ctx->start_mono_ns = mhdctx__monotonic_ns();
     clock_gettime(CLOCK_REALTIME, &ctx->start_real);
     ctx->id_verdict = MHDCTX_ID_MISSING;
     ctx->id_header = "X-Request-Id";
@@ -156,6 +159,7 @@ static void context_destroy(mhdctx_context *ctx)
     mhdctx__free(ctx->user_id);
     mhdctx__free(ctx->method_heap);
     mhdctx__free(ctx->tracestate);
+    mhdctx__free(ctx->route);
     if (ctx->deferred)
         MHD_destroy_response(ctx->deferred);
     pthread_mutex_destroy(&ctx->lock);
@@ -204,6 +208,54 @@ mhdctx_id_verdict mhdctx_request_id_verdict(const mhdctx_context *ctx)
     return ctx ? ctx->id_verdict : MHDCTX_ID_MISSING;
 }
 
+const char *mhdctx_route(const mhdctx_context *ctx)
+{
+    if (ctx == NULL)
+        return "";
+    lock(ctx);
+    const char *route = ctx->route ? ctx->route : ctx->text;
+    unlock(ctx);
+    return route;
+}
+
+mhdctx_error mhdctx_set_route(mhdctx_context *ctx, const char *route)
+{
+    if (ctx == NULL || route == NULL)
+        return MHDCTX_EINVAL;
+    char *copy = mhdctx__strdup(route);
+    if (copy == NULL)
+        return MHDCTX_ENOMEM;
+    lock(ctx);
+    char *old = ctx->route;
+    ctx->route = copy;
+    unlock(ctx);
+    mhdctx__free(old);
+    return MHDCTX_OK;
+}
+
+/* ---- deadline --------------------------------------------------------------------------- */
+
+void mhdctx_set_deadline_in(mhdctx_context *ctx, uint64_t ms)
+{
+    if (ctx)
+        atomic_store(&ctx->deadline_ns, ms ? mhdctx__monotonic_ns() + ms * 1000000u : 0);
+}
+
+int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx)
+{
+    uint64_t deadline = ctx ? atomic_load(&ctx->deadline_ns) : 0;
+    if (deadline == 0)
+        return INT64_MAX;
+    uint64_t now = mhdctx__monotonic_ns();
+    return now >= deadline ? 0 : (int64_t)((deadline - now) / 1000000u);
+}
+
+bool mhdctx_deadline_passed(const mhdctx_context *ctx)
+{
+    uint64_t deadline = ctx ? atomic_load(&ctx->deadline_ns) : 0;
+    return deadline != 0 && mhdctx__monotonic_ns() >= deadline;
+}
+
 const char *mhdctx_method(const mhdctx_context *ctx)
 {
     if (ctx == NULL)
@@ -236,7 +288,7 @@ double mhdctx_elapsed_ms(const mhdctx_context *ctx)
 {
     if (ctx == NULL)
         return 0.0;
-    return (double)(monotonic_ns() - ctx->start_mono_ns) / 1e6;
+    return (double)(mhdctx__monotonic_ns() - ctx->start_mono_ns) / 1e6;
 }
 
 /* ---- user, roles ---------------------------------------------------------------------- */

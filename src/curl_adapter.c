@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "mhdctx_curl.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,6 +69,15 @@ CURLcode mhdctx_curl_perform(CURL *easy, mhdctx_context *ctx, struct curl_slist 
         mhdctx_outgoing_finish(&call, "GET", "", 0, "out of memory");
         return CURLE_OUT_OF_MEMORY;
     }
+    /* The request's deadline bounds the call: what is left becomes the timeout. */
+    int64_t left = mhdctx_deadline_remaining_ms(ctx);
+    if (left == 0) {
+        curl_slist_free_all(list);
+        mhdctx_outgoing_finish(&call, "GET", "", 0, "deadline exceeded before the call");
+        return CURLE_OPERATION_TIMEDOUT;
+    }
+    if (left != INT64_MAX)
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)(left < LONG_MAX ? left : LONG_MAX));
     char error[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, error);

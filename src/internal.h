@@ -85,6 +85,9 @@ struct mhdctx_context {
     char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* "" for a new trace */
     unsigned char trace_flags;
     char *tracestate;     /* normalized incoming tracestate, NULL when none */
+    char *route;          /* the application's name for the route, guarded by lock */
+    _Atomic uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+    atomic_bool timed_out;        /* answered 504: the access line says "timeout" */
     char *query;          /* points into text, NULL when absent */
     char text[];          /* path '\0' [query '\0'] */
 };
@@ -97,6 +100,7 @@ void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t 
 /* Continues the trace of @parent (NULL: starts a new one) with a new span id. */
 mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
                                        const char *tracestate, size_t tracestate_len);
+uint64_t mhdctx__monotonic_ns(void);
 /* Swaps the thread's current context, returning the previous one. */
 mhdctx_context *mhdctx__enter(mhdctx_context *ctx);
 bool mhdctx__key_is_reserved(const char *key);

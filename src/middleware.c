@@ -27,6 +27,7 @@ mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
     strcpy(mw->id_header, "X-Request-Id");
     mw->id_max_len = MHDCTX_REQUEST_ID_DEFAULT_MAX;
     mw->trust_incoming_ids = true;
+    mw->deadline_ms = 30000;
     mhdctx__middleware_fill_options(mw);
     return mw;
 }
@@ -117,6 +118,62 @@ mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw, bool tr
     return rc;
 }
 
+struct mhdctx__route *mhdctx__route_settings(mhdctx_middleware *mw, const char *path)
+{
+    for (size_t i = 0; i < mw->n_routes; i++) {
+        if (strcmp(mw->routes[i].path, path) == 0)
+            return &mw->routes[i];
+    }
+    char *copy = mhdctx__strdup(path);
+    struct mhdctx__route *grown =
+        copy ? mhdctx__realloc(mw->routes, (mw->n_routes + 1) * sizeof *grown) : NULL;
+    if (grown == NULL) {
+        mhdctx__free(copy);
+        return NULL;
+    }
+    mw->routes = grown;
+    grown[mw->n_routes] = (struct mhdctx__route){.path = copy};
+    return &grown[mw->n_routes++];
+}
+
+const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw, const char *path)
+{
+    for (size_t i = 0; i < mw->n_routes; i++) {
+        if (strcmp(mw->routes[i].path, path) == 0)
+            return &mw->routes[i];
+    }
+    return NULL;
+}
+
+mhdctx_error mhdctx_set_deadline_ms(mhdctx_middleware *mw, uint64_t ms)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc == MHDCTX_OK)
+        mw->deadline_ms = ms;
+    return rc;
+}
+
+mhdctx_error mhdctx_route_deadline_ms(mhdctx_middleware *mw, const char *path, uint64_t ms)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc != MHDCTX_OK || path == NULL)
+        return rc != MHDCTX_OK ? rc : MHDCTX_EINVAL;
+    struct mhdctx__route *route = mhdctx__route_settings(mw, path);
+    if (route == NULL)
+        return MHDCTX_ENOMEM;
+    route->has_deadline = true;
+    route->deadline_ms = ms;
+    return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_set_trust_incoming_deadline(mhdctx_middleware *mw, bool trust)
+{
+    mhdctx_error rc = check_configurable(mw);
+    if (rc == MHDCTX_OK)
+        mw->trust_incoming_deadline = trust;
+    return rc;
+}
+
 mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn hook, void *cls)
 {
     mhdctx_error rc = check_configurable(mw);
@@ -192,6 +249,39 @@ static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
     char uuid[MHDCTX_UUID_LEN + 1];
     mhdctx_uuid_v4(uuid);
     mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, verdict);
+}
+
+/* ---- deadline --------------------------------------------------------------------------- */
+
+/* A caller's budget: 1..limit decimal digits-only milliseconds, else ignored. */
+static uint64_t incoming_budget_ms(struct MHD_Connection *connection, uint64_t limit)
+{
+    const char *value;
+    size_t len;
+    if (mhdctx__header_values(connection, "X-Request-Timeout-Ms", &value, &len) != 1 ||
+        len == 0 || len > 12)
+        return 0;
+    uint64_t ms = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return 0;
+        ms = ms * 10 + (uint64_t)(value[i] - '0');
+    }
+    return ms >= 1 && (limit == 0 || ms <= limit) ? ms : 0;
+}
+
+static void assign_deadline(const mhdctx_middleware *mw, mhdctx_context *ctx,
+                            struct MHD_Connection *connection)
+{
+    const struct mhdctx__route *route = mhdctx__route_find(mw, ctx->text);
+    uint64_t budget = route && route->has_deadline ? route->deadline_ms : mw->deadline_ms;
+    if (mw->trust_incoming_deadline) {
+        uint64_t asked = incoming_budget_ms(connection, budget);
+        if (asked)
+            budget = asked;
+    }
+    /* Counted from the request line, when the context was created. */
+    atomic_store(&ctx->deadline_ns, budget ? ctx->start_mono_ns + budget * 1000000u : 0);
 }
 
 /* ---- trace context ------------------------------------------------------------------ */
@@ -280,6 +370,7 @@ static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
 {
     ctx->id_header = mw->id_header;
     assign_request_id(mw, ctx, connection);
+    assign_deadline(mw, ctx, connection);
     if (mhdctx__context_set_method(ctx, method ? method : "") != MHDCTX_OK ||
         assign_trace(ctx, connection) != MHDCTX_OK)
         return false;

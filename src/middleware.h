@@ -11,9 +11,13 @@ struct mhdctx__hook {
     bool owned; /* cls was allocated by the library (built-in hooks) */
 };
 
+/* Settings of one path: its access-log level and its deadline budget. */
 struct mhdctx__route {
     char *path;
+    bool has_level;
     mhdctx_log_level level;
+    bool has_deadline;
+    uint64_t deadline_ms;
 };
 
 struct mhdctx_middleware {
@@ -24,6 +28,8 @@ struct mhdctx_middleware {
     char id_header[64];
     size_t id_max_len;
     bool trust_incoming_ids;
+    bool trust_incoming_deadline;
+    uint64_t deadline_ms; /* default budget, 0 = none */
     bool log_query;
     atomic_bool started; /* set by the first request: configuration is frozen */
     struct mhdctx__hook *hooks;
@@ -36,6 +42,10 @@ struct mhdctx_middleware {
 };
 
 void mhdctx__middleware_fill_options(mhdctx_middleware *mw);
+/* The settings of @path, added when missing (configuration time); NULL on ENOMEM. */
+struct mhdctx__route *mhdctx__route_settings(mhdctx_middleware *mw, const char *path);
+const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw,
+                                               const char *path);
 unsigned mhdctx__header_values(struct MHD_Connection *connection, const char *name,
                                const char **first, size_t *first_len);
 /* Queues {"error","request_id"} with one extra header (name may be NULL). */

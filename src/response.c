@@ -136,3 +136,11 @@ enum MHD_Result mhdctx_respond_error(struct MHD_Connection *connection, unsigned
 {
     return mhdctx__respond_error_with(connection, status, message, NULL, NULL);
 }
+
+enum MHD_Result mhdctx_respond_deadline_exceeded(struct MHD_Connection *connection)
+{
+    mhdctx_context *ctx = mhdctx_current();
+    if (ctx)
+        atomic_store(&ctx->timed_out, true);
+    return mhdctx_respond_error(connection, MHD_HTTP_GATEWAY_TIMEOUT, "deadline_exceeded");
+}

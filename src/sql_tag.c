@@ -1,0 +1,218 @@
+/*
+ * sql_tag.c - SQL tagging in the sqlcommenter format (the open specification Google
+ * started and OpenTelemetry maintains):
+ *
+ *   SELECT ... /<star>framework='mhdctx%2F0.1.0',request_id='abc',
+ *              route='%2Fusers%2F%7Bid%7D',traceparent='00-...-01',user_id='42'<star>/
+ *
+ * Keys and values are URL-encoded (encodeURIComponent's set: A-Z a-z 0-9 - _ . ! ~ * ' ( )
+ * stay, every other byte becomes %XX), then ' is escaped as \', values are quoted, pairs
+ * are sorted by key and joined with ",". No byte of a value can end the comment: '/' is
+ * always encoded, so the comment's end never appears inside it, and every quote is
+ * escaped.
+ * A statement that already holds a comment is left as it is, as the spec says.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A bounded writer that keeps counting past its end, like snprintf. */
+struct out {
+    char *buf;
+    size_t size;
+    size_t len;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len < o->size) {
+        size_t room = o->size - o->len;
+        memcpy(o->buf + o->len, s, n < room ? n : room);
+    }
+    o->len += n;
+}
+
+static bool component_safe(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("-_.!~*'()", c) != NULL;
+}
+
+/* URL-encode, then escape the meta character ' with a backslash. */
+static void put_encoded(struct out *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\'') {
+            put(o, "\\'", 2);
+        } else if (c != '\0' && component_safe(c)) {
+            put(o, (const char *)&c, 1);
+        } else {
+            char esc[3] = {'%', hex[c >> 4], hex[c & 0xf]};
+            put(o, esc, 3);
+        }
+    }
+}
+
+bool mhdctx_sql_has_comment(const char *sql)
+{
+    return sql && (strstr(sql, "/*") || strstr(sql, "--"));
+}
+
+/* ---- the pairs of a context ------------------------------------------------------------ */
+
+struct pair {
+    const char *key;
+    const char *value;
+    size_t value_len;
+    char *owned; /* value text allocated for a non-string JSON value */
+};
+
+static int compare_pairs(const void *a, const void *b)
+{
+    return strcmp(((const struct pair *)a)->key, ((const struct pair *)b)->key);
+}
+
+/* Process-wide list of the user keys that go into tags, set at start-up. */
+static char *tag_keys[MHDCTX_SQL_MAX_TAG_KEYS];
+static size_t n_tag_keys;
+
+mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n)
+{
+    if (n > MHDCTX_SQL_MAX_TAG_KEYS || (n && keys == NULL))
+        return n > MHDCTX_SQL_MAX_TAG_KEYS ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
+    char *copies[MHDCTX_SQL_MAX_TAG_KEYS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        copies[i] = keys[i] && *keys[i] ? mhdctx__strdup(keys[i]) : NULL;
+        if (copies[i] == NULL) {
+            for (size_t j = 0; j < i; j++)
+                mhdctx__free(copies[j]);
+            return keys[i] && *keys[i] ? MHDCTX_ENOMEM : MHDCTX_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < n_tag_keys; i++)
+        mhdctx__free(tag_keys[i]);
+    memcpy(tag_keys, copies, sizeof copies);
+    n_tag_keys = n;
+    return MHDCTX_OK;
+}
+
+/* Fills @pairs (caller holds the context lock); returns the count. */
+static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *traceparent)
+{
+    size_t n = 0;
+    pairs[n++] = (struct pair){"framework", "mhdctx/" MHDCTX_VERSION_STRING,
+                               sizeof "mhdctx/" MHDCTX_VERSION_STRING - 1, NULL};
+    pairs[n++] = (struct pair){"request_id", ctx->request_id, strlen(ctx->request_id), NULL};
+    const char *route = ctx->route ? ctx->route : ctx->text;
+    pairs[n++] = (struct pair){"route", route, strlen(route), NULL};
+    if (ctx->trace_id[0]) {
+        mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id, ctx->trace_flags);
+        pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN, NULL};
+    }
+    if (ctx->user_id)
+        pairs[n++] = (struct pair){"user_id", ctx->user_id, strlen(ctx->user_id), NULL};
+    for (size_t k = 0; k < n_tag_keys; k++) {
+        for (size_t i = 0; i < ctx->n_keys; i++) {
+            if (strcmp(ctx->keys[i].name, tag_keys[k]) != 0)
+                continue;
+            const json_t *v = ctx->keys[i].value;
+            struct pair p = {ctx->keys[i].name, NULL, 0, NULL};
+            if (json_is_string(v)) {
+                p.value = json_string_value(v);
+                p.value_len = json_string_length(v);
+            } else {
+                p.owned = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                p.value = p.owned ? p.owned : "";
+                p.value_len = strlen(p.value);
+            }
+            pairs[n++] = p;
+        }
+    }
+    return n;
+}
+
+static void write_comment(struct out *o, struct pair *pairs, size_t n)
+{
+    qsort(pairs, n, sizeof *pairs, compare_pairs);
+    put(o, "/*", 2);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            put(o, ",", 1);
+        put_encoded(o, pairs[i].key, strlen(pairs[i].key));
+        put(o, "='", 2);
+        put_encoded(o, pairs[i].value, pairs[i].value_len);
+        put(o, "'", 1);
+    }
+    put(o, "*/", 2);
+}
+
+/* The statement, its comment before a final ';' (and trailing blanks), the rest. */
+static void write_tagged(struct out *o, mhdctx_context *ctx, const char *sql)
+{
+    size_t len = strlen(sql), end = len;
+    while (end > 0 && strchr(" \t\r\n", sql[end - 1]))
+        end--;
+    bool semicolon = end > 0 && sql[end - 1] == ';';
+    size_t body = semicolon ? end - 1 : end;
+    put(o, sql, body);
+    if (ctx == NULL || mhdctx_sql_has_comment(sql)) {
+        put(o, sql + body, len - body);
+        return;
+    }
+    struct pair pairs[5 + MHDCTX_SQL_MAX_TAG_KEYS];
+    char traceparent[MHDCTX_TRACEPARENT_LEN + 1];
+    pthread_mutex_lock(&ctx->lock);
+    size_t n = collect_pairs(ctx, pairs, traceparent);
+    put(o, " ", 1);
+    write_comment(o, pairs, n);
+    pthread_mutex_unlock(&ctx->lock);
+    for (size_t i = 0; i < n; i++)
+        free(pairs[i].owned); /* from json_dumps: jansson's allocator */
+    put(o, sql + body, len - body);
+}
+
+mhdctx_error mhdctx_sql_tag_into(mhdctx_context *ctx, const char *sql, char *buf, size_t size,
+                                 size_t *needed)
+{
+    if (sql == NULL || (buf == NULL && size > 0))
+        return MHDCTX_EINVAL;
+    struct out o = {buf, size, 0};
+    write_tagged(&o, ctx, sql);
+    if (needed)
+        *needed = o.len + 1;
+    if (o.len >= size) {
+        if (size)
+            buf[size - 1] = '\0';
+        return MHDCTX_ELIMIT;
+    }
+    buf[o.len] = '\0';
+    return MHDCTX_OK;
+}
+
+char *mhdctx_sql_tag_ctx(mhdctx_context *ctx, const char *sql)
+{
+    if (sql == NULL)
+        return NULL;
+    /* Measure, then write; the user id or keys may change in between (another thread),
+     * so retry until it fits. */
+    size_t needed = 0;
+    mhdctx_sql_tag_into(ctx, sql, NULL, 0, &needed);
+    for (;;) {
+        char *text = mhdctx__malloc(needed);
+        if (text == NULL)
+            return NULL;
+        size_t again = 0;
+        if (mhdctx_sql_tag_into(ctx, sql, text, needed, &again) == MHDCTX_OK)
+            return text;
+        mhdctx__free(text);
+        needed = again;
+    }
+}
+
+char *mhdctx_sql_tag(const char *sql)
+{
+    return mhdctx_sql_tag_ctx(mhdctx_current(), sql);
+}
