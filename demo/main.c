@@ -7,6 +7,7 @@
 
 #include "calls.h"
 #include "routes.h"
+#include "users.h"
 #include "work.h"
 
 #include <errno.h>
@@ -30,6 +31,8 @@ struct options {
     unsigned workers;
     const char *upstream;
     bool trace_test;
+    const char *db;
+    unsigned deadline_ms;
 };
 
 static void usage(FILE *out)
@@ -49,6 +52,8 @@ static void usage(FILE *out)
             "  --workers N         worker threads for /async, /fanout, /test (default 4)\n"
             "  --upstream URL      another service: GET /fanout calls URL/users/1\n"
             "  --trace-context-test  add POST /test for the W3C Trace Context suite\n"
+            "  --db SPEC           sqlite::memory: (default), sqlite:PATH, postgresql://...\n"
+            "  --deadline-ms N     budget of every request (default 30000; 0 = none)\n"
             "  --help              this text\n");
 }
 
@@ -73,7 +78,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"distrust-request-id", no_argument, NULL, 'd'},
         {"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
         {"workers", required_argument, NULL, 'w'}, {"upstream", required_argument, NULL, 'u'},
-        {"trace-context-test", no_argument, NULL, 'x'},
+        {"trace-context-test", no_argument, NULL, 'x'}, {"db", required_argument, NULL, 'D'},
+        {"deadline-ms", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int c;
     int index = 0;
@@ -110,6 +116,12 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'x':
             o->trace_test = true;
+            break;
+        case 'D':
+            o->db = optarg;
+            break;
+        case 'L':
+            ok = parse_uint(optarg, 3600000, &o->deadline_ms);
             break;
         case 'h':
             return 1;
@@ -170,13 +182,14 @@ static int configure(mhdctx_middleware *mw, mhdctx_token_table *tokens,
     if (mhdctx_add_bearer_auth(mw, mhdctx_token_table_verify, tokens) != MHDCTX_OK ||
         mhdctx_on_completed(mw, demo_request_completed, NULL) != MHDCTX_OK ||
         mhdctx_access_log_route(mw, "/health", MHDCTX_LOG_OFF) != MHDCTX_OK ||
-        mhdctx_set_trust_incoming_request_id(mw, !o->distrust_ids) != MHDCTX_OK)
+        mhdctx_set_trust_incoming_request_id(mw, !o->distrust_ids) != MHDCTX_OK ||
+        mhdctx_set_deadline_ms(mw, o->deadline_ms) != MHDCTX_OK)
         return -1;
     return 0;
 }
 
 static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
-                 workers *workers_pool)
+                 workers *workers_pool, const struct db *db)
 {
     sigset_t stop;
     sigemptyset(&stop);
@@ -204,6 +217,7 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
     mhdctx_log_fields(MHDCTX_LOG_INFO,
                       MHDCTX_FIELDS(MHDCTX_F_UINT("port", info ? info->port : 0),
                                     MHDCTX_F_STR("mode", o->mode),
+                                    MHDCTX_F_STR("db", db_kind(db)),
                                     MHDCTX_F_STR("version", mhdctx_version_string())),
                       "listening");
     mhdctx_log_set_level(threshold);
@@ -217,7 +231,8 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
 int main(int argc, char **argv)
 {
     struct options o = {
-        .port = 8080, .mode = "epoll", .threads = 2, .timeout_s = 30, .workers = 4};
+        .port = 8080, .mode = "epoll", .threads = 2, .timeout_s = 30, .workers = 4,
+        .deadline_ms = 30000};
     int parsed = parse_options(argc, argv, &o);
     unsigned flags = 0;
     if (parsed == 0 && !mode_flags(o.mode, &flags)) {
@@ -259,15 +274,24 @@ int main(int argc, char **argv)
 #ifdef MHDCTX_HAVE_CURL
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 #endif
+    char err[512] = "";
+    cfg.db = db_open(o.db, err, sizeof err);
+    if (cfg.db == NULL) {
+        mhdctx_log_fields(MHDCTX_LOG_ERROR, MHDCTX_FIELDS(MHDCTX_F_STR("error", err)),
+                          "cannot open the database");
+        return 1;
+    }
+    users_set_db(cfg.db);
     cfg.pool = workers_start(o.workers);
     mhdctx_token_table *tokens = mhdctx_token_table_new();
     mhdctx_middleware *mw = mhdctx_middleware_new(demo_handler, &cfg);
     int status = 1;
     if (cfg.pool && tokens && mw && configure(mw, tokens, &o) == 0)
-        status = serve(mw, &o, flags, cfg.pool);
+        status = serve(mw, &o, flags, cfg.pool, cfg.db);
     else
         workers_stop(cfg.pool);
     mhdctx_middleware_free(mw);
+    db_close(cfg.db);
     mhdctx_token_table_free(tokens);
     mhdctx_log_shutdown();
 #ifdef MHDCTX_HAVE_CURL

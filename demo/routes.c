@@ -172,6 +172,20 @@ static enum MHD_Result post_echo(struct MHD_Connection *connection, const char *
                           body->data, body->len);
 }
 
+/* GET routes whose work runs on the worker pool. */
+static bool worker_route(const struct demo_config *cfg, const char *path, enum work_kind *kind)
+{
+    if (strcmp(path, "/async") == 0)
+        *kind = WORK_ASYNC;
+    else if (strcmp(path, "/slow") == 0)
+        *kind = WORK_SLOW;
+    else if (strcmp(path, "/fanout") == 0 && cfg->upstream)
+        *kind = WORK_FANOUT;
+    else
+        return false;
+    return true;
+}
+
 enum MHD_Result demo_handler(void *cls, struct MHD_Connection *connection, const char *url,
                              const char *method, const char *version,
                              const char *upload_data, size_t *upload_data_size,
@@ -185,11 +199,11 @@ enum MHD_Result demo_handler(void *cls, struct MHD_Connection *connection, const
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-    if (strcmp(path, "/async") == 0 || (strcmp(path, "/fanout") == 0 && cfg->upstream)) {
+    enum work_kind kind;
+    if (worker_route(cfg, path, &kind)) {
         if (!get)
             return method_not_allowed(connection, "GET");
-        return work_route(connection, cfg, path[1] == 'a' ? WORK_ASYNC : WORK_FANOUT,
-                          upload_data, upload_data_size, req_cls);
+        return work_route(connection, cfg, kind, upload_data, upload_data_size, req_cls);
     }
     if (strcmp(path, "/test") == 0 && cfg->trace_test) {
         if (!post)

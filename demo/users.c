@@ -4,42 +4,33 @@
  */
 #include "users.h"
 
-#include <string.h>
 
-struct user {
-    const char *id;
-    const char *name;
-    const char *email;
-};
+/* The storage, opened at start-up: a process-wide resource, not request state. */
+static struct db *storage;
 
-static const struct user user_table[] = {
-    {"1", "Ada Lovelace", "ada@example.org"},
-    {"7", "Grace Hopper", "grace@example.org"},
-    {"42", "Alan Turing", "alan@example.org"},
-};
+void users_set_db(struct db *db)
+{
+    storage = db;
+}
 
-/* Repository: where the data lives. */
-static const struct user *repository_find_user(const char *id)
+/* Repository: where the data lives (a tagged SQL query through the adapters). */
+static enum db_result repository_find_user(const char *id, struct db_user *user)
 {
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_STR("id", id)),
                       "repository: looking up user");
-    for (size_t i = 0; i < sizeof user_table / sizeof *user_table; i++) {
-        if (strcmp(user_table[i].id, id) == 0)
-            return &user_table[i];
-    }
-    return NULL;
+    return db_find_user(storage, id, user);
 }
 
 /* Service: business rules. */
-static const struct user *service_get_user(const char *id)
+static enum db_result service_get_user(const char *id, struct db_user *user)
 {
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_STR("id", id)),
                       "service: fetching user");
-    const struct user *user = repository_find_user(id);
-    if (user == NULL)
+    enum db_result result = repository_find_user(id, user);
+    if (result == DB_NOT_FOUND)
         mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_STR("id", id)),
                           "service: no such user");
-    return user;
+    return result;
 }
 
 /* Handler: HTTP in, HTTP out. */
@@ -47,11 +38,21 @@ enum MHD_Result users_get(struct MHD_Connection *connection, const char *id)
 {
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_STR("id", id)),
                       "handler: get user");
-    const struct user *user = service_get_user(id);
-    if (user == NULL)
+    mhdctx_set_route(mhdctx_current(), "/users/{id}"); /* names the route in SQL tags */
+    struct db_user user;
+    switch (service_get_user(id, &user)) {
+    case DB_OK:
+        return mhdctx_respond_json_new(
+            connection, MHD_HTTP_OK,
+            json_pack("{s:s, s:s, s:s, s:s}", "id", user.id, "name", user.name, "email",
+                      user.email, "request_id", mhdctx_request_id(mhdctx_current())));
+    case DB_NOT_FOUND:
         return mhdctx_respond_error(connection, MHD_HTTP_NOT_FOUND, "user_not_found");
-    return mhdctx_respond_json_new(
-        connection, MHD_HTTP_OK,
-        json_pack("{s:s, s:s, s:s, s:s}", "id", user->id, "name", user->name, "email",
-                  user->email, "request_id", mhdctx_request_id(mhdctx_current())));
+    case DB_DEADLINE:
+        return mhdctx_respond_deadline_exceeded(connection);
+    case DB_ERROR:
+    default:
+        return mhdctx_respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                    "database_error");
+    }
 }

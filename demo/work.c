@@ -29,6 +29,8 @@ struct job {
     enum job_phase phase; /* guarded by lock */
     unsigned status;      /* the answer, set by the worker */
     json_t *answer;
+    unsigned slow_ms; /* GET /slow?ms=N */
+    bool bad_argument; /* ?ms is not 0..60000 */
     char *body; /* request body (POST /test) */
     size_t body_len;
     bool body_too_large;
@@ -122,6 +124,29 @@ static void do_trace_test(struct job *job)
     job->answer = json_object();
 }
 
+/* N ms of work in steps: first one sleeping SQL statement of N/2 ms, which the
+ * database (PostgreSQL's statement_timeout, SQLite's progress handler) stops at the
+ * deadline, then 10 ms slices of our own that check the deadline between them. */
+static void do_slow(struct job *job)
+{
+    unsigned in_sql = job->slow_ms / 2;
+    enum db_result result = db_sleep(job->cfg->db, in_sql);
+    for (unsigned done = in_sql; done < job->slow_ms && result == DB_OK; done += 10) {
+        if (mhdctx_deadline_passed(mhdctx_current()))
+            result = DB_DEADLINE;
+        struct timespec step = {0, 10 * 1000 * 1000};
+        nanosleep(&step, NULL);
+    }
+    mhdctx_log_fields(MHDCTX_LOG_INFO,
+                      MHDCTX_FIELDS(MHDCTX_F_UINT("ms", job->slow_ms),
+                                    MHDCTX_F_BOOL("deadline_exceeded", result == DB_DEADLINE)),
+                      "slow: work ended");
+    job->status = result == DB_OK         ? MHD_HTTP_OK
+                  : result == DB_DEADLINE ? MHD_HTTP_GATEWAY_TIMEOUT
+                                          : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    job->answer = json_pack("{s:i}", "slept_ms", (int)job->slow_ms);
+}
+
 static void run_job(void *arg)
 {
     struct job *job = arg;
@@ -129,6 +154,8 @@ static void run_job(void *arg)
         do_async(job);
     else if (job->kind == WORK_FANOUT)
         do_fanout(job);
+    else if (job->kind == WORK_SLOW)
+        do_slow(job);
     else
         do_trace_test(job);
     /* Read what we need first: once DONE is signalled, a waiting handler (thread-per-
@@ -147,6 +174,8 @@ static void run_job(void *arg)
 
 static enum MHD_Result answer(struct job *job)
 {
+    if (job->status == MHD_HTTP_GATEWAY_TIMEOUT)
+        return mhdctx_respond_deadline_exceeded(job->connection);
     json_t *body = job->answer ? json_incref(job->answer) : json_object();
     if (job->status != MHD_HTTP_OK)
         json_object_set_new(body, "error",
@@ -198,6 +227,23 @@ static bool collect_body(struct job *job, const char *data, size_t len)
     return true;
 }
 
+/* ?ms=N, 0..60000 decimal digits (default 1000). */
+static bool parse_slow_ms(struct MHD_Connection *connection, unsigned *ms)
+{
+    const char *text = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "ms");
+    if (text == NULL) {
+        *ms = 1000;
+        return true;
+    }
+    unsigned long n = 0;
+    size_t len = strlen(text);
+    if (len == 0 || len > 5 || strspn(text, "0123456789") != len)
+        return false;
+    n = strtoul(text, NULL, 10);
+    *ms = (unsigned)n;
+    return n <= 60000;
+}
+
 enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_config *cfg,
                            enum work_kind kind, const char *upload_data,
                            size_t *upload_data_size, void **req_cls)
@@ -206,6 +252,8 @@ enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_
     if (job == NULL) { /* first call: headers only */
         job = job_new(connection, cfg, kind);
         *req_cls = job;
+        if (job && kind == WORK_SLOW)
+            job->bad_argument = !parse_slow_ms(connection, &job->slow_ms);
         return job ? MHD_YES : MHD_NO;
     }
     if (*upload_data_size) {
@@ -215,6 +263,8 @@ enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_
     }
     if (job->body_too_large)
         return mhdctx_respond_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
+    if (job->bad_argument)
+        return mhdctx_respond_error(connection, MHD_HTTP_BAD_REQUEST, "ms_must_be_0_to_60000");
     pthread_mutex_lock(&job->lock);
     enum job_phase phase = job->phase;
     pthread_mutex_unlock(&job->lock);

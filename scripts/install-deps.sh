@@ -9,7 +9,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential autoconf automake libtool pkg-config \
     libmicrohttpd-dev libjansson-dev uuid-dev \
-    check libsubunit-dev libcurl4-openssl-dev \
+    check libsubunit-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev postgresql \
     curl python3 python3-aiohttp valgrind ca-certificates >/dev/null
 # The OpenTelemetry interop test runs a small Node.js peer; the machine image usually
 # has Node.js and npm already.

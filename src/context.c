@@ -303,7 +303,10 @@ mhdctx_error mhdctx__check_label(const char *s, size_t max_len)
         if (*p < 0x20 || *p == 0x7f)
             return MHDCTX_EINVAL;
     }
-    return len > max_len ? MHDCTX_ELIMIT : MHDCTX_OK;
+    if (len > max_len)
+        return MHDCTX_ELIMIT;
+    /* Valid UTF-8 too: these values are exported as JSON strings. */
+    return mhdctx__utf8_valid(s, len) ? MHDCTX_OK : MHDCTX_EINVAL;
 }
 
 static void lock(const mhdctx_context *ctx)

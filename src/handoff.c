@@ -121,6 +121,11 @@ static bool only_known_fields(json_t *doc)
 /* The traceparent rules applied to the exported ids, through the same parser. */
 static mhdctx_error import_trace(mhdctx_context *ctx, json_t *doc)
 {
+    json_t *parent_json = json_object_get(doc, "parent_span_id");
+    json_t *state_json = json_object_get(doc, "tracestate");
+    if ((parent_json && !json_is_string(parent_json)) ||
+        (state_json && !json_is_string(state_json)))
+        return MHDCTX_EPARSE;
     const char *trace_id = json_string_value(json_object_get(doc, "trace_id"));
     const char *span_id = json_string_value(json_object_get(doc, "span_id"));
     const char *parent = json_string_value(json_object_get(doc, "parent_span_id"));

@@ -42,6 +42,8 @@ void mhdctx__buf_puts(mhdctx__buf *b, const char *s);
 /* Appends "..." with every byte escaped: controls, quotes, backslash, DEL, U+2028/9;
  * invalid UTF-8 becomes \ufffd. The result is always valid JSON. */
 void mhdctx__json_string(mhdctx__buf *b, const char *s, size_t len);
+/* Whether @len bytes at @s are valid UTF-8 (no overlong forms, no surrogates). */
+bool mhdctx__utf8_valid(const char *s, size_t len);
 /* Appends ,"key": (the comma only when the object already has a member). */
 void mhdctx__json_key(mhdctx__buf *b, const char *key);
 void mhdctx__json_int(mhdctx__buf *b, long long v);
@@ -125,9 +127,15 @@ void mhdctx__random_hex(char *out, size_t nbytes);
 void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
                       const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
     MHDCTX_PRINTF(5, 0);
-/* As mhdctx_log_ctx() with the line's span_id replaced by @span_id (a client span). */
-void mhdctx__log_span(mhdctx_context *ctx, const char *span_id, mhdctx_log_level level,
-                      const mhdctx_field *fields, size_t n, const char *fmt, ...)
-    MHDCTX_PRINTF(6, 7);
+/* Ids of a line that are not the context's own: a client span. */
+struct mhdctx__line_ids {
+    const char *span_id;    /* replaces the context's span */
+    const char *trace_id;   /* used when there is no context */
+    const char *request_id; /* used when there is no context */
+};
+/* As mhdctx_log_ctx() with the line's ids taken from @ids. */
+void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                      const char *fmt, ...) MHDCTX_PRINTF(6, 7);
 
 #endif /* MHDCTX_INTERNAL_H */

@@ -179,3 +179,17 @@ void mhdctx__json_value(mhdctx__buf *b, const json_t *v)
                            JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0)
         mhdctx__buf_put(b, "null", 4);
 }
+
+bool mhdctx__utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned code;
+        size_t n = p[i] < 0x80 ? 1 : utf8_sequence(p + i, len - i, &code);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}

@@ -191,9 +191,9 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 #define LINE_STORAGE 8192
 static _Thread_local char line_storage[LINE_STORAGE];
 
-static void log_line(mhdctx_context *ctx, const char *span_id, mhdctx_log_level level,
-                     const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
-    MHDCTX_PRINTF(6, 0);
+static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                     const char *fmt, va_list ap) MHDCTX_PRINTF(6, 0);
 
 void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
                       const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
@@ -201,17 +201,32 @@ void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
     log_line(ctx, NULL, level, fields, n, fmt, ap);
 }
 
-void mhdctx__log_span(mhdctx_context *ctx, const char *span_id, mhdctx_log_level level,
-                      const mhdctx_field *fields, size_t n, const char *fmt, ...)
+void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                      const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_line(ctx, span_id, level, fields, n, fmt, ap);
+    log_line(ctx, ids, level, fields, n, fmt, ap);
     va_end(ap);
 }
 
-static void log_line(mhdctx_context *ctx, const char *span_id, mhdctx_log_level level,
-                     const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
+/* Without a context, a line about a client span still names its ids. */
+static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
+{
+    const char *names[] = {"request_id", "trace_id", "span_id"};
+    const char *values[] = {ids->request_id, ids->trace_id, ids->span_id};
+    for (size_t i = 0; i < 3; i++) {
+        if (values[i]) {
+            mhdctx__json_key(b, names[i]);
+            mhdctx__json_string(b, values[i], strlen(values[i]));
+        }
+    }
+}
+
+static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                     const char *fmt, va_list ap)
 {
     if (!mhdctx_log_enabled(level))
         return;
@@ -224,7 +239,9 @@ static void log_line(mhdctx_context *ctx, const char *span_id, mhdctx_log_level 
     mhdctx__buf_put(&b, "\",\"message\":", 12);
     put_message(&b, fmt, ap);
     if (ctx)
-        mhdctx__context_write_fields(ctx, &b, span_id);
+        mhdctx__context_write_fields(ctx, &b, ids ? ids->span_id : NULL);
+    else if (ids)
+        put_ids(&b, ids);
     for (size_t i = 0; i < n && fields; i++) {
         put_field_key(&b, ctx, fields[i].key);
         put_field_value(&b, &fields[i]);

@@ -48,8 +48,11 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
 /* scheme://host[:port]/path: user info and the query string may hold secrets. */
 static size_t url_for_log(const char *url, char *out, size_t size)
 {
-    const char *rest = strstr(url, "://");
-    rest = rest ? rest + 3 : url;
+    /* A "://" counts only before the first '/', '?' or '#': one in the query is not
+     * a scheme. */
+    const char *scheme_end = strstr(url, "://");
+    const char *rest =
+        scheme_end && (size_t)(scheme_end - url) < strcspn(url, "/?#") ? scheme_end + 3 : url;
     size_t scheme_len = (size_t)(rest - url);
     size_t authority_len = strcspn(rest, "/?#");
     const char *at = memchr(rest, '@', authority_len);
@@ -81,12 +84,13 @@ void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method, const cha
     fields[n++] = MHDCTX_F_STR("parent_span_id", call->parent_span_id);
     if (error)
         fields[n++] = MHDCTX_F_STR("error", error);
-    /* The line's span_id is the client span; without a context there is no trace
-     * field from the context, so the span goes in as a plain field. */
-    if (call->ctx == NULL)
-        fields[n++] = MHDCTX_F_STR("span_id", call->span_id);
-    mhdctx__log_span(call->ctx, call->span_id, level, fields, n,
-                     "outgoing request completed");
+    /* The line's span_id is the client span; without a context the trace and request
+     * ids of the headers that were sent name the call. */
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1];
+    memcpy(trace_id, call->traceparent + 3, MHDCTX_TRACE_ID_LEN);
+    trace_id[MHDCTX_TRACE_ID_LEN] = '\0';
+    struct mhdctx__line_ids ids = {call->span_id, trace_id, call->request_id};
+    mhdctx__log_span(call->ctx, &ids, level, fields, n, "outgoing request completed");
     mhdctx_context_unref(call->ctx);
     call->ctx = NULL;
 }

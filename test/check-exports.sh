@@ -3,10 +3,12 @@
 # every function the header marks MHDCTX_EXPORT is exported.
 lib="${top_builddir:-.}/.libs/libmhdctx.so"
 headers="${top_srcdir:-.}/include/mhdctx.h"
-# The libcurl adapter's header counts when the library was built with it.
-if nm -D --defined-only "${top_builddir:-.}/.libs/libmhdctx.so" 2>/dev/null | grep -q mhdctx_curl_; then
-    headers="$headers ${top_srcdir:-.}/include/mhdctx_curl.h"
-fi
+# An adapter's header counts when the library was built with it.
+for adapter in curl sqlite pq; do
+    if nm -D --defined-only "$lib" 2>/dev/null | grep -q "mhdctx_${adapter}_"; then
+        headers="$headers ${top_srcdir:-.}/include/mhdctx_${adapter}.h"
+    fi
+done
 command -v nm >/dev/null 2>&1 || { echo "nm not found: skipping"; exit 77; }
 [ -f "$lib" ] || { echo "no $lib (static-only build): skipping"; exit 77; }
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBR]$/ {print $3}' | sort)

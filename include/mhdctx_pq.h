@@ -1,0 +1,53 @@
+/*
+ * mhdctx_pq.h - the PostgreSQL (libpq) adapter: statements tagged with the request,
+ * statement_timeout from the request's deadline, an optional statement log, and a
+ * prepared-statement mode that keeps one statement text for every request.
+ * Built when ./configure finds libpq (--without-libpq to leave out).
+ */
+#ifndef MHDCTX_PQ_H
+#define MHDCTX_PQ_H
+
+#include <libpq-fe.h>
+#include <mhdctx.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Whether the adapter logs one line per statement ("sql statement completed": sql,
+ * duration_ms, status), process-wide (default false). Safe any time.
+ */
+MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
+
+/**
+ * PQexecParams() of @p sql with the current request's sqlcommenter tag appended, so the
+ * server's statement log, pg_stat_activity and slow-query log name the request.
+ * When the request has a deadline, the statement runs with statement_timeout set to the
+ * time left (the server cancels it at the deadline) and the setting is restored after;
+ * once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
+ * result is returned (mhdctx_deadline_passed() then says why).
+ * Owned result: PQclear(). NULL only on allocation failure (as libpq).
+ * Thread rules: those of @p conn (one thread at a time).
+ */
+MHDCTX_EXPORT PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
+                                              const char *const *values,
+                                              const int *lengths, const int *formats,
+                                              int result_format);
+
+/**
+ * PQexecPrepared() of a statement prepared once (untagged) with PQprepare(): the text
+ * stays the same for every request, so plans are reused and pg_stat_statements keeps one
+ * entry. The request's tag reaches the server as application_name (at most 63 bytes:
+ * "mhdctx <request id>"), visible in pg_stat_activity and in the log through
+ * log_line_prefix's %a, for the duration of the call; deadlines as above.
+ */
+MHDCTX_EXPORT PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name,
+                                                int n_params, const char *const *values,
+                                                const int *lengths, const int *formats,
+                                                int result_format);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MHDCTX_PQ_H */

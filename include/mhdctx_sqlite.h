@@ -1,0 +1,40 @@
+/*
+ * mhdctx_sqlite.h - the SQLite adapter: statements tagged with the request, a statement
+ * log through SQLite's trace hook, and the request's deadline enforced through its
+ * progress handler. Built when ./configure finds SQLite (--without-sqlite to leave out).
+ */
+#ifndef MHDCTX_SQLITE_H
+#define MHDCTX_SQLITE_H
+
+#include <mhdctx.h>
+#include <sqlite3.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Log one line per statement run ("sql statement completed": sql, duration_ms). */
+#define MHDCTX_SQLITE_LOG_STATEMENTS 0x1u
+/** Interrupt a statement once the current request's deadline has passed. */
+#define MHDCTX_SQLITE_DEADLINE 0x2u
+
+/**
+ * Installs the hooks chosen in @p flags on @p db (replacing its trace and progress
+ * callbacks). Both read the context current on the thread that runs the statement, so
+ * use a connection from one thread at a time (SQLite's own rule without
+ * SQLITE_OPEN_FULLMUTEX). @return SQLITE_OK or SQLite's error code.
+ */
+MHDCTX_EXPORT int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags);
+
+/**
+ * Prepares @p sql with the current request's sqlcommenter tag (mhdctx_sql_tag()).
+ * Each request gets its own statement text: for a statement run on every request,
+ * prepare it once untagged and rely on the statement log instead (see the README,
+ * "prepared statements"). @return SQLite's result code; SQLITE_NOMEM when tagging fails.
+ */
+MHDCTX_EXPORT int mhdctx_sqlite_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MHDCTX_SQLITE_H */
