@@ -432,8 +432,9 @@ MHDCTX_EXPORT int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx);
 /** Whether the deadline has passed. False for a NULL context or one without deadline. */
 MHDCTX_EXPORT bool mhdctx_deadline_passed(const mhdctx_context *ctx);
 /**
- * Sets the deadline @p ms milliseconds from now (0: none), e.g. for a context of one's
- * own (mhdctx_context_new()). Safe from any thread holding a reference.
+ * Sets the deadline @p ms milliseconds from now (0: none; a budget too large to
+ * represent means none too), e.g. for a context of one's own (mhdctx_context_new()).
+ * Safe from any thread holding a reference.
  */
 MHDCTX_EXPORT void mhdctx_set_deadline_in(mhdctx_context *ctx, uint64_t ms);
 /**
@@ -474,8 +475,10 @@ MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_into(mhdctx_context *ctx, const char *
 MHDCTX_EXPORT bool mhdctx_sql_has_comment(const char *sql);
 /**
  * The user keys (e.g. "tenant_id") that go into tags, process-wide (default none).
- * Set at start-up, before requests. @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ELIMIT
- * (more than MHDCTX_SQL_MAX_TAG_KEYS), MHDCTX_ENOMEM.
+ * Set at start-up, before requests. @return MHDCTX_OK, MHDCTX_EINVAL (NULL, empty or
+ * repeated key), MHDCTX_ERESERVED (a key the library writes: framework, route,
+ * traceparent, request_id, user_id, ...), MHDCTX_ELIMIT (more than
+ * MHDCTX_SQL_MAX_TAG_KEYS), MHDCTX_ENOMEM.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n);
 

@@ -9,6 +9,10 @@ full=no
 jobs=$(nproc)
 [ "${SKIP_INSTALL:-}" = 1 ] || ./scripts/install-deps.sh
 autoreconf -fi >/dev/null 2>&1
+# The W3C suite lives beside the checkout (../shared); name it absolutely so that the
+# builds below, and make distcheck's copy, all find it.
+suite="$(cd .. && pwd)/shared/conformance/w3c-trace-context"
+[ -d "$suite" ] && [ -z "${MHDCTX_W3C_SUITE:-}" ] && export MHDCTX_W3C_SUITE="$suite"
 
 totals_pass=0
 totals_fail=0
@@ -48,5 +52,15 @@ if [ "$full" = yes ]; then
     vg="$vg --errors-for-leak-kinds=definite,indirect --track-origins=yes"
     CK_FORK=no MHDCTX_TEST_WRAPPER="$vg" run_check build test-suite-valgrind.log \
         LOG_COMPILER="$vg"
+
+    echo "== make install + the README's integration built with pkg-config"
+    if top_srcdir=. top_builddir=build sh test/install-consumer.sh; then
+        totals_pass=$((totals_pass + 1))
+    else
+        totals_fail=$((totals_fail + 1)); echo "$totals_pass passed, $totals_fail failed"; exit 1
+    fi
+    echo "== make distcheck"
+    make -C build distcheck >build/distcheck.log 2>&1 || { tail -n 80 build/distcheck.log; exit 1; }
+    grep -E "^# (TOTAL|PASS|SKIP|FAIL)" build/distcheck.log | tail -n 4
 fi
 echo "$totals_pass passed, $totals_fail failed"

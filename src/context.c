@@ -235,10 +235,17 @@ mhdctx_error mhdctx_set_route(mhdctx_context *ctx, const char *route)
 
 /* ---- deadline --------------------------------------------------------------------------- */
 
+uint64_t mhdctx__deadline_after(uint64_t start_ns, uint64_t ms)
+{
+    if (ms == 0 || ms > (UINT64_MAX - start_ns) / 1000000u)
+        return 0; /* none, or beyond any clock: no deadline rather than a wrapped one */
+    return start_ns + ms * 1000000u;
+}
+
 void mhdctx_set_deadline_in(mhdctx_context *ctx, uint64_t ms)
 {
     if (ctx)
-        atomic_store(&ctx->deadline_ns, ms ? mhdctx__monotonic_ns() + ms * 1000000u : 0);
+        atomic_store(&ctx->deadline_ns, mhdctx__deadline_after(mhdctx__monotonic_ns(), ms));
 }
 
 int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx)

@@ -103,6 +103,8 @@ void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t 
 mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
                                        const char *tracestate, size_t tracestate_len);
 uint64_t mhdctx__monotonic_ns(void);
+/* @start_ns + @ms, or 0 (no deadline) for 0 or a budget that would overflow. */
+uint64_t mhdctx__deadline_after(uint64_t start_ns, uint64_t ms);
 /* Swaps the thread's current context, returning the previous one. */
 mhdctx_context *mhdctx__enter(mhdctx_context *ctx);
 bool mhdctx__key_is_reserved(const char *key);

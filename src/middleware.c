@@ -258,8 +258,11 @@ static uint64_t incoming_budget_ms(struct MHD_Connection *connection, uint64_t l
 {
     const char *value;
     size_t len;
-    if (mhdctx__header_values(connection, "X-Request-Timeout-Ms", &value, &len) != 1 ||
-        len == 0 || len > 12)
+    if (mhdctx__header_values(connection, "X-Request-Timeout-Ms", &value, &len) != 1)
+        return 0;
+    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--; /* trailing blanks are not part of the value (RFC 9110 5.5) */
+    if (len == 0 || len > 12)
         return 0;
     uint64_t ms = 0;
     for (size_t i = 0; i < len; i++) {
@@ -281,7 +284,7 @@ static void assign_deadline(const mhdctx_middleware *mw, mhdctx_context *ctx,
             budget = asked;
     }
     /* Counted from the request line, when the context was created. */
-    atomic_store(&ctx->deadline_ns, budget ? ctx->start_mono_ns + budget * 1000000u : 0);
+    atomic_store(&ctx->deadline_ns, mhdctx__deadline_after(ctx->start_mono_ns, budget));
 }
 
 /* ---- trace context ------------------------------------------------------------------ */

@@ -79,17 +79,44 @@ static int compare_pairs(const void *a, const void *b)
 static char *tag_keys[MHDCTX_SQL_MAX_TAG_KEYS];
 static size_t n_tag_keys;
 
+/* A user key may not add a second pair for a key the library writes. */
+static bool is_builtin_tag_key(const char *key)
+{
+    return strcmp(key, "framework") == 0 || strcmp(key, "route") == 0 ||
+           strcmp(key, "traceparent") == 0 || mhdctx__key_is_reserved(key);
+}
+
+static mhdctx_error check_tag_keys(const char *const *keys, size_t n)
+{
+    if (n > MHDCTX_SQL_MAX_TAG_KEYS)
+        return MHDCTX_ELIMIT;
+    if (n && keys == NULL)
+        return MHDCTX_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i] == NULL || *keys[i] == '\0')
+            return MHDCTX_EINVAL;
+        if (is_builtin_tag_key(keys[i]))
+            return MHDCTX_ERESERVED;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(keys[i], keys[j]) == 0)
+                return MHDCTX_EINVAL; /* listed twice: it would be tagged twice */
+        }
+    }
+    return MHDCTX_OK;
+}
+
 mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n)
 {
-    if (n > MHDCTX_SQL_MAX_TAG_KEYS || (n && keys == NULL))
-        return n > MHDCTX_SQL_MAX_TAG_KEYS ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
+    mhdctx_error rc = check_tag_keys(keys, n);
+    if (rc != MHDCTX_OK)
+        return rc;
     char *copies[MHDCTX_SQL_MAX_TAG_KEYS] = {0};
     for (size_t i = 0; i < n; i++) {
-        copies[i] = keys[i] && *keys[i] ? mhdctx__strdup(keys[i]) : NULL;
+        copies[i] = mhdctx__strdup(keys[i]);
         if (copies[i] == NULL) {
             for (size_t j = 0; j < i; j++)
                 mhdctx__free(copies[j]);
-            return keys[i] && *keys[i] ? MHDCTX_ENOMEM : MHDCTX_EINVAL;
+            return MHDCTX_ENOMEM;
         }
     }
     for (size_t i = 0; i < n_tag_keys; i++)

@@ -1,0 +1,783 @@
+/*
+ * check_deadline.c - request deadlines: on a context of one's own, then through a real
+ * MHD daemon (epoll, internal thread, port 0) with the middleware: the default budget,
+ * the server's own, per-route budgets, the caller's X-Request-Timeout-Ms (trusted or
+ * not, valid or not), and the 504 answer with its access line.
+ *
+ * The handler reports what it sees in its JSON answer ({"remaining_ms", "passed",
+ * "has_ctx"}), so every assertion runs on the test thread. Each test starts its daemon
+ * itself, stops it, frees the middleware and restores the log sink.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* vasprintf */
+#endif
+
+#include "http_client.h"
+#include "mhdctx.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TEST_TIMEOUT_S 60
+#define ACCESS_MSG     "request completed"
+#define TIMEOUT_HEADER "X-Request-Timeout-Ms"
+
+/* ==== small helpers ==================================================================== */
+
+static char *str_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Owned (free()). */
+static char *str_fmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    ck_assert_int_ge(n, 0);
+    return s;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                          .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* ==== log capture ====================================================================== */
+
+static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **cap_lines;
+static size_t cap_n;
+static size_t cap_size;
+static size_t cap_lost;
+
+static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
+{
+    (void)level;
+    (void)cls;
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, line, len);
+        copy[len] = '\0';
+    }
+    pthread_mutex_lock(&cap_lock);
+    if (copy && cap_n == cap_size) {
+        size_t size = cap_size ? cap_size * 2 : 64;
+        char **grown = realloc(cap_lines, size * sizeof *grown);
+        if (grown) {
+            cap_lines = grown;
+            cap_size = size;
+        }
+    }
+    if (copy && cap_n < cap_size) {
+        cap_lines[cap_n++] = copy;
+        copy = NULL;
+    } else {
+        cap_lost++;
+    }
+    pthread_mutex_unlock(&cap_lock);
+    free(copy);
+}
+
+static void capture_clear(void)
+{
+    pthread_mutex_lock(&cap_lock);
+    for (size_t i = 0; i < cap_n; i++)
+        free(cap_lines[i]);
+    free(cap_lines);
+    cap_lines = NULL;
+    cap_n = cap_size = cap_lost = 0;
+    pthread_mutex_unlock(&cap_lock);
+}
+
+static void capture_begin(void)
+{
+    capture_clear();
+    mhdctx_log_set_level(MHDCTX_LOG_INFO);
+    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
+}
+
+/* CHECK_DEADLINE_DUMP=1 prints every captured line to stderr. */
+static void capture_end(void)
+{
+    mhdctx_log_shutdown();
+    if (getenv("CHECK_DEADLINE_DUMP")) {
+        pthread_mutex_lock(&cap_lock);
+        for (size_t i = 0; i < cap_n; i++)
+            fputs(cap_lines[i], stderr);
+        pthread_mutex_unlock(&cap_lock);
+    }
+    capture_clear();
+}
+
+static size_t capture_count(const char *message)
+{
+    char needle[128];
+    snprintf(needle, sizeof needle, "\"message\":\"%s\"", message);
+    size_t count = 0;
+    pthread_mutex_lock(&cap_lock);
+    for (size_t i = 0; i < cap_n; i++)
+        count += strstr(cap_lines[i], needle) != NULL;
+    pthread_mutex_unlock(&cap_lock);
+    return count;
+}
+
+static bool capture_wait(const char *message, size_t n, unsigned timeout_ms)
+{
+    for (unsigned waited = 0;; waited += 2) {
+        if (capture_count(message) >= n)
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        sleep_ms(2);
+    }
+}
+
+/* Every captured line parsed (a new JSON array); each must be one JSON object. */
+static json_t *capture_parsed(void)
+{
+    json_t *all = json_array();
+    ck_assert_ptr_nonnull(all);
+    pthread_mutex_lock(&cap_lock);
+    size_t lost = cap_lost;
+    for (size_t i = 0; i < cap_n; i++) {
+        const char *line = cap_lines[i];
+        size_t len = strlen(line);
+        json_error_t err;
+        json_t *obj = len > 0 && line[len - 1] == '\n' ? json_loadb(line, len, 0, &err) : NULL;
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            pthread_mutex_unlock(&cap_lock);
+            json_decref(all);
+            ck_abort_msg("captured line %zu is not one JSON object: %s", i, line);
+        }
+        json_array_append_new(all, obj);
+    }
+    pthread_mutex_unlock(&cap_lock);
+    ck_assert_uint_eq(lost, 0);
+    return all;
+}
+
+/* The access line of request @p id. Borrowed from @p all; NULL when absent. */
+static json_t *access_line(const json_t *all, const char *id)
+{
+    size_t i;
+    json_t *line;
+    json_array_foreach(all, i, line)
+    {
+        const char *m = jstr(line, "message");
+        const char *r = jstr(line, "request_id");
+        if (m && r && strcmp(m, ACCESS_MSG) == 0 && strcmp(r, id) == 0)
+            return line;
+    }
+    return NULL;
+}
+
+/* ==== the application ================================================================== */
+
+/* What the /slow handler saw, read by the test after the daemon stopped. */
+static atomic_int slow_saw_passed;
+static atomic_int slow_remaining;
+
+static char first_call_marker;
+
+/*
+ * First call: marks the slot. Final call: /slow waits until the deadline has passed (at
+ * most 5 s) and answers 504 with mhdctx_respond_deadline_exceeded(); every other path
+ * answers {"remaining_ms", "passed", "has_ctx"}.
+ */
+static enum MHD_Result app_handler(void *cls, struct MHD_Connection *connection,
+                                   const char *url, const char *method, const char *version,
+                                   const char *upload_data, size_t *upload_data_size,
+                                   void **req_cls)
+{
+    (void)cls;
+    (void)method;
+    (void)version;
+    (void)upload_data;
+    if (*req_cls == NULL) {
+        *req_cls = &first_call_marker;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    mhdctx_context *ctx = mhdctx_current();
+    if (strcmp(url, "/slow") == 0) {
+        for (unsigned waited = 0; !mhdctx_deadline_passed(ctx) && waited < 5000; waited += 5)
+            sleep_ms(5);
+        atomic_store(&slow_saw_passed, mhdctx_deadline_passed(ctx));
+        atomic_store(&slow_remaining, (int)mhdctx_deadline_remaining_ms(ctx));
+        return mhdctx_respond_deadline_exceeded(connection);
+    }
+    json_t *body = json_pack("{s:I, s:b, s:b}", "remaining_ms",
+                             (json_int_t)mhdctx_deadline_remaining_ms(ctx), "passed",
+                             mhdctx_deadline_passed(ctx), "has_ctx", ctx != NULL);
+    return mhdctx_respond_json_new(connection, MHD_HTTP_OK, body);
+}
+
+static mhdctx_middleware *app_middleware(void)
+{
+    mhdctx_middleware *mw = mhdctx_middleware_new(&app_handler, NULL);
+    ck_assert_ptr_nonnull(mw);
+    return mw;
+}
+
+/* ==== the server ======================================================================= */
+
+struct server {
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+};
+
+static void server_start(struct server *s, mhdctx_middleware *mw)
+{
+    s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL,
+                                 NULL, &mhdctx_access_handler, mw, MHD_OPTION_ARRAY,
+                                 mhdctx_mhd_options(mw), MHD_OPTION_END);
+    ck_assert_msg(s->daemon != NULL, "MHD_start_daemon failed");
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    ck_assert_ptr_nonnull(info);
+    ck_assert_uint_ne(info->port, 0);
+    s->port = info->port;
+}
+
+/* After this every completion callback has run. */
+static void server_stop(struct server *s)
+{
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+}
+
+/* One GET on its own connection. @p headers: extra lines ending in CRLF (may be NULL).
+ * Owned response. */
+static http_response *do_get(uint16_t port, const char *path, const char *headers)
+{
+    char *req = str_fmt("GET %s HTTP/1.1\r\nHost: test\r\n%sConnection: close\r\n\r\n", path,
+                        headers ? headers : "");
+    http_response *r = NULL;
+    int rc = http_roundtrip(port, req, strlen(req), &r);
+    free(req);
+    ck_assert_msg(rc == HTTP_OK, "GET %s: %s", path, http_strerror(rc));
+    return r;
+}
+
+static json_t *body_json(const http_response *r)
+{
+    json_error_t err;
+    json_t *body = json_loadb(r->body, r->body_len, 0, &err);
+    ck_assert_msg(json_is_object(body), "body is not a JSON object: %s", r->body);
+    return body;
+}
+
+/* What the handler saw for GET @p path with @p headers. */
+struct seen {
+    int64_t remaining_ms;
+    bool passed;
+};
+
+static struct seen get_seen(uint16_t port, const char *path, const char *headers)
+{
+    http_response *r = do_get(port, path, headers);
+    ck_assert_msg(r->status == 200, "GET %s: status %d", path, r->status);
+    json_t *body = body_json(r);
+    http_response_free(r);
+    json_t *rem = json_object_get(body, "remaining_ms");
+    ck_assert(json_is_integer(rem));
+    ck_assert(json_is_true(json_object_get(body, "has_ctx")));
+    struct seen seen = {(int64_t)json_integer_value(rem),
+                        json_is_true(json_object_get(body, "passed"))};
+    json_decref(body);
+    return seen;
+}
+
+/* GET @p path with one X-Request-Timeout-Ms line of @p value (NULL: none). */
+static struct seen get_with_timeout(uint16_t port, const char *path, const char *value)
+{
+    char *hdr = value ? str_fmt(TIMEOUT_HEADER ": %s\r\n", value) : NULL;
+    struct seen seen = get_seen(port, path, hdr);
+    free(hdr);
+    return seen;
+}
+
+/* The handler saw a deadline in (@p low, @p high] ms from its call, not yet passed. */
+#define assert_remaining_in(got, low, high, what)                                          \
+    do {                                                                                   \
+        const struct seen s_ = (got);                                                      \
+        ck_assert_msg(s_.remaining_ms > (low) && s_.remaining_ms <= (high),                \
+                      "%s: remaining %lld not in (%lld, %lld]", (what),                    \
+                      (long long)s_.remaining_ms, (long long)(low), (long long)(high));    \
+    } while (0)
+
+/* A budget of at most @p high ms (0 allowed: a slow machine may use it up). */
+#define assert_remaining_at_most(got, high, what)                                          \
+    do {                                                                                   \
+        const struct seen s_ = (got);                                                      \
+        ck_assert_msg(s_.remaining_ms >= 0 && s_.remaining_ms <= (high),                   \
+                      "%s: remaining %lld not in [0, %lld]", (what),                       \
+                      (long long)s_.remaining_ms, (long long)(high));                      \
+    } while (0)
+
+/* ==== tests: a context of one's own ==================================================== */
+
+START_TEST(test_context_deadline)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_ptr_nonnull(ctx);
+    /* none */
+    ck_assert_int_eq(mhdctx_deadline_remaining_ms(ctx), INT64_MAX);
+    ck_assert(!mhdctx_deadline_passed(ctx));
+
+    /* 50 ms */
+    mhdctx_set_deadline_in(ctx, 50);
+    int64_t left = mhdctx_deadline_remaining_ms(ctx);
+    ck_assert_int_gt(left, 0);
+    ck_assert_int_le(left, 50);
+    ck_assert(!mhdctx_deadline_passed(ctx));
+    sleep_ms(60);
+    ck_assert(mhdctx_deadline_passed(ctx));
+    ck_assert_int_eq(mhdctx_deadline_remaining_ms(ctx), 0);
+
+    /* set again: from now */
+    mhdctx_set_deadline_in(ctx, 10000);
+    ck_assert(!mhdctx_deadline_passed(ctx));
+    left = mhdctx_deadline_remaining_ms(ctx);
+    ck_assert_int_gt(left, 9000);
+    ck_assert_int_le(left, 10000);
+
+    /* 0 clears it */
+    mhdctx_set_deadline_in(ctx, 0);
+    ck_assert_int_eq(mhdctx_deadline_remaining_ms(ctx), INT64_MAX);
+    ck_assert(!mhdctx_deadline_passed(ctx));
+
+    /* 1 ms: passed soon after */
+    mhdctx_set_deadline_in(ctx, 1);
+    sleep_ms(5);
+    ck_assert(mhdctx_deadline_passed(ctx));
+    ck_assert_int_eq(mhdctx_deadline_remaining_ms(ctx), 0);
+
+    /* a hand-off: the deadline belongs to the context, not to the thread */
+    mhdctx_context *ref = mhdctx_context_ref(ctx);
+    mhdctx_set_deadline_in(ref, 2000);
+    ck_assert_int_gt(mhdctx_deadline_remaining_ms(ctx), 1000);
+    mhdctx_context_unref(ref);
+    mhdctx_context_unref(ctx);
+
+    /* NULL */
+    ck_assert_int_eq(mhdctx_deadline_remaining_ms(NULL), INT64_MAX);
+    ck_assert(!mhdctx_deadline_passed(NULL));
+    mhdctx_set_deadline_in(NULL, 50); /* ignored */
+    ck_assert_ptr_null(mhdctx_current());
+}
+END_TEST
+
+/* "@p ms milliseconds from now": a budget too large to be reached (an application that
+ * passes UINT64_MAX for "forever") must not wrap around into a deadline in the past. */
+START_TEST(test_context_deadline_huge_budget)
+{
+    static const uint64_t budgets[] = {
+        UINT64_MAX / 1000000u, /* the largest that does not overflow in ns */
+        UINT64_MAX / 1000000u + 1u, 100000000000000u, (uint64_t)INT64_MAX,
+        UINT64_MAX / 1000u, UINT64_MAX,
+    };
+    char failures[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+        mhdctx_context *ctx = mhdctx_context_new();
+        ck_assert_ptr_nonnull(ctx);
+        mhdctx_set_deadline_in(ctx, budgets[i]);
+        bool passed = mhdctx_deadline_passed(ctx);
+        int64_t left = mhdctx_deadline_remaining_ms(ctx);
+        mhdctx_context_unref(ctx);
+        if ((passed || left < 1000000) && used < sizeof failures) {
+            int n = snprintf(failures + used, sizeof failures - used,
+                             " [%llu ms: passed %d, remaining %lld ms]",
+                             (unsigned long long)budgets[i], passed, (long long)left);
+            used += n > 0 ? (size_t)n : 0;
+        }
+    }
+    ck_assert_msg(used == 0, "huge budgets wrap around:%s", failures);
+}
+END_TEST
+
+/* ==== tests: through the middleware ==================================================== */
+
+START_TEST(test_default_budget)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    struct server s;
+    server_start(&s, mw);
+    struct seen seen = get_seen(s.port, "/a", NULL);
+    assert_remaining_in(seen, 25000, 30000, "default budget");
+    ck_assert(!seen.passed);
+    /* an untrusted caller's budget changes nothing */
+    assert_remaining_in(get_with_timeout(s.port, "/a", "100"), 25000, 30000,
+                        "untrusted X-Request-Timeout-Ms");
+    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+START_TEST(test_server_budget)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 200), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    for (int i = 0; i < 3; i++)
+        assert_remaining_at_most(get_seen(s.port, "/a", NULL), 200, "server budget 200");
+    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+
+    /* the budget is per request, from its own start: a second server, 5000 ms */
+    mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 5000), MHDCTX_OK);
+    server_start(&s, mw);
+    assert_remaining_in(get_seen(s.port, "/a", NULL), 4000, 5000, "server budget 5000");
+    sleep_ms(300);
+    assert_remaining_in(get_seen(s.port, "/b", NULL), 4000, 5000, "a later request");
+    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+START_TEST(test_no_server_deadline)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 0), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    struct seen seen = get_seen(s.port, "/a", NULL);
+    ck_assert_int_eq(seen.remaining_ms, INT64_MAX);
+    ck_assert(!seen.passed);
+    /* without a server budget, any caller's budget is tighter */
+    assert_remaining_at_most(get_with_timeout(s.port, "/a", "100"), 100,
+                             "caller's budget without a server budget");
+    seen = get_with_timeout(s.port, "/a", "abc");
+    ck_assert_int_eq(seen.remaining_ms, INT64_MAX);
+    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+/* As for mhdctx_set_deadline_in(): a budget too large to be reached is not a deadline
+ * in the past. */
+START_TEST(test_huge_server_budget)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, UINT64_MAX), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/r", (uint64_t)INT64_MAX), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    struct seen all = get_seen(s.port, "/a", NULL);
+    struct seen route = get_seen(s.port, "/r", NULL);
+    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+    ck_assert_msg(!all.passed && all.remaining_ms > 1000000,
+                  "server budget UINT64_MAX: passed %d, remaining %lld", all.passed,
+                  (long long)all.remaining_ms);
+    ck_assert_msg(!route.passed && route.remaining_ms > 1000000,
+                  "route budget INT64_MAX: passed %d, remaining %lld", route.passed,
+                  (long long)route.remaining_ms);
+}
+END_TEST
+
+START_TEST(test_route_budget)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/fast", 50), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/none", 0), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/twice", 10), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/twice", 3000), MHDCTX_OK); /* replaced */
+    /* a route's access-log level and its deadline share the route's settings */
+    ck_assert_int_eq(mhdctx_access_log_route(mw, "/fast", MHDCTX_LOG_INFO), MHDCTX_OK);
+    /* a route with only a log level keeps the default budget */
+    ck_assert_int_eq(mhdctx_access_log_route(mw, "/logged", MHDCTX_LOG_WARN), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, NULL, 5), MHDCTX_EINVAL);
+    struct server s;
+    server_start(&s, mw);
+    assert_remaining_at_most(get_seen(s.port, "/fast", NULL), 50, "/fast");
+    assert_remaining_at_most(get_seen(s.port, "/fast?x=1", NULL), 50, "/fast?x=1");
+    assert_remaining_in(get_seen(s.port, "/fast/x", NULL), 3000, 4000, "/fast/x");
+    assert_remaining_in(get_seen(s.port, "/fas", NULL), 3000, 4000, "/fas");
+    assert_remaining_in(get_seen(s.port, "/FAST", NULL), 3000, 4000, "/FAST");
+    assert_remaining_in(get_seen(s.port, "/other", NULL), 3000, 4000, "/other");
+    assert_remaining_in(get_seen(s.port, "/twice", NULL), 2000, 3000, "/twice");
+    assert_remaining_in(get_seen(s.port, "/logged", NULL), 3000, 4000, "/logged");
+    struct seen none = get_seen(s.port, "/none", NULL);
+    ck_assert_int_eq(none.remaining_ms, INT64_MAX);
+    ck_assert(!none.passed);
+    ck_assert(capture_wait(ACCESS_MSG, 9, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+START_TEST(test_incoming_budget_trusted)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/fast", 50), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    size_t requests = 0;
+
+    assert_remaining_at_most(get_with_timeout(s.port, "/a", "100"), 100, "100");
+    assert_remaining_in(get_with_timeout(s.port, "/a", "2500"), 1500, 2500, "2500");
+    assert_remaining_in(get_with_timeout(s.port, "/a", "4000"), 3000, 4000, "= budget");
+    assert_remaining_at_most(get_with_timeout(s.port, "/a", "1"), 1, "1");
+    assert_remaining_in(get_with_timeout(s.port, "/a", NULL), 3000, 4000, "no header");
+    requests += 5;
+
+    /* ignored: the budget stays the server's */
+    static const char *const ignored[] = {
+        "0",     "-5",    "abc",  "1e3",  "100ms", "+100", "0x64", "1.5",     "100,200",
+        "4001",  "99999", "1 00", "\"100\"", "00000000000000100", "18446744073709551617",
+    };
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "ignored value [%s]", ignored[i]);
+        assert_remaining_in(get_with_timeout(s.port, "/a", ignored[i]), 3000, 4000, what);
+        requests++;
+    }
+    /* an empty value */
+    assert_remaining_in(get_seen(s.port, "/a", TIMEOUT_HEADER ":\r\n"), 3000, 4000, "empty");
+    /* the header twice, even with equal values, is ambiguous */
+    assert_remaining_in(
+        get_seen(s.port, "/a", TIMEOUT_HEADER ": 100\r\n" TIMEOUT_HEADER ": 100\r\n"), 3000,
+        4000, "repeated");
+    assert_remaining_in(
+        get_seen(s.port, "/a", TIMEOUT_HEADER ": 100\r\nx-request-timeout-ms: 200\r\n"), 3000,
+        4000, "repeated, other case");
+    /* the header name is case-insensitive */
+    assert_remaining_at_most(get_seen(s.port, "/a", "x-request-timeout-ms: 100\r\n"), 100,
+                             "lowercase name");
+    requests += 4;
+
+    /* a route's budget is the limit there */
+    assert_remaining_at_most(get_with_timeout(s.port, "/fast", "20"), 20, "/fast, 20");
+    assert_remaining_at_most(get_with_timeout(s.port, "/fast", "100"), 50, "/fast, 100");
+    assert_remaining_at_most(get_with_timeout(s.port, "/fast", "abc"), 50, "/fast, abc");
+    requests += 3;
+
+    ck_assert(capture_wait(ACCESS_MSG, requests, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+/* Optional whitespace around a field value is not part of it (RFC 9110 section 5.5),
+ * so "X-Request-Timeout-Ms:  100 " carries the value "100". MHD drops the leading
+ * blanks itself; the trailing ones are the middleware's to drop, as it does for the
+ * request id. (A value that "starts with a space" cannot be told apart on the wire.) */
+START_TEST(test_incoming_budget_whitespace)
+{
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    static const char *const lines[] = {
+        TIMEOUT_HEADER ":   100\r\n", TIMEOUT_HEADER ":\t100\r\n",
+        TIMEOUT_HEADER ": 100 \r\n",  TIMEOUT_HEADER ": 100\t\r\n",
+        TIMEOUT_HEADER ":  100  \r\n",
+    };
+    struct seen seen[sizeof lines / sizeof lines[0]];
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        seen[i] = get_seen(s.port, "/a", lines[i]);
+    ck_assert(capture_wait(ACCESS_MSG, sizeof lines / sizeof lines[0], 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "header line %zu", i);
+        assert_remaining_at_most(seen[i], 100, what);
+    }
+}
+END_TEST
+
+START_TEST(test_deadline_exceeded_answer)
+{
+    capture_begin();
+    atomic_store(&slow_saw_passed, 0);
+    atomic_store(&slow_remaining, -1);
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/slow", 100), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+
+    const char *id = "deadline-test-1";
+    http_response *r = do_get(s.port, "/slow", "X-Request-Id: deadline-test-1\r\n");
+    ck_assert_int_eq(r->status, 504);
+    ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
+    ck_assert_str_eq(http_header(r, "X-Request-Id"), id);
+    ck_assert_ptr_nonnull(http_header(r, "Content-Type"));
+    ck_assert_str_eq(http_header(r, "Content-Type"), "application/json");
+    json_t *body = body_json(r);
+    ck_assert_uint_eq(json_object_size(body), 2);
+    ck_assert_str_eq(jstr(body, "error"), "deadline_exceeded");
+    ck_assert_str_eq(jstr(body, "request_id"), id);
+    json_decref(body);
+    http_response_free(r);
+
+    /* a generated id: the header and the body agree */
+    r = do_get(s.port, "/slow", NULL);
+    ck_assert_int_eq(r->status, 504);
+    const char *generated = http_header(r, "X-Request-Id");
+    ck_assert_ptr_nonnull(generated);
+    ck_assert_uint_eq(strlen(generated), MHDCTX_UUID_LEN);
+    body = body_json(r);
+    ck_assert_str_eq(jstr(body, "request_id"), generated);
+    char gen_id[MHDCTX_UUID_LEN + 1];
+    snprintf(gen_id, sizeof gen_id, "%s", generated);
+    json_decref(body);
+    http_response_free(r);
+
+    /* a request on the same server that finishes in time: not a timeout */
+    struct seen fine = get_seen(s.port, "/ok", "X-Request-Id: deadline-test-2\r\n");
+    ck_assert(!fine.passed);
+
+    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
+    server_stop(&s);
+    ck_assert_int_eq(atomic_load(&slow_saw_passed), 1);
+    ck_assert_int_eq(atomic_load(&slow_remaining), 0);
+
+    json_t *all = capture_parsed();
+    const char *timed_out[] = {id, gen_id};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *line = access_line(all, timed_out[i]);
+        ck_assert_msg(line != NULL, "no access line for %s", timed_out[i]);
+        ck_assert(json_is_integer(json_object_get(line, "status")));
+        ck_assert_int_eq(json_integer_value(json_object_get(line, "status")), 504);
+        ck_assert_str_eq(jstr(line, "level"), "error");
+        ck_assert_str_eq(jstr(line, "outcome"), "timeout");
+        ck_assert_str_eq(jstr(line, "path"), "/slow");
+        ck_assert_str_eq(jstr(line, "method"), "GET");
+        json_t *duration = json_object_get(line, "duration_ms");
+        ck_assert(json_is_number(duration));
+        ck_assert_double_ge(json_number_value(duration), 100.0);
+    }
+    json_t *ok = access_line(all, "deadline-test-2");
+    ck_assert_ptr_nonnull(ok);
+    ck_assert_int_eq(json_integer_value(json_object_get(ok, "status")), 200);
+    ck_assert_str_eq(jstr(ok, "level"), "info");
+    ck_assert_str_eq(jstr(ok, "outcome"), "completed");
+    json_decref(all);
+
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+START_TEST(test_configuration_after_start)
+{
+    ck_assert_int_eq(mhdctx_set_deadline_ms(NULL, 5), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(NULL, "/x", 5), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(NULL, true), MHDCTX_EINVAL);
+    /* outside a request, without a connection: nothing is queued */
+    ck_assert_int_eq(mhdctx_respond_deadline_exceeded(NULL), MHD_NO);
+
+    capture_begin();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 3000), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/r", 1000), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, false), MHDCTX_OK);
+    struct server s;
+    server_start(&s, mw);
+    assert_remaining_in(get_seen(s.port, "/a", NULL), 2000, 3000, "before");
+    /* the middleware has served a request: configuration is frozen */
+    ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 10), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/a", 10), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/r", 10), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_ESTATE);
+    /* and nothing changed */
+    assert_remaining_in(get_seen(s.port, "/a", NULL), 2000, 3000, "after, /a");
+    assert_remaining_in(get_seen(s.port, "/r", NULL), 500, 1000, "after, /r");
+    assert_remaining_in(get_with_timeout(s.port, "/a", "100"), 2000, 3000, "after, untrusted");
+    ck_assert(capture_wait(ACCESS_MSG, 4, 5000));
+    server_stop(&s);
+    mhdctx_middleware_free(mw);
+    capture_end();
+}
+END_TEST
+
+/* ==== suite ============================================================================ */
+
+static TCase *tcase(Suite *suite, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, TEST_TIMEOUT_S);
+    suite_add_tcase(suite, tc);
+    return tc;
+}
+
+static Suite *deadline_suite(void)
+{
+    Suite *suite = suite_create("deadline");
+    TCase *tc = tcase(suite, "context");
+    tcase_add_test(tc, test_context_deadline);
+    tcase_add_test(tc, test_context_deadline_huge_budget);
+
+    tc = tcase(suite, "middleware");
+    tcase_add_test(tc, test_default_budget);
+    tcase_add_test(tc, test_server_budget);
+    tcase_add_test(tc, test_no_server_deadline);
+    tcase_add_test(tc, test_huge_server_budget);
+    tcase_add_test(tc, test_route_budget);
+    tcase_add_test(tc, test_incoming_budget_trusted);
+    tcase_add_test(tc, test_incoming_budget_whitespace);
+    tcase_add_test(tc, test_deadline_exceeded_answer);
+    tcase_add_test(tc, test_configuration_after_start);
+    return suite;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(deadline_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failures = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,217 @@
+/*
+ * check_pq.c - the PostgreSQL adapter against a real server (MHDCTX_TEST_PG_URI, set by
+ * test/pq.sh, which starts a throwaway cluster). Each check asks the server itself what
+ * it saw: the statement text, application_name, statement_timeout.
+ */
+#include "mhdctx.h"
+#include "mhdctx_pq.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static PGconn *conn;
+
+static void connect_db(void)
+{
+    const char *uri = getenv("MHDCTX_TEST_PG_URI");
+    ck_assert_msg(uri != NULL, "MHDCTX_TEST_PG_URI is not set (run test/pq.sh)");
+    conn = PQconnectdb(uri);
+    ck_assert_msg(PQstatus(conn) == CONNECTION_OK, "%s", PQerrorMessage(conn));
+    mhdctx_log_to_file("/dev/null");
+}
+
+static void disconnect_db(void)
+{
+    PQfinish(conn);
+    mhdctx_log_shutdown();
+}
+
+/* The single text value of a one-row result; owned by the caller (free). */
+static char *single_value(PGresult *r)
+{
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    char *value = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return value;
+}
+
+static char *show(const char *setting)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SHOW %s", setting);
+    return single_value(PQexec(conn, sql));
+}
+
+static mhdctx_context *request_context(const char *request_id)
+{
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"v\":1,\"request_id\":\"%s\",\"user_id\":\"42\",\"roles\":[],\"keys\":{},"
+             "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
+             "\"parent_span_id\":\"\",\"trace_flags\":\"01\",\"tracestate\":\"\"}",
+             request_id);
+    mhdctx_error err;
+    mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), &err);
+    ck_assert_msg(ctx != NULL, "import: %s", mhdctx_strerror(err));
+    return ctx;
+}
+
+/* ---- tagged statements ----------------------------------------------------------------- */
+
+struct query {
+    const char *sql;
+    char *result;
+    ExecStatusType status;
+    const char *sqlstate;
+};
+
+static void run_tagged(void *arg)
+{
+    struct query *q = arg;
+    PGresult *r = mhdctx_pq_exec_params(conn, q->sql, 0, NULL, NULL, NULL, 0);
+    q->status = PQresultStatus(r);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    q->sqlstate = state ? (strcmp(state, "57014") == 0 ? "57014" : "other") : NULL;
+    q->result = q->status == PGRES_TUPLES_OK ? strdup(PQgetvalue(r, 0, 0)) : NULL;
+    PQclear(r);
+}
+
+START_TEST(the_server_sees_the_tagged_text)
+{
+    mhdctx_context *ctx = request_context("pq-unit-tagged");
+    mhdctx_set_route(ctx, "/users/{id}");
+    struct query q = {"SELECT current_query()", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_int_eq(q.status, PGRES_TUPLES_OK);
+    ck_assert_msg(strstr(q.result, "request_id='pq-unit-tagged'") != NULL, "%s", q.result);
+    ck_assert_ptr_nonnull(strstr(q.result, "route='%2Fusers%2F%7Bid%7D'"));
+    ck_assert_ptr_nonnull(
+        strstr(q.result, "traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"));
+    ck_assert_ptr_nonnull(strstr(q.result, "user_id='42'"));
+    free(q.result);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+START_TEST(outside_a_request_the_text_is_untouched)
+{
+    struct query q = {"SELECT current_query()", NULL, 0, NULL};
+    run_tagged(&q);
+    ck_assert_str_eq(q.result, "SELECT current_query()");
+    free(q.result);
+}
+END_TEST
+
+/* ---- deadlines --------------------------------------------------------------------------- */
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+START_TEST(the_server_cancels_at_the_deadline)
+{
+    mhdctx_context *ctx = request_context("pq-unit-deadline");
+    mhdctx_set_deadline_in(ctx, 200);
+    struct query q = {"SELECT pg_sleep(3)::text", NULL, 0, NULL};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    mhdctx_run(ctx, run_tagged, &q);
+    double took = seconds_since(&t0);
+    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_ptr_nonnull(q.sqlstate);
+    ck_assert_str_eq(q.sqlstate, "57014"); /* query_canceled: statement_timeout */
+    ck_assert_msg(took < 1.0, "took %.3f s", took);
+    /* the connection got its setting back */
+    char *timeout = show("statement_timeout");
+    ck_assert_str_eq(timeout, "0");
+    free(timeout);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+START_TEST(nothing_is_sent_once_the_deadline_has_passed)
+{
+    mhdctx_context *ctx = request_context("pq-unit-late");
+    mhdctx_set_deadline_in(ctx, 1);
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    struct query q = {"SELECT 1::text", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_ptr_null(q.sqlstate); /* refused before reaching the server */
+    ck_assert_ptr_null(q.result);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* ---- prepared mode ----------------------------------------------------------------------- */
+
+static void run_prepared(void *arg)
+{
+    char **out = arg;
+    PGresult *r = mhdctx_pq_exec_prepared(conn, "whoami", 0, NULL, NULL, NULL, 0);
+    *out = single_value(r);
+}
+
+START_TEST(prepared_statements_carry_the_request_as_application_name)
+{
+    PQclear(PQprepare(conn, "whoami", "SELECT current_setting('application_name')", 0, NULL));
+    char *before = show("application_name");
+    mhdctx_context *ctx = request_context("pq-unit-prepared");
+    char *seen = NULL;
+    mhdctx_run(ctx, run_prepared, &seen);
+    ck_assert_str_eq(seen, "mhdctx pq-unit-prepared");
+    char *after = show("application_name");
+    ck_assert_str_eq(after, before); /* not left on the connection */
+    free(seen);
+    free(after);
+    free(before);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+START_TEST(a_long_request_id_fits_application_name)
+{
+    PQclear(PQprepare(conn, "whoami", "SELECT current_setting('application_name')", 0, NULL));
+    char id[129];
+    memset(id, 'x', 128);
+    id[128] = '\0';
+    mhdctx_context *ctx = request_context(id);
+    char *seen = NULL;
+    mhdctx_run(ctx, run_prepared, &seen);
+    ck_assert_uint_le(strlen(seen), 63); /* NAMEDATALEN - 1 */
+    ck_assert_msg(strncmp(seen, "mhdctx xxxx", 11) == 0, "%s", seen);
+    free(seen);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+static Suite *pq_suite(void)
+{
+    Suite *s = suite_create("pq");
+    TCase *tc = tcase_create("server");
+    tcase_add_checked_fixture(tc, connect_db, disconnect_db);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, the_server_sees_the_tagged_text);
+    tcase_add_test(tc, outside_a_request_the_text_is_untouched);
+    tcase_add_test(tc, the_server_cancels_at_the_deadline);
+    tcase_add_test(tc, nothing_is_sent_once_the_deadline_has_passed);
+    tcase_add_test(tc, prepared_statements_carry_the_request_as_application_name);
+    tcase_add_test(tc, a_long_request_id_fits_application_name);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(pq_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
