@@ -218,19 +218,26 @@ const char *mhdctx_route(const mhdctx_context *ctx)
     return route;
 }
 
+/* Replaces a string field under the lock with a copy of @value (NULL clears it); the
+ * old one is freed outside the lock. */
+static mhdctx_error replace_string(mhdctx_context *ctx, char **field, const char *value)
+{
+    char *copy = NULL;
+    if (value && (copy = mhdctx__strdup(value)) == NULL)
+        return MHDCTX_ENOMEM;
+    lock(ctx);
+    char *old = *field;
+    *field = copy;
+    unlock(ctx);
+    mhdctx__free(old);
+    return MHDCTX_OK;
+}
+
 mhdctx_error mhdctx_set_route(mhdctx_context *ctx, const char *route)
 {
     if (ctx == NULL || route == NULL)
         return MHDCTX_EINVAL;
-    char *copy = mhdctx__strdup(route);
-    if (copy == NULL)
-        return MHDCTX_ENOMEM;
-    lock(ctx);
-    char *old = ctx->route;
-    ctx->route = copy;
-    unlock(ctx);
-    mhdctx__free(old);
-    return MHDCTX_OK;
+    return replace_string(ctx, &ctx->route, route);
 }
 
 /* ---- deadline --------------------------------------------------------------------------- */
@@ -330,21 +337,12 @@ mhdctx_error mhdctx_set_user_id(mhdctx_context *ctx, const char *user_id)
 {
     if (ctx == NULL)
         return MHDCTX_EINVAL;
-    char *copy = NULL;
     if (user_id) {
         mhdctx_error rc = mhdctx__check_label(user_id, MHDCTX_MAX_USER_ID_LEN);
         if (rc != MHDCTX_OK)
             return rc;
-        copy = mhdctx__strdup(user_id);
-        if (copy == NULL)
-            return MHDCTX_ENOMEM;
     }
-    lock(ctx);
-    char *old = ctx->user_id;
-    ctx->user_id = copy;
-    unlock(ctx);
-    mhdctx__free(old);
-    return MHDCTX_OK;
+    return replace_string(ctx, &ctx->user_id, user_id);
 }
 
 const char *mhdctx_user_id(const mhdctx_context *ctx)
