@@ -16,3 +16,10 @@ if grep -q "define MHDCTX_HAVE_LIBPQ 1" "$top_builddir/config.h" &&
     [ "$(id -u)" = 0 ] && pg_as="runuser -u postgres --" || pg_as=""
 fi
 "$top_builddir/bench/sql_bench"
+# Request overhead against bare MHD (needs wrk and two cores).
+if command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
+    top_builddir=$top_builddir /usr/bin/python3 "$top_srcdir/bench/load.py" \
+        --rounds "${BENCH_ROUNDS:-5}" --seconds "${BENCH_SECONDS:-5}"
+else
+    echo "load: wrk or taskset missing (apt-get install wrk)"
+fi

@@ -18,11 +18,17 @@ extern "C" {
  * (NULL: the current context):
  *  - starts a client span (mhdctx_outgoing_start()) and sends `traceparent`,
  *    `tracestate` (when the request had one) and the request-id header, added to a copy
- *    of @p headers (which stay the caller's; NULL for none) set as CURLOPT_HTTPHEADER
- *    for this transfer only;
- *  - when the request has a deadline, sets CURLOPT_TIMEOUT_MS to the time left
- *    (replacing the caller's timeout), and makes no call at all once it has passed
- *    (CURLE_OPERATION_TIMEDOUT, logged);
+ *    of @p headers (which stay the caller's; NULL for none; entries of the caller's
+ *    for those three headers are left out of the copy, since a repeated traceparent or
+ *    request id would be discarded by the receiver) set as CURLOPT_HTTPHEADER for this
+ *    transfer only;
+ *  - when the request has a deadline, sets CURLOPT_TIMEOUT_MS to the time left for the
+ *    transfer and back to 0 (none) after it - libcurl cannot report a caller's own
+ *    timeout, so set it again after the call if you use one; once the deadline has
+ *    passed no call is made at all (CURLE_OPERATION_TIMEDOUT, logged with method GET and
+ *    an empty url, since libcurl reports them only for transfers it made);
+ *  - uses CURLOPT_ERRORBUFFER for the transfer (its text goes into the log line) and
+ *    leaves none set after it;
  *  - performs the transfer with curl_easy_perform();
  *  - logs "outgoing request completed" (mhdctx_outgoing_finish()) with the effective
  *    method and URL, the response status and curl's error text on failure;

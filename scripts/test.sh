@@ -59,6 +59,10 @@ if [ "$full" = yes ]; then
     else
         totals_fail=$((totals_fail + 1)); echo "$totals_pass passed, $totals_fail failed"; exit 1
     fi
+    echo "== fuzzing: every target ${FUZZ_SECONDS:-60} s under libFuzzer + ASan + UBSan"
+    sh fuzz/run.sh "${FUZZ_SECONDS:-60}" || { echo "$totals_pass passed, $((totals_fail + 1)) failed"; exit 1; }
+    echo "== benchmark smoke run (seconds, no thresholds: it must not rot)"
+    make -C build bench BENCH_ROUNDS=1 BENCH_SECONDS=1 2>&1 | tail -n 40
     echo "== make distcheck"
     make -C build distcheck >build/distcheck.log 2>&1 || { tail -n 80 build/distcheck.log; exit 1; }
     grep -E "^# (TOTAL|PASS|SKIP|FAIL)" build/distcheck.log | tail -n 4

@@ -8,11 +8,28 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
-static struct curl_slist *copy_headers(const struct curl_slist *from)
+/* Whether a "Name: value" line sets one of the headers the adapter writes itself. */
+static bool is_propagation_header(const char *line, const char *id_header)
+{
+    const char *names[] = {"traceparent", "tracestate", id_header};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(names[i]);
+        if (strncasecmp(line, names[i], n) == 0 && (line[n] == ':' || line[n] == ';'))
+            return true;
+    }
+    return false;
+}
+
+/* The caller's headers without the ones we set: a repeated traceparent or request id
+ * would make the receiver discard both. */
+static struct curl_slist *copy_headers(const struct curl_slist *from, const char *id_header)
 {
     struct curl_slist *copy = NULL;
     for (; from; from = from->next) {
+        if (from->data == NULL || is_propagation_header(from->data, id_header))
+            continue;
         struct curl_slist *grown = curl_slist_append(copy, from->data);
         if (grown == NULL) {
             curl_slist_free_all(copy);
@@ -41,9 +58,8 @@ static struct curl_slist *propagation_headers(const mhdctx_outgoing *call,
                                               const char *id_header)
 {
     bool ok = true;
-    struct curl_slist *list = copy_headers(headers);
-    if (headers && list == NULL)
-        return NULL;
+    struct curl_slist *list = copy_headers(headers, id_header);
+    /* NULL is also the copy of a list holding only our own headers: carry on then. */
     list = add_header(list, "traceparent", call->traceparent, &ok);
     if (call->tracestate[0])
         list = add_header(list, "tracestate", call->tracestate, &ok);
@@ -84,6 +100,8 @@ CURLcode mhdctx_curl_perform(CURL *easy, mhdctx_context *ctx, struct curl_slist 
     CURLcode rc = curl_easy_perform(easy);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    if (left != INT64_MAX) /* a pooled handle must not keep this request's deadline */
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L);
     curl_slist_free_all(list);
 
     long status = 0;

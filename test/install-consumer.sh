@@ -7,7 +7,7 @@ top_srcdir=$(cd "${top_srcdir:-.}" && pwd)
 top_builddir=$(cd "${top_builddir:-.}" && pwd)
 . "$top_srcdir/test/lib.sh"
 work=$(mktemp -d /tmp/mhdctx-install.XXXXXX)
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 server=""
 make -C "$top_builddir" install prefix="$work/prefix" >/dev/null
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"

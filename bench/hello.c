@@ -1,0 +1,116 @@
+/*
+ * hello - the benchmark's servers: GET / answers "hello, world".
+ *   hello-bare    plain MHD, one shared response (the baseline)
+ *   hello-mhdctx  the same through the middleware:
+ *                 --log none    context and request id, no log line
+ *                 --log access  one access line per request into --log-file
+ *                 --log app     the access line plus one line from the handler
+ * usage: hello-{bare,mhdctx} --port N --mode epoll|pool|thread-per-connection
+ *        [--log none|access|app] [--log-file PATH]
+ * First stdout line: {"port": N}. SIGINT/SIGTERM stop it.
+ */
+#include <mhdctx.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char body[] = "hello, world";
+static struct MHD_Response *shared_response;
+static bool app_line;
+
+static enum MHD_Result bare(void *cls, struct MHD_Connection *connection, const char *url,
+                            const char *method, const char *version, const char *upload_data,
+                            size_t *upload_data_size, void **req_cls)
+{
+    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
+    if (*req_cls == NULL) {
+        *req_cls = &shared_response;
+        return MHD_YES;
+    }
+    *upload_data_size = 0;
+    return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
+}
+
+static enum MHD_Result with_context(void *cls, struct MHD_Connection *connection,
+                                    const char *url, const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **req_cls)
+{
+    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
+    if (*req_cls == NULL) {
+        *req_cls = &shared_response;
+        return MHD_YES;
+    }
+    *upload_data_size = 0;
+    if (app_line)
+        mhdctx_log(MHDCTX_LOG_INFO, "saying hello");
+    return mhdctx_respond(connection, MHD_HTTP_OK, "text/plain", body, sizeof body - 1);
+}
+
+static unsigned mode_flags(const char *mode, unsigned *pool)
+{
+    *pool = 0;
+    if (strcmp(mode, "pool") == 0) {
+        *pool = 2;
+        return MHD_USE_EPOLL_INTERNAL_THREAD;
+    }
+    if (strcmp(mode, "thread-per-connection") == 0)
+        return MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+    return strcmp(mode, "epoll") == 0 ? MHD_USE_EPOLL_INTERNAL_THREAD : 0;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned port = 0;
+    const char *mode = "epoll", *log = "none", *log_file = "/dev/null";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--port") == 0)
+            port = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--mode") == 0)
+            mode = argv[i + 1];
+        else if (strcmp(argv[i], "--log") == 0)
+            log = argv[i + 1];
+        else if (strcmp(argv[i], "--log-file") == 0)
+            log_file = argv[i + 1];
+    }
+    unsigned pool;
+    unsigned flags = mode_flags(mode, &pool);
+    bool mhdctx = strstr(argv[0], "mhdctx") != NULL;
+    if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app"))) {
+        fprintf(stderr, "usage: %s --port N --mode epoll|pool|thread-per-connection "
+                        "[--log none|access|app] [--log-file PATH]\n", argv[0]);
+        return 2;
+    }
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    shared_response = MHD_create_response_from_buffer_with_free_callback_cls(
+        sizeof body - 1, (void *)body, NULL, NULL);
+    app_line = strcmp(log, "app") == 0;
+    mhdctx_log_to_file(log_file);
+    mhdctx_log_set_level(strcmp(log, "none") == 0 ? MHDCTX_LOG_OFF : MHDCTX_LOG_INFO);
+    mhdctx_middleware *mw = mhdctx ? mhdctx_middleware_new(with_context, NULL) : NULL;
+    struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem threads[] = {
+        {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)pool, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, mhdctx ? &mhdctx_access_handler : &bare, mw,
+        MHD_OPTION_ARRAY, mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_ARRAY, threads,
+        MHD_OPTION_END);
+    if (d == NULL)
+        return 1;
+    printf("{\"port\":%u}\n", MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);
+    fflush(stdout);
+    int sig;
+    sigwait(&stop, &sig);
+    MHD_stop_daemon(d);
+    mhdctx_middleware_free(mw);
+    MHD_destroy_response(shared_response);
+    mhdctx_log_shutdown();
+    return 0;
+}
