@@ -40,6 +40,7 @@ static const struct db_user seed_users[] = {
 };
 #define N_SEED (sizeof seed_users / sizeof *seed_users)
 
+#if defined(MHDCTX_HAVE_SQLITE) || defined(MHDCTX_HAVE_LIBPQ)
 static const char schema[] = "CREATE TABLE IF NOT EXISTS users ("
                              "id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)";
 static const char seed_sql[] = "INSERT INTO users (id, name, email) VALUES ($1, $2, $3) "
@@ -50,6 +51,7 @@ static void copy_field(char *dst, size_t size, const char *src)
 {
     snprintf(dst, size, "%s", src ? src : "");
 }
+#endif
 
 /* ---- built-in table ----------------------------------------------------------------- */
 

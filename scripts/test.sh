@@ -38,6 +38,10 @@ mkdir -p build
 (cd build && ../configure --enable-werror >/dev/null)
 make -C build -j"$jobs" >/dev/null
 run_check build test-suite.log
+# Results that the issues ask to see in CI's log, not only in test logs.
+for log in build/test/w3c-trace-context.sh.log build/test/postgresql.sh.log; do
+    echo "-- $log"; tail -n 14 "$log"
+done
 
 if [ "$full" = yes ]; then
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer: make check"
@@ -63,6 +67,13 @@ if [ "$full" = yes ]; then
     sh fuzz/run.sh "${FUZZ_SECONDS:-60}" || { echo "$totals_pass passed, $((totals_fail + 1)) failed"; exit 1; }
     echo "== benchmark smoke run (seconds, no thresholds: it must not rot)"
     make -C build bench BENCH_ROUNDS=1 BENCH_SECONDS=1 2>&1 | tail -n 40
+    echo "== every optional adapter left out: the library, the demo and make check"
+    mkdir -p build-minimal
+    (cd build-minimal && ../configure --enable-werror --without-libcurl --without-sqlite \
+        --without-libpq >/dev/null)
+    make -C build-minimal -j"$jobs" >/dev/null
+    MHDCTX_REQUIRE_W3C=0 MHDCTX_REQUIRE_OTEL=0 MHDCTX_REQUIRE_PG=0 \
+        run_check build-minimal test-suite.log
     echo "== make distcheck"
     make -C build distcheck >build/distcheck.log 2>&1 || { tail -n 80 build/distcheck.log; exit 1; }
     grep -E "^# (TOTAL|PASS|SKIP|FAIL)" build/distcheck.log | tail -n 4

@@ -3,6 +3,7 @@
  * the token table (add, verify, load from a JSON file).
  */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <stdint.h>
@@ -142,13 +143,6 @@ static mhdctx_token_table *new_table(void)
     mhdctx_token_table *table = mhdctx_token_table_new();
     ck_assert_ptr_nonnull(table);
     return table;
-}
-
-static mhdctx_context *new_context(void)
-{
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
 }
 
 static mhdctx_error verify(mhdctx_token_table *table, const char *token, mhdctx_context *ctx)

@@ -3,34 +3,13 @@
  * request fields, user id, roles, user keys, and concurrent use from several threads.
  */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static unsigned refs_of(mhdctx_context *ctx)
-{
-    return atomic_load(&ctx->refs);
-}
-
-static mhdctx_context *new_context(void)
-{
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
-
-/* A string of @n copies of @c (owned). */
-static char *repeat(char c, size_t n)
-{
-    char *s = malloc(n + 1);
-    ck_assert_ptr_nonnull(s);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
-}
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
@@ -759,26 +738,16 @@ END_TEST
 
 /* ---- the context in log lines ------------------------------------------------------- */
 
-/* The last line logged (callback sink), NUL-terminated. */
-static char last_line[4096];
-static size_t last_line_len;
-
-static void keep_last_line(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)level;
-    (void)cls;
-    last_line_len = len < sizeof last_line - 1 ? len : sizeof last_line - 1;
-    memcpy(last_line, line, last_line_len);
-    last_line[last_line_len] = '\0';
-}
-
+/* Logs one line in @p ctx; the line it added to the capture, parsed (owned). */
 static json_t *log_and_parse(mhdctx_context *ctx)
 {
-    last_line_len = 0;
+    size_t before = support_capture_n();
     mhdctx_log_ctx(ctx, MHDCTX_LOG_INFO, NULL, 0, "fields");
-    ck_assert_uint_gt(last_line_len, 0);
-    json_t *line = json_loadb(last_line, last_line_len, JSON_REJECT_DUPLICATES, NULL);
-    ck_assert_msg(line != NULL, "not JSON: %s", last_line);
+    size_t after = support_capture_n();
+    ck_assert_uint_gt(after, before);
+    const support_line *last = support_capture_line(after - 1);
+    json_t *line = json_loadb(last->text, last->len, JSON_REJECT_DUPLICATES, NULL);
+    ck_assert_msg(line != NULL, "not JSON: %s", last->text);
     return line;
 }
 
@@ -786,7 +755,7 @@ static json_t *log_and_parse(mhdctx_context *ctx)
 START_TEST(context_fields_in_log_lines_are_valid_json)
 {
     mhdctx_context *ctx = new_context();
-    ck_assert_int_eq(mhdctx_log_to_callback(keep_last_line, NULL), MHDCTX_OK);
+    support_capture_start();
     json_t *line = log_and_parse(ctx);
     ck_assert_str_eq(json_string_value(json_object_get(line, "request_id")),
                      mhdctx_request_id(ctx));
@@ -802,7 +771,7 @@ START_TEST(context_fields_in_log_lines_are_valid_json)
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(line, "obj"), "n")),
                      5);
     json_decref(line);
-    mhdctx_log_shutdown();
+    support_capture_stop();
     mhdctx_context_unref(ctx);
 }
 END_TEST

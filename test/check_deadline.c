@@ -8,187 +8,22 @@
  * "has_ctx"}), so every assertion runs on the test thread. Each test starts its daemon
  * itself, stops it, frees the middleware and restores the log sink.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* vasprintf */
-#endif
-
 #include "http_client.h"
 #include "mhdctx.h"
+#include "support.h"
 
 #include <check.h>
 #include <jansson.h>
 #include <microhttpd.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define TEST_TIMEOUT_S 60
 #define ACCESS_MSG     "request completed"
 #define TIMEOUT_HEADER "X-Request-Timeout-Ms"
-
-/* ==== small helpers ==================================================================== */
-
-static char *str_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Owned (free()). */
-static char *str_fmt(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    ck_assert_int_ge(n, 0);
-    return s;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-                          .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static const char *jstr(const json_t *obj, const char *key)
-{
-    return json_string_value(json_object_get(obj, key));
-}
-
-/* ==== log capture ====================================================================== */
-
-static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **cap_lines;
-static size_t cap_n;
-static size_t cap_size;
-static size_t cap_lost;
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)level;
-    (void)cls;
-    char *copy = malloc(len + 1);
-    if (copy) {
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-    }
-    pthread_mutex_lock(&cap_lock);
-    if (copy && cap_n == cap_size) {
-        size_t size = cap_size ? cap_size * 2 : 64;
-        char **grown = realloc(cap_lines, size * sizeof *grown);
-        if (grown) {
-            cap_lines = grown;
-            cap_size = size;
-        }
-    }
-    if (copy && cap_n < cap_size) {
-        cap_lines[cap_n++] = copy;
-        copy = NULL;
-    } else {
-        cap_lost++;
-    }
-    pthread_mutex_unlock(&cap_lock);
-    free(copy);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        free(cap_lines[i]);
-    free(cap_lines);
-    cap_lines = NULL;
-    cap_n = cap_size = cap_lost = 0;
-    pthread_mutex_unlock(&cap_lock);
-}
-
-static void capture_begin(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
-/* CHECK_DEADLINE_DUMP=1 prints every captured line to stderr. */
-static void capture_end(void)
-{
-    mhdctx_log_shutdown();
-    if (getenv("CHECK_DEADLINE_DUMP")) {
-        pthread_mutex_lock(&cap_lock);
-        for (size_t i = 0; i < cap_n; i++)
-            fputs(cap_lines[i], stderr);
-        pthread_mutex_unlock(&cap_lock);
-    }
-    capture_clear();
-}
-
-static size_t capture_count(const char *message)
-{
-    char needle[128];
-    snprintf(needle, sizeof needle, "\"message\":\"%s\"", message);
-    size_t count = 0;
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        count += strstr(cap_lines[i], needle) != NULL;
-    pthread_mutex_unlock(&cap_lock);
-    return count;
-}
-
-static bool capture_wait(const char *message, size_t n, unsigned timeout_ms)
-{
-    for (unsigned waited = 0;; waited += 2) {
-        if (capture_count(message) >= n)
-            return true;
-        if (waited >= timeout_ms)
-            return false;
-        sleep_ms(2);
-    }
-}
-
-/* Every captured line parsed (a new JSON array); each must be one JSON object. */
-static json_t *capture_parsed(void)
-{
-    json_t *all = json_array();
-    ck_assert_ptr_nonnull(all);
-    pthread_mutex_lock(&cap_lock);
-    size_t lost = cap_lost;
-    for (size_t i = 0; i < cap_n; i++) {
-        const char *line = cap_lines[i];
-        size_t len = strlen(line);
-        json_error_t err;
-        json_t *obj = len > 0 && line[len - 1] == '\n' ? json_loadb(line, len, 0, &err) : NULL;
-        if (!json_is_object(obj)) {
-            json_decref(obj);
-            pthread_mutex_unlock(&cap_lock);
-            json_decref(all);
-            ck_abort_msg("captured line %zu is not one JSON object: %s", i, line);
-        }
-        json_array_append_new(all, obj);
-    }
-    pthread_mutex_unlock(&cap_lock);
-    ck_assert_uint_eq(lost, 0);
-    return all;
-}
-
-/* The access line of request @p id. Borrowed from @p all; NULL when absent. */
-static json_t *access_line(const json_t *all, const char *id)
-{
-    size_t i;
-    json_t *line;
-    json_array_foreach(all, i, line)
-    {
-        const char *m = jstr(line, "message");
-        const char *r = jstr(line, "request_id");
-        if (m && r && strcmp(m, ACCESS_MSG) == 0 && strcmp(r, id) == 0)
-            return line;
-    }
-    return NULL;
-}
 
 /* ==== the application ================================================================== */
 
@@ -241,54 +76,7 @@ static mhdctx_middleware *app_middleware(void)
     return mw;
 }
 
-/* ==== the server ======================================================================= */
-
-struct server {
-    struct MHD_Daemon *daemon;
-    uint16_t port;
-};
-
-static void server_start(struct server *s, mhdctx_middleware *mw)
-{
-    s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL,
-                                 NULL, &mhdctx_access_handler, mw, MHD_OPTION_ARRAY,
-                                 mhdctx_mhd_options(mw), MHD_OPTION_END);
-    ck_assert_msg(s->daemon != NULL, "MHD_start_daemon failed");
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    ck_assert_ptr_nonnull(info);
-    ck_assert_uint_ne(info->port, 0);
-    s->port = info->port;
-}
-
-/* After this every completion callback has run. */
-static void server_stop(struct server *s)
-{
-    if (s->daemon)
-        MHD_stop_daemon(s->daemon);
-    s->daemon = NULL;
-}
-
-/* One GET on its own connection. @p headers: extra lines ending in CRLF (may be NULL).
- * Owned response. */
-static http_response *do_get(uint16_t port, const char *path, const char *headers)
-{
-    char *req = str_fmt("GET %s HTTP/1.1\r\nHost: test\r\n%sConnection: close\r\n\r\n", path,
-                        headers ? headers : "");
-    http_response *r = NULL;
-    int rc = http_roundtrip(port, req, strlen(req), &r);
-    free(req);
-    ck_assert_msg(rc == HTTP_OK, "GET %s: %s", path, http_strerror(rc));
-    return r;
-}
-
-static json_t *body_json(const http_response *r)
-{
-    json_error_t err;
-    json_t *body = json_loadb(r->body, r->body_len, 0, &err);
-    ck_assert_msg(json_is_object(body), "body is not a JSON object: %s", r->body);
-    return body;
-}
+/* ==== requests ======================================================================== */
 
 /* What the handler saw for GET @p path with @p headers. */
 struct seen {
@@ -298,9 +86,9 @@ struct seen {
 
 static struct seen get_seen(uint16_t port, const char *path, const char *headers)
 {
-    http_response *r = do_get(port, path, headers);
+    http_response *r = support_http_get(port, path, headers);
     ck_assert_msg(r->status == 200, "GET %s: status %d", path, r->status);
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     http_response_free(r);
     json_t *rem = json_object_get(body, "remaining_ms");
     ck_assert(json_is_integer(rem));
@@ -424,58 +212,58 @@ END_TEST
 
 START_TEST(test_default_budget)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     struct seen seen = get_seen(s.port, "/a", NULL);
     assert_remaining_in(seen, 25000, 30000, "default budget");
     ck_assert(!seen.passed);
     /* an untrusted caller's budget changes nothing */
     assert_remaining_in(get_with_timeout(s.port, "/a", "100"), 25000, 30000,
                         "untrusted X-Request-Timeout-Ms");
-    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_server_budget)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 200), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     for (int i = 0; i < 3; i++)
         assert_remaining_at_most(get_seen(s.port, "/a", NULL), 200, "server budget 200");
-    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
 
     /* the budget is per request, from its own start: a second server, 5000 ms */
     mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 5000), MHDCTX_OK);
-    server_start(&s, mw);
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     assert_remaining_in(get_seen(s.port, "/a", NULL), 4000, 5000, "server budget 5000");
     sleep_ms(300);
     assert_remaining_in(get_seen(s.port, "/b", NULL), 4000, 5000, "a later request");
-    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_no_server_deadline)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 0), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     struct seen seen = get_seen(s.port, "/a", NULL);
     ck_assert_int_eq(seen.remaining_ms, INT64_MAX);
     ck_assert(!seen.passed);
@@ -484,10 +272,10 @@ START_TEST(test_no_server_deadline)
                              "caller's budget without a server budget");
     seen = get_with_timeout(s.port, "/a", "abc");
     ck_assert_int_eq(seen.remaining_ms, INT64_MAX);
-    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -495,18 +283,18 @@ END_TEST
  * in the past. */
 START_TEST(test_huge_server_budget)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, UINT64_MAX), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/r", (uint64_t)INT64_MAX), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     struct seen all = get_seen(s.port, "/a", NULL);
     struct seen route = get_seen(s.port, "/r", NULL);
-    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
     ck_assert_msg(!all.passed && all.remaining_ms > 1000000,
                   "server budget UINT64_MAX: passed %d, remaining %lld", all.passed,
                   (long long)all.remaining_ms);
@@ -518,7 +306,7 @@ END_TEST
 
 START_TEST(test_route_budget)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/fast", 50), MHDCTX_OK);
@@ -530,8 +318,8 @@ START_TEST(test_route_budget)
     /* a route with only a log level keeps the default budget */
     ck_assert_int_eq(mhdctx_access_log_route(mw, "/logged", MHDCTX_LOG_WARN), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, NULL, 5), MHDCTX_EINVAL);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     assert_remaining_at_most(get_seen(s.port, "/fast", NULL), 50, "/fast");
     assert_remaining_at_most(get_seen(s.port, "/fast?x=1", NULL), 50, "/fast?x=1");
     assert_remaining_in(get_seen(s.port, "/fast/x", NULL), 3000, 4000, "/fast/x");
@@ -543,22 +331,22 @@ START_TEST(test_route_budget)
     struct seen none = get_seen(s.port, "/none", NULL);
     ck_assert_int_eq(none.remaining_ms, INT64_MAX);
     ck_assert(!none.passed);
-    ck_assert(capture_wait(ACCESS_MSG, 9, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 9, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_incoming_budget_trusted)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/fast", 50), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     size_t requests = 0;
 
     assert_remaining_at_most(get_with_timeout(s.port, "/a", "100"), 100, "100");
@@ -599,10 +387,10 @@ START_TEST(test_incoming_budget_trusted)
     assert_remaining_at_most(get_with_timeout(s.port, "/fast", "abc"), 50, "/fast, abc");
     requests += 3;
 
-    ck_assert(capture_wait(ACCESS_MSG, requests, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, requests, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -612,12 +400,12 @@ END_TEST
  * request id. (A value that "starts with a space" cannot be told apart on the wire.) */
 START_TEST(test_incoming_budget_whitespace)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 4000), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, true), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     static const char *const lines[] = {
         TIMEOUT_HEADER ":   100\r\n", TIMEOUT_HEADER ":\t100\r\n",
         TIMEOUT_HEADER ": 100 \r\n",  TIMEOUT_HEADER ": 100\t\r\n",
@@ -626,10 +414,10 @@ START_TEST(test_incoming_budget_whitespace)
     struct seen seen[sizeof lines / sizeof lines[0]];
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
         seen[i] = get_seen(s.port, "/a", lines[i]);
-    ck_assert(capture_wait(ACCESS_MSG, sizeof lines / sizeof lines[0], 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, sizeof lines / sizeof lines[0], 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "header line %zu", i);
@@ -640,22 +428,22 @@ END_TEST
 
 START_TEST(test_deadline_exceeded_answer)
 {
-    capture_begin();
+    support_capture_start_info();
     atomic_store(&slow_saw_passed, 0);
     atomic_store(&slow_remaining, -1);
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/slow", 100), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
 
     const char *id = "deadline-test-1";
-    http_response *r = do_get(s.port, "/slow", "X-Request-Id: deadline-test-1\r\n");
+    http_response *r = support_http_get(s.port, "/slow", "X-Request-Id: deadline-test-1\r\n");
     ck_assert_int_eq(r->status, 504);
     ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), id);
     ck_assert_ptr_nonnull(http_header(r, "Content-Type"));
     ck_assert_str_eq(http_header(r, "Content-Type"), "application/json");
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert_uint_eq(json_object_size(body), 2);
     ck_assert_str_eq(jstr(body, "error"), "deadline_exceeded");
     ck_assert_str_eq(jstr(body, "request_id"), id);
@@ -663,12 +451,12 @@ START_TEST(test_deadline_exceeded_answer)
     http_response_free(r);
 
     /* a generated id: the header and the body agree */
-    r = do_get(s.port, "/slow", NULL);
+    r = support_http_get(s.port, "/slow", NULL);
     ck_assert_int_eq(r->status, 504);
     const char *generated = http_header(r, "X-Request-Id");
     ck_assert_ptr_nonnull(generated);
     ck_assert_uint_eq(strlen(generated), MHDCTX_UUID_LEN);
-    body = body_json(r);
+    body = support_body_json(r);
     ck_assert_str_eq(jstr(body, "request_id"), generated);
     char gen_id[MHDCTX_UUID_LEN + 1];
     snprintf(gen_id, sizeof gen_id, "%s", generated);
@@ -679,15 +467,15 @@ START_TEST(test_deadline_exceeded_answer)
     struct seen fine = get_seen(s.port, "/ok", "X-Request-Id: deadline-test-2\r\n");
     ck_assert(!fine.passed);
 
-    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
+    support_server_stop(&s);
     ck_assert_int_eq(atomic_load(&slow_saw_passed), 1);
     ck_assert_int_eq(atomic_load(&slow_remaining), 0);
 
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     const char *timed_out[] = {id, gen_id};
     for (size_t i = 0; i < 2; i++) {
-        json_t *line = access_line(all, timed_out[i]);
+        json_t *line = support_find_line(all, ACCESS_MSG, "request_id", timed_out[i]);
         ck_assert_msg(line != NULL, "no access line for %s", timed_out[i]);
         ck_assert(json_is_integer(json_object_get(line, "status")));
         ck_assert_int_eq(json_integer_value(json_object_get(line, "status")), 504);
@@ -699,7 +487,7 @@ START_TEST(test_deadline_exceeded_answer)
         ck_assert(json_is_number(duration));
         ck_assert_double_ge(json_number_value(duration), 100.0);
     }
-    json_t *ok = access_line(all, "deadline-test-2");
+    json_t *ok = support_find_line(all, ACCESS_MSG, "request_id", "deadline-test-2");
     ck_assert_ptr_nonnull(ok);
     ck_assert_int_eq(json_integer_value(json_object_get(ok, "status")), 200);
     ck_assert_str_eq(jstr(ok, "level"), "info");
@@ -707,7 +495,7 @@ START_TEST(test_deadline_exceeded_answer)
     json_decref(all);
 
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -719,13 +507,13 @@ START_TEST(test_configuration_after_start)
     /* outside a request, without a connection: nothing is queued */
     ck_assert_int_eq(mhdctx_respond_deadline_exceeded(NULL), MHD_NO);
 
-    capture_begin();
+    support_capture_start_info();
     mhdctx_middleware *mw = app_middleware();
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 3000), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_route_deadline_ms(mw, "/r", 1000), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_trust_incoming_deadline(mw, false), MHDCTX_OK);
-    struct server s;
-    server_start(&s, mw);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     assert_remaining_in(get_seen(s.port, "/a", NULL), 2000, 3000, "before");
     /* the middleware has served a request: configuration is frozen */
     ck_assert_int_eq(mhdctx_set_deadline_ms(mw, 10), MHDCTX_ESTATE);
@@ -736,31 +524,23 @@ START_TEST(test_configuration_after_start)
     assert_remaining_in(get_seen(s.port, "/a", NULL), 2000, 3000, "after, /a");
     assert_remaining_in(get_seen(s.port, "/r", NULL), 500, 1000, "after, /r");
     assert_remaining_in(get_with_timeout(s.port, "/a", "100"), 2000, 3000, "after, untrusted");
-    ck_assert(capture_wait(ACCESS_MSG, 4, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 4, 5000));
+    support_server_stop(&s);
     mhdctx_middleware_free(mw);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 /* ==== suite ============================================================================ */
 
-static TCase *tcase(Suite *suite, const char *name)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    suite_add_tcase(suite, tc);
-    return tc;
-}
-
 static Suite *deadline_suite(void)
 {
     Suite *suite = suite_create("deadline");
-    TCase *tc = tcase(suite, "context");
+    TCase *tc = support_tcase(suite, "context", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_context_deadline);
     tcase_add_test(tc, test_context_deadline_huge_budget);
 
-    tc = tcase(suite, "middleware");
+    tc = support_tcase(suite, "middleware", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_default_budget);
     tcase_add_test(tc, test_server_budget);
     tcase_add_test(tc, test_no_server_deadline);

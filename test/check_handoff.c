@@ -5,98 +5,13 @@
  * imported context, every refusal with its error code, hostile input).
  */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- helpers ----------------------------------------------------------------------------- */
-
-static unsigned refs_of(mhdctx_context *ctx)
-{
-    return atomic_load(&ctx->refs);
-}
-
-static mhdctx_context *new_context(void)
-{
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
-
-static char *repeat(char c, size_t n)
-{
-    char *s = malloc(n + 1);
-    ck_assert_ptr_nonnull(s);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
-}
-
-/* ---- capturing log lines -------------------------------------------------------------- */
-
-static struct {
-    pthread_mutex_t lock;
-    char **lines;
-    size_t n, cap;
-} captured = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)level;
-    (void)cls;
-    pthread_mutex_lock(&captured.lock);
-    if (captured.n == captured.cap) {
-        captured.cap = captured.cap ? 2 * captured.cap : 8;
-        captured.lines = realloc(captured.lines, captured.cap * sizeof *captured.lines);
-    }
-    char *copy = malloc(len + 1);
-    if (copy && captured.lines) {
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-        captured.lines[captured.n++] = copy;
-    } else {
-        free(copy);
-    }
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&captured.lock);
-    for (size_t i = 0; i < captured.n; i++)
-        free(captured.lines[i]);
-    free(captured.lines);
-    captured.lines = NULL;
-    captured.n = captured.cap = 0;
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void setup(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
-static void teardown(void)
-{
-    mhdctx_log_shutdown();
-    capture_clear();
-}
-
-/* Captured line @i parsed (owned). */
-static json_t *line_json(size_t i)
-{
-    ck_assert_uint_gt(captured.n, i);
-    json_error_t err;
-    json_t *v = json_loads(captured.lines[i], JSON_REJECT_DUPLICATES, &err);
-    ck_assert_msg(v != NULL, "invalid JSON (%s): %s", err.text, captured.lines[i]);
-    ck_assert(json_is_object(v));
-    return v;
-}
 
 /* ---- tasks --------------------------------------------------------------------------- */
 
@@ -506,16 +421,18 @@ START_TEST(imported_context_logs_the_same_fields)
 
     mhdctx_log_ctx(ctx, MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 1)), "same line");
     mhdctx_run(copy, log_in_current, NULL); /* the worker's way: enter the context */
-    ck_assert_uint_eq(captured.n, 2);
-    json_t *a = line_json(0), *b = line_json(1);
+    ck_assert_uint_eq(support_capture_n(), 2);
+    const char *text_a = support_capture_line(0)->text, *text_b = support_capture_line(1)->text;
+    json_t *a = support_capture_json(0, JSON_REJECT_DUPLICATES);
+    json_t *b = support_capture_json(1, JSON_REJECT_DUPLICATES);
     static const char *const must[] = {"request_id",  "user_id",   "trace_id", "span_id",
                                        "trace_flags", "tenant_id", "attempt"};
     size_t n_must = _i == 3 ? 5 : sizeof must / sizeof *must;
     for (size_t i = 0; i < n_must; i++) {
         ck_assert_msg(json_object_get(b, must[i]) != NULL, "field %s missing: %s", must[i],
-                      captured.lines[1]);
+                      text_b);
         ck_assert_msg(json_equal(json_object_get(a, must[i]), json_object_get(b, must[i])),
-                      "field %s differs:\n%s%s", must[i], captured.lines[0], captured.lines[1]);
+                      "field %s differs:\n%s%s", must[i], text_a, text_b);
     }
     ck_assert_str_eq(json_string_value(json_object_get(b, "trace_id")), mhdctx_trace_id(ctx));
     ck_assert_str_eq(json_string_value(json_object_get(b, "span_id")), mhdctx_span_id(ctx));
@@ -524,8 +441,7 @@ START_TEST(imported_context_logs_the_same_fields)
     /* the whole lines agree but for the time */
     json_object_del(a, "time");
     json_object_del(b, "time");
-    ck_assert_msg(json_equal(a, b), "lines differ:\n%s%s", captured.lines[0],
-                  captured.lines[1]);
+    ck_assert_msg(json_equal(a, b), "lines differ:\n%s%s", text_a, text_b);
     json_decref(a);
     json_decref(b);
     mhdctx_context_unref(copy);
@@ -1051,7 +967,7 @@ static Suite *handoff_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("export_import");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, export_writes_version_1_with_every_field);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);

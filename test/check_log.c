@@ -4,6 +4,7 @@
  * (callback, file, fd, /dev/full, a closed pipe, many threads at once).
  */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -26,110 +27,36 @@
 /* Path of this executable, for the environment tests that need a fresh process. */
 static char self_path[PATH_MAX];
 
-/* ---- capturing lines through the callback sink --------------------------------------- */
+/* ---- capturing lines through the callback sink (support.h) ---------------------------- */
 
-struct captured {
-    mhdctx_log_level level;
-    char *line; /* NUL-terminated copy; may contain no NUL itself */
-    size_t len;
-};
-
-static struct {
-    pthread_mutex_t lock;
-    struct captured *lines;
-    size_t n, cap;
-} captured = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    ck_assert_ptr_eq(cls, &captured);
-    pthread_mutex_lock(&captured.lock);
-    if (captured.n == captured.cap) {
-        captured.cap = captured.cap ? 2 * captured.cap : 16;
-        captured.lines = realloc(captured.lines, captured.cap * sizeof *captured.lines);
-        ck_assert_ptr_nonnull(captured.lines);
-    }
-    char *copy = malloc(len + 1);
-    ck_assert_ptr_nonnull(copy);
-    memcpy(copy, line, len);
-    copy[len] = '\0';
-    captured.lines[captured.n++] = (struct captured){level, copy, len};
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&captured.lock);
-    for (size_t i = 0; i < captured.n; i++)
-        free(captured.lines[i].line);
-    free(captured.lines);
-    captured.lines = NULL;
-    captured.n = captured.cap = 0;
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void capture_start(void)
-{
-    capture_clear();
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, &captured), MHDCTX_OK);
-}
+/* Hostile fields carry NUL bytes: "\u0000" must parse. No key may appear twice. */
+#define LINE_FLAGS (JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
 
 static void setup(void)
 {
-    capture_clear();
+    support_capture_clear();
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
 }
 
 static void teardown(void)
 {
-    mhdctx_log_shutdown(); /* back to stdout */
+    support_capture_stop(); /* back to stdout */
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    capture_clear();
-}
-
-/* One complete line: ends in '\n', no other newline, one JSON object. Owned result. */
-static json_t *parse_line(const char *line, size_t len)
-{
-    ck_assert_uint_gt(len, 0);
-    ck_assert_msg(line[len - 1] == '\n', "line does not end in a newline: %.*s", (int)len,
-                  line);
-    ck_assert_msg(memchr(line, '\n', len - 1) == NULL, "raw newline inside: %.*s", (int)len,
-                  line);
-    ck_assert_msg(memchr(line, '\r', len) == NULL, "raw CR inside: %.*s", (int)len, line);
-    json_error_t err;
-    json_t *v = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
-    ck_assert_msg(v != NULL, "invalid JSON (%s): %.*s", err.text, (int)len, line);
-    ck_assert(json_is_object(v));
-    return v;
-}
-
-/* The only captured line, parsed. */
-static json_t *only_line(void)
-{
-    ck_assert_uint_eq(captured.n, 1);
-    return parse_line(captured.lines[0].line, captured.lines[0].len);
-}
-
-static const char *str_field(json_t *line, const char *key)
-{
-    json_t *v = json_object_get(line, key);
-    ck_assert_msg(json_is_string(v), "field %s is not a string", key);
-    return json_string_value(v);
 }
 
 /* ---- line format ---------------------------------------------------------------------- */
 
 START_TEST(line_has_time_level_and_message)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_info("hello");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "level"), "info");
     ck_assert_str_eq(str_field(line, "message"), "hello");
     ck_assert(json_is_string(json_object_get(line, "time")));
     ck_assert_uint_eq(json_object_size(line), 3);
-    ck_assert_int_eq(captured.lines[0].level, MHDCTX_LOG_INFO);
-    ck_assert_int_eq(strncmp(captured.lines[0].line, "{\"time\":\"", 9), 0);
+    ck_assert_int_eq(support_capture_line(0)->level, MHDCTX_LOG_INFO);
+    ck_assert_int_eq(strncmp(support_capture_line(0)->text, "{\"time\":\"", 9), 0);
     json_decref(line);
 }
 END_TEST
@@ -142,14 +69,14 @@ START_TEST(time_is_rfc3339_utc_with_milliseconds)
                              "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\\.[0-9]{3}Z$",
                              REG_EXTENDED | REG_NOSUB),
                      0);
-    capture_start();
+    support_capture_start();
     time_t before = time(NULL);
     for (int i = 0; i < 20; i++)
         mhdctx_log_info("tick %d", i);
     time_t after = time(NULL);
-    ck_assert_uint_eq(captured.n, 20);
-    for (size_t i = 0; i < captured.n; i++) {
-        json_t *line = parse_line(captured.lines[i].line, captured.lines[i].len);
+    ck_assert_uint_eq(support_capture_n(), 20);
+    for (size_t i = 0; i < support_capture_n(); i++) {
+        json_t *line = support_capture_json(i, LINE_FLAGS);
         const char *stamp = str_field(line, "time");
         ck_assert_msg(regexec(&re, stamp, 0, NULL, 0) == 0, "bad time: %s", stamp);
         struct tm tm;
@@ -165,9 +92,9 @@ END_TEST
 
 START_TEST(message_uses_printf_formatting)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_warn("n=%d s=%s f=%.2f x=%04x pct=%%", 42, "str", 1.5, 255u);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "message"), "n=42 s=str f=1.50 x=00ff pct=%");
     ck_assert_str_eq(str_field(line, "level"), "warn");
     json_decref(line);
@@ -178,17 +105,17 @@ START_TEST(every_level_is_named_in_the_line)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
     mhdctx_log_set_level(MHDCTX_LOG_DEBUG);
-    capture_start();
+    support_capture_start();
     mhdctx_log_debug("d");
     mhdctx_log_info("i");
     mhdctx_log_warn("w");
     mhdctx_log_error("e");
     mhdctx_log(MHDCTX_LOG_OFF, "never: OFF is not a level to log at");
-    ck_assert_uint_eq(captured.n, 4);
+    ck_assert_uint_eq(support_capture_n(), 4);
     for (size_t i = 0; i < 4; i++) {
-        json_t *line = parse_line(captured.lines[i].line, captured.lines[i].len);
+        json_t *line = support_capture_json(i, LINE_FLAGS);
         ck_assert_str_eq(str_field(line, "level"), names[i]);
-        ck_assert_int_eq(captured.lines[i].level, (int)i);
+        ck_assert_int_eq(support_capture_line(i)->level, (int)i);
         json_decref(line);
     }
 }
@@ -197,9 +124,9 @@ END_TEST
 START_TEST(no_request_fields_outside_a_context)
 {
     ck_assert_ptr_null(mhdctx_current());
-    capture_start();
+    support_capture_start();
     mhdctx_log_info("outside");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_ptr_null(json_object_get(line, "request_id"));
     ck_assert_ptr_null(json_object_get(line, "user_id"));
     json_decref(line);
@@ -221,28 +148,28 @@ START_TEST(request_fields_inside_run)
 {
     mhdctx_context *ctx = mhdctx_context_new();
     ck_assert_ptr_nonnull(ctx);
-    capture_start();
+    support_capture_start();
     mhdctx_run(ctx, log_three_lines, ctx);
     mhdctx_log_info("after run");
-    ck_assert_uint_eq(captured.n, 4);
+    ck_assert_uint_eq(support_capture_n(), 4);
 
-    json_t *line = parse_line(captured.lines[0].line, captured.lines[0].len);
+    json_t *line = support_capture_json(0, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "request_id"), mhdctx_request_id(ctx));
     ck_assert(json_is_null(json_object_get(line, "user_id")));
     ck_assert_ptr_null(json_object_get(line, "tenant_id"));
     json_decref(line);
 
-    line = parse_line(captured.lines[1].line, captured.lines[1].len);
+    line = support_capture_json(1, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "request_id"), mhdctx_request_id(ctx));
     ck_assert_str_eq(str_field(line, "user_id"), "u-42");
     json_decref(line);
 
-    line = parse_line(captured.lines[2].line, captured.lines[2].len);
+    line = support_capture_json(2, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "tenant_id"), "acme");
     ck_assert_int_eq(json_integer_value(json_object_get(line, "attempt")), 3);
     json_decref(line);
 
-    line = parse_line(captured.lines[3].line, captured.lines[3].len);
+    line = support_capture_json(3, LINE_FLAGS);
     ck_assert_ptr_null(json_object_get(line, "request_id"));
     ck_assert_ptr_null(json_object_get(line, "tenant_id"));
     json_decref(line);
@@ -261,9 +188,9 @@ START_TEST(keys_come_in_documented_order)
 {
     mhdctx_context *ctx = mhdctx_context_new();
     ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "t"), MHDCTX_OK);
-    capture_start();
+    support_capture_start();
     mhdctx_run(ctx, log_with_fields, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     /* The documented keys in this relative order (the library may add its own, such
      * as trace ids, after request_id). */
     static const char *const order[] = {"time",      "level", "message", "request_id",
@@ -282,7 +209,7 @@ START_TEST(keys_come_in_documented_order)
         }
     }
     ck_assert_uint_eq(next, sizeof order / sizeof *order);
-    ck_assert_int_eq(strncmp(captured.lines[0].line, "{\"time\":", 8), 0);
+    ck_assert_int_eq(strncmp(support_capture_line(0)->text, "{\"time\":", 8), 0);
     json_decref(line);
     mhdctx_context_unref(ctx);
 }
@@ -292,16 +219,16 @@ START_TEST(log_ctx_uses_the_given_context)
 {
     mhdctx_context *ctx = mhdctx_context_new();
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "worker-user"), MHDCTX_OK);
-    capture_start();
+    support_capture_start();
     mhdctx_log_ctx(ctx, MHDCTX_LOG_INFO, NULL, 0, "from a worker %d", 7);
     mhdctx_log_ctx(NULL, MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_BOOL("x", true)), "no ctx");
-    ck_assert_uint_eq(captured.n, 2);
-    json_t *line = parse_line(captured.lines[0].line, captured.lines[0].len);
+    ck_assert_uint_eq(support_capture_n(), 2);
+    json_t *line = support_capture_json(0, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "request_id"), mhdctx_request_id(ctx));
     ck_assert_str_eq(str_field(line, "user_id"), "worker-user");
     ck_assert_str_eq(str_field(line, "message"), "from a worker 7");
     json_decref(line);
-    line = parse_line(captured.lines[1].line, captured.lines[1].len);
+    line = support_capture_json(1, LINE_FLAGS);
     ck_assert_ptr_null(json_object_get(line, "request_id"));
     ck_assert(json_is_true(json_object_get(line, "x")));
     json_decref(line);
@@ -323,19 +250,19 @@ static void log_v(mhdctx_log_level level, const mhdctx_field *fields, size_t n,
 
 START_TEST(log_fieldsv_formats_from_a_va_list)
 {
-    capture_start();
+    support_capture_start();
     log_v(MHDCTX_LOG_ERROR, MHDCTX_FIELDS(MHDCTX_F_STR("k", "v")), "%s-%d", "va", 1);
     char big[2000];
     memset(big, 'z', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     log_v(MHDCTX_LOG_INFO, NULL, 0, "%s|%s", big, "end"); /* over the 512-byte fast path */
-    ck_assert_uint_eq(captured.n, 2);
-    json_t *line = parse_line(captured.lines[0].line, captured.lines[0].len);
+    ck_assert_uint_eq(support_capture_n(), 2);
+    json_t *line = support_capture_json(0, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "message"), "va-1");
     ck_assert_str_eq(str_field(line, "k"), "v");
     ck_assert_str_eq(str_field(line, "level"), "error");
     json_decref(line);
-    line = parse_line(captured.lines[1].line, captured.lines[1].len);
+    line = support_capture_json(1, LINE_FLAGS);
     const char *message = str_field(line, "message");
     ck_assert_uint_eq(strlen(message), sizeof big - 1 + 4);
     ck_assert_str_eq(message + sizeof big - 1, "|end");
@@ -348,7 +275,7 @@ END_TEST
 START_TEST(call_fields_of_every_type)
 {
     json_t *object = json_pack("{s:i,s:[s,b]}", "n", 1, "list", "x", 0);
-    capture_start();
+    support_capture_start();
     mhdctx_log_fields(MHDCTX_LOG_INFO,
                       MHDCTX_FIELDS(MHDCTX_F_STR("str", "text"), MHDCTX_F_STR("str_null", NULL),
                                     MHDCTX_F_BYTES("bytes", "a\0b", 3),
@@ -362,7 +289,7 @@ START_TEST(call_fields_of_every_type)
                                     MHDCTX_F_NULL("nothing"), MHDCTX_F_JSON("json", object),
                                     MHDCTX_F_JSON("json_null", NULL)),
                       "typed");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "str"), "text");
     ck_assert(json_is_null(json_object_get(line, "str_null")));
     json_t *bytes = json_object_get(line, "bytes");
@@ -390,11 +317,12 @@ END_TEST
 
 START_TEST(uint_max_field_is_written_exactly)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_UINT("u", ULLONG_MAX)), "big");
-    ck_assert_uint_eq(captured.n, 1);
+    ck_assert_uint_eq(support_capture_n(), 1);
     /* jansson cannot hold 2^64-1, so look at the text. */
-    ck_assert_ptr_nonnull(strstr(captured.lines[0].line, ",\"u\":18446744073709551615}\n"));
+    ck_assert_ptr_nonnull(
+        strstr(support_capture_line(0)->text, ",\"u\":18446744073709551615}\n"));
 }
 END_TEST
 
@@ -412,9 +340,9 @@ static void log_forged_id(void *arg)
 START_TEST(field_named_request_id_cannot_forge_the_id)
 {
     mhdctx_context *ctx = mhdctx_context_new();
-    capture_start();
+    support_capture_start();
     mhdctx_run(ctx, log_forged_id, NULL);
-    json_t *line = only_line(); /* no duplicate keys: REJECT_DUPLICATES */
+    json_t *line = support_capture_only(LINE_FLAGS); /* no duplicate keys: REJECT_DUPLICATES */
     ck_assert_str_eq(str_field(line, "request_id"), mhdctx_request_id(ctx));
     ck_assert_str_eq(str_field(line, "field_request_id"), "forged");
     ck_assert(json_is_null(json_object_get(line, "user_id")));
@@ -432,10 +360,10 @@ END_TEST
 
 START_TEST(field_named_request_id_is_renamed_outside_a_context_too)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_STR("request_id", "forged")),
                       "no context");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_ptr_null(json_object_get(line, "request_id"));
     ck_assert_str_eq(str_field(line, "field_request_id"), "forged");
     json_decref(line);
@@ -452,9 +380,9 @@ START_TEST(field_repeating_a_user_key_is_renamed)
 {
     mhdctx_context *ctx = mhdctx_context_new();
     ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "acme"), MHDCTX_OK);
-    capture_start();
+    support_capture_start();
     mhdctx_run(ctx, log_tenant_field, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "tenant_id"), "acme");
     ck_assert_str_eq(str_field(line, "field_tenant_id"), "other");
     json_decref(line);
@@ -469,11 +397,11 @@ START_TEST(hostile_message_gives_one_valid_line)
     static const char hostile[] = "evil\r\n{\"level\":\"error\",\"request_id\":\"x\"}\n"
                                   "quote\" back\\slash \x01\x1b[2J del\x7f bad\xff\xfe "
                                   "trunc\xe2\x82 sep\xe2\x80\xa8 ok\xc3\xa9";
-    capture_start();
+    support_capture_start();
     mhdctx_log_info("%s", hostile);
     mhdctx_log_info("direct \r\n \"%d\"", 1);
-    ck_assert_uint_eq(captured.n, 2);
-    json_t *line = parse_line(captured.lines[0].line, captured.lines[0].len);
+    ck_assert_uint_eq(support_capture_n(), 2);
+    json_t *line = support_capture_json(0, LINE_FLAGS);
     const char *message = str_field(line, "message");
     ck_assert_ptr_nonnull(strstr(message, "evil\r\n{\"level\":\"error\""));
     ck_assert_ptr_nonnull(strstr(message, "quote\" back\\slash \x01\x1b[2J del\x7f"));
@@ -481,9 +409,9 @@ START_TEST(hostile_message_gives_one_valid_line)
     ck_assert_ptr_nonnull(strstr(message, "sep\xe2\x80\xa8 ok\xc3\xa9"));
     ck_assert_str_eq(str_field(line, "level"), "info");
     ck_assert_ptr_null(json_object_get(line, "request_id"));
-    ck_assert_ptr_null(strstr(captured.lines[0].line, "\xe2\x80\xa8")); /* escaped */
+    ck_assert_ptr_null(strstr(support_capture_line(0)->text, "\xe2\x80\xa8")); /* escaped */
     json_decref(line);
-    line = parse_line(captured.lines[1].line, captured.lines[1].len);
+    line = support_capture_json(1, LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "message"), "direct \r\n \"1\"");
     json_decref(line);
 }
@@ -492,7 +420,7 @@ END_TEST
 START_TEST(hostile_fields_give_one_valid_line)
 {
     static const char bytes[] = "nul\0inside\r\nand \"quotes\" \xff\xc0\x80";
-    capture_start();
+    support_capture_start();
     mhdctx_log_fields(MHDCTX_LOG_INFO,
                       MHDCTX_FIELDS(MHDCTX_F_STR("crlf", "a\r\nb"),
                                     MHDCTX_F_STR("quote", "\"},{\"request_id\":\"x"),
@@ -501,7 +429,7 @@ START_TEST(hostile_fields_give_one_valid_line)
                                     MHDCTX_F_STR("key\"with\nnewline", "v"),
                                     MHDCTX_F_STR("key\xff", "w"), MHDCTX_F_STR(NULL, "nokey")),
                       "fields");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "crlf"), "a\r\nb");
     ck_assert_str_eq(str_field(line, "quote"), "\"},{\"request_id\":\"x");
     ck_assert_ptr_null(json_object_get(line, "request_id"));
@@ -531,9 +459,9 @@ START_TEST(hostile_context_values_give_one_valid_line)
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "\"evil\" \\ \xff"), MHDCTX_EINVAL);
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "\"evil\" \\ */ --"), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_string(ctx, "note", "line\nbreak \"q\""), MHDCTX_OK);
-    capture_start();
+    support_capture_start();
     mhdctx_run(ctx, log_plain, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "user_id"), "\"evil\" \\ */ --");
     ck_assert_str_eq(str_field(line, "note"), "line\nbreak \"q\"");
     json_decref(line);
@@ -556,15 +484,15 @@ static char *pattern(size_t n)
 static void assert_message_logged_whole(size_t n)
 {
     char *text = pattern(n);
-    capture_start();
+    support_capture_start();
     mhdctx_log_info("%s", text);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     const char *message = str_field(line, "message");
     ck_assert_uint_eq(strlen(message), n);
     ck_assert_msg(strcmp(message, text) == 0, "message of %zu bytes changed", n);
     json_decref(line);
     free(text);
-    capture_clear();
+    support_capture_clear();
 }
 
 START_TEST(message_longer_than_8k_is_logged_whole)
@@ -590,11 +518,11 @@ START_TEST(escape_heavy_100k_message_is_logged_whole)
     for (size_t i = 0; i < N; i++)
         text[i] = i % 2 ? '\x01' : '"'; /* 6 and 2 bytes each once escaped */
     text[N] = '\0';
-    capture_start();
+    support_capture_start();
     mhdctx_log_info("%s", text);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "message"), text);
-    ck_assert_uint_gt(captured.lines[0].len, 4 * (size_t)N);
+    ck_assert_uint_gt(support_capture_line(0)->len, 4 * (size_t)N);
     json_decref(line);
     free(text);
 }
@@ -603,11 +531,11 @@ END_TEST
 START_TEST(long_fields_are_logged_whole)
 {
     char *a = pattern(20000), *b = pattern(70000);
-    capture_start();
+    support_capture_start();
     mhdctx_log_fields(MHDCTX_LOG_INFO,
                       MHDCTX_FIELDS(MHDCTX_F_STR("a", a), MHDCTX_F_BYTES("b", b, 70000)),
                       "short message");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "a"), a);
     ck_assert_str_eq(str_field(line, "b"), b);
     json_decref(line);
@@ -621,40 +549,40 @@ END_TEST
 START_TEST(debug_is_suppressed_at_info)
 {
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    capture_start();
+    support_capture_start();
     mhdctx_log_debug("hidden");
     mhdctx_log_fields(MHDCTX_LOG_DEBUG, MHDCTX_FIELDS(MHDCTX_F_INT("x", 1)), "hidden too");
     mhdctx_log_info("shown");
-    ck_assert_uint_eq(captured.n, 1);
-    json_t *line = only_line();
+    ck_assert_uint_eq(support_capture_n(), 1);
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "message"), "shown");
     json_decref(line);
     mhdctx_log_set_level(MHDCTX_LOG_DEBUG);
     mhdctx_log_debug("now shown");
-    ck_assert_uint_eq(captured.n, 2);
+    ck_assert_uint_eq(support_capture_n(), 2);
 }
 END_TEST
 
 START_TEST(threshold_off_suppresses_everything)
 {
     mhdctx_log_set_level(MHDCTX_LOG_OFF);
-    capture_start();
+    support_capture_start();
     mhdctx_log_error("hidden");
     mhdctx_log_errno(EIO, NULL, 0, "hidden");
     mhdctx_log_ctx(NULL, MHDCTX_LOG_ERROR, NULL, 0, "hidden");
-    ck_assert_uint_eq(captured.n, 0);
+    ck_assert_uint_eq(support_capture_n(), 0);
 }
 END_TEST
 
 START_TEST(threshold_error_keeps_only_errors)
 {
     mhdctx_log_set_level(MHDCTX_LOG_ERROR);
-    capture_start();
+    support_capture_start();
     mhdctx_log_debug("no");
     mhdctx_log_info("no");
     mhdctx_log_warn("no");
     mhdctx_log_error("yes");
-    ck_assert_uint_eq(captured.n, 1);
+    ck_assert_uint_eq(support_capture_n(), 1);
 }
 END_TEST
 
@@ -813,26 +741,26 @@ END_TEST
 
 START_TEST(log_errno_adds_errno_and_error_text)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_set_level(MHDCTX_LOG_WARN);
     mhdctx_log_errno(ENOENT, NULL, 0, "open %s failed", "/nope");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "level"), "error");
     ck_assert_str_eq(str_field(line, "message"), "open /nope failed");
     ck_assert_int_eq(json_integer_value(json_object_get(line, "errno")), ENOENT);
     ck_assert_str_eq(str_field(line, "error"), strerror(ENOENT));
-    ck_assert_int_eq(captured.lines[0].level, MHDCTX_LOG_ERROR);
+    ck_assert_int_eq(support_capture_line(0)->level, MHDCTX_LOG_ERROR);
     json_decref(line);
 }
 END_TEST
 
 START_TEST(log_errno_keeps_call_fields)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_errno(EACCES,
                      MHDCTX_FIELDS(MHDCTX_F_STR("path", "/etc/shadow"), MHDCTX_F_INT("fd", -1)),
                      "denied");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_int_eq(json_integer_value(json_object_get(line, "errno")), EACCES);
     ck_assert_str_eq(str_field(line, "error"), strerror(EACCES));
     ck_assert_str_eq(str_field(line, "path"), "/etc/shadow");
@@ -843,9 +771,9 @@ END_TEST
 
 START_TEST(log_errno_with_unknown_errno_still_logs)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_errno(123456, NULL, 0, "odd");
-    json_t *line = only_line();
+    json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_int_eq(json_integer_value(json_object_get(line, "errno")), 123456);
     ck_assert_uint_gt(strlen(str_field(line, "error")), 0);
     json_decref(line);
@@ -896,7 +824,7 @@ static size_t for_each_line(const char *data, size_t len,
 static void check_message_line(const char *line, size_t len, void *cls)
 {
     size_t *line_no = cls;
-    json_t *v = parse_line(line, len);
+    json_t *v = support_parse_line(line, len, LINE_FLAGS);
     char expected[32];
     snprintf(expected, sizeof expected, "line %zu", (*line_no)++);
     ck_assert_str_eq(str_field(v, "message"), expected);
@@ -943,7 +871,7 @@ START_TEST(file_sink_creates_appends_and_closes)
 
     ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK); /* appends */
     mhdctx_log_info("line %d", 2);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, &captured), MHDCTX_OK);
+    support_capture_start();
     ck_assert(!fd_open_on(path)); /* replacing the sink closes the file */
     mhdctx_log_info("not in the file");
 
@@ -966,10 +894,10 @@ START_TEST(file_sink_argument_errors)
     ck_assert_int_eq(mhdctx_log_to_fd(-1), MHDCTX_EINVAL);
     ck_assert_int_eq(mhdctx_log_to_callback(NULL, NULL), MHDCTX_EINVAL);
     /* A failed switch keeps the previous sink. */
-    capture_start();
+    support_capture_start();
     ck_assert_int_eq(mhdctx_log_to_file("/nonexistent-dir-for-mhdctx/x.log"), MHDCTX_EIO);
     mhdctx_log_info("still captured");
-    ck_assert_uint_eq(captured.n, 1);
+    ck_assert_uint_eq(support_capture_n(), 1);
 }
 END_TEST
 
@@ -1013,9 +941,9 @@ START_TEST(dev_full_counts_a_drop_and_does_not_crash)
     ck_assert_uint_eq(mhdctx_log_dropped(), before + 2);
     mhdctx_log_debug("below the threshold: not a drop");
     ck_assert_uint_eq(mhdctx_log_dropped(), before + 2);
-    capture_start(); /* a working sink after a failing one */
+    support_capture_start(); /* a working sink after a failing one */
     mhdctx_log_info("fine");
-    ck_assert_uint_eq(captured.n, 1);
+    ck_assert_uint_eq(support_capture_n(), 1);
     ck_assert_uint_eq(mhdctx_log_dropped(), before + 2);
     close(fd);
 }
@@ -1052,13 +980,13 @@ END_TEST
 
 START_TEST(callback_receives_each_line_with_its_level)
 {
-    capture_start();
+    support_capture_start();
     mhdctx_log_warn("w");
     mhdctx_log_error("e");
-    ck_assert_uint_eq(captured.n, 2);
-    ck_assert_int_eq(captured.lines[0].level, MHDCTX_LOG_WARN);
-    ck_assert_int_eq(captured.lines[1].level, MHDCTX_LOG_ERROR);
-    ck_assert_int_eq(captured.lines[0].line[captured.lines[0].len - 1], '\n');
+    ck_assert_uint_eq(support_capture_n(), 2);
+    ck_assert_int_eq(support_capture_line(0)->level, MHDCTX_LOG_WARN);
+    ck_assert_int_eq(support_capture_line(1)->level, MHDCTX_LOG_ERROR);
+    ck_assert_int_eq(support_capture_line(0)->text[support_capture_line(0)->len - 1], '\n');
 }
 END_TEST
 

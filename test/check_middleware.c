@@ -7,18 +7,14 @@
  * Assertions run on the test thread only: MHD's threads record what they see in a
  * struct app, under its lock, and the test checks it afterwards.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* vasprintf */
-#endif
-
 #include "http_client.h"
 #include "mhdctx.h"
+#include "support.h"
 
 #include <check.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,204 +27,7 @@
 #define HANDLER_MSG    "handler"
 #define COMPLETED_MSG  "app completed"
 
-/* ==== small helpers ================================================================== */
-
-static char *str_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Owned (free()). Aborts the test on allocation failure. */
-static char *str_fmt(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    ck_assert_int_ge(n, 0);
-    return s;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-                          .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static bool is_uuid_v4(const char *s)
-{
-    if (s == NULL || strlen(s) != MHDCTX_UUID_LEN)
-        return false;
-    for (size_t i = 0; i < MHDCTX_UUID_LEN; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return s[14] == '4' && strchr("89ab", s[19]) != NULL;
-}
-
-static const char *jstr(const json_t *obj, const char *key)
-{
-    return json_string_value(json_object_get(obj, key));
-}
-
-/* ==== log capture ==================================================================== */
-
-static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **cap_lines;
-static size_t cap_n;
-static size_t cap_size;
-static size_t cap_lost; /* lines the capture itself failed to store */
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)level;
-    (void)cls;
-    char *copy = malloc(len + 1);
-    if (copy) {
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-    }
-    pthread_mutex_lock(&cap_lock);
-    if (copy && cap_n == cap_size) {
-        size_t size = cap_size ? cap_size * 2 : 256;
-        char **grown = realloc(cap_lines, size * sizeof *grown);
-        if (grown) {
-            cap_lines = grown;
-            cap_size = size;
-        }
-    }
-    if (copy && cap_n < cap_size) {
-        cap_lines[cap_n++] = copy;
-        copy = NULL;
-    } else {
-        cap_lost++;
-    }
-    pthread_mutex_unlock(&cap_lock);
-    free(copy);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        free(cap_lines[i]);
-    free(cap_lines);
-    cap_lines = NULL;
-    cap_n = cap_size = cap_lost = 0;
-    pthread_mutex_unlock(&cap_lock);
-}
-
-static void capture_begin(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
-/* CHECK_MIDDLEWARE_DUMP=1 prints every captured line to stderr (debugging aid). */
-static void capture_end(void)
-{
-    mhdctx_log_shutdown();
-    if (getenv("CHECK_MIDDLEWARE_DUMP")) {
-        pthread_mutex_lock(&cap_lock);
-        for (size_t i = 0; i < cap_n; i++)
-            fputs(cap_lines[i], stderr);
-        pthread_mutex_unlock(&cap_lock);
-    }
-    capture_clear();
-}
-
-/* Whether any captured line contains @p needle (raw text, as the sink received it). */
-static bool capture_contains(const char *needle)
-{
-    bool found = false;
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n && !found; i++)
-        found = strstr(cap_lines[i], needle) != NULL;
-    pthread_mutex_unlock(&cap_lock);
-    return found;
-}
-
-/* Lines whose message is @p message (and, when @p id is not NULL, whose request_id is
- * @p id), counted on the raw text. Also called from MHD's threads (app_completed), so
- * it uses no check assertion. */
-static size_t capture_count(const char *message, const char *id)
-{
-    char msg_needle[128];
-    char id_needle[MHDCTX_REQUEST_ID_LIMIT + 32];
-    snprintf(msg_needle, sizeof msg_needle, "\"message\":\"%s\"", message);
-    snprintf(id_needle, sizeof id_needle, "\"request_id\":\"%s\"", id ? id : "");
-    size_t count = 0;
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++) {
-        if (strstr(cap_lines[i], msg_needle) && (!id || strstr(cap_lines[i], id_needle)))
-            count++;
-    }
-    pthread_mutex_unlock(&cap_lock);
-    return count;
-}
-
-/* Waits until at least @p n lines carry @p message. */
-static bool capture_wait(const char *message, size_t n, unsigned timeout_ms)
-{
-    for (unsigned waited = 0;; waited += 2) {
-        if (capture_count(message, NULL) >= n)
-            return true;
-        if (waited >= timeout_ms)
-            return false;
-        sleep_ms(2);
-    }
-}
-
-/* Every captured line parsed, in order (a new JSON array). Every line must be one
- * valid JSON object ending in a single '\n'. */
-static json_t *capture_parsed(void)
-{
-    json_t *all = json_array();
-    ck_assert_ptr_nonnull(all);
-    pthread_mutex_lock(&cap_lock);
-    size_t lost = cap_lost;
-    for (size_t i = 0; i < cap_n; i++) {
-        const char *line = cap_lines[i];
-        size_t len = strlen(line);
-        json_error_t err;
-        json_t *obj = len > 0 && line[len - 1] == '\n' ? json_loadb(line, len, 0, &err) : NULL;
-        if (!json_is_object(obj)) {
-            pthread_mutex_unlock(&cap_lock);
-            ck_abort_msg("captured line %zu is not one JSON object: %s", i, line);
-        }
-        json_array_append_new(all, obj);
-    }
-    pthread_mutex_unlock(&cap_lock);
-    ck_assert_uint_eq(lost, 0);
-    return all;
-}
-
-/* First line with @p message whose string field @p key equals @p value (key NULL:
- * any). Borrowed from @p all. */
-static json_t *find_line(const json_t *all, const char *message, const char *key,
-                         const char *value)
-{
-    size_t i;
-    json_t *line;
-    json_array_foreach(all, i, line)
-    {
-        const char *m = jstr(line, "message");
-        if (m == NULL || strcmp(m, message) != 0)
-            continue;
-        if (key == NULL)
-            return line;
-        const char *v = jstr(line, key);
-        if (v && strcmp(v, value) == 0)
-            return line;
-    }
-    return NULL;
-}
+/* ==== captured log lines (support.h), as a JSON array ============================== */
 
 static size_t count_lines(const json_t *all, const char *message, const char *key,
                           const char *value)
@@ -409,11 +208,6 @@ static const struct completion *app_done(const struct app *app, const char *id)
     return NULL;
 }
 
-static void copy_str(char *dst, size_t size, const char *src)
-{
-    snprintf(dst, size, "%s", src ? src : "");
-}
-
 static void record_first_call(struct app *app, mhdctx_context *ctx)
 {
     pthread_mutex_lock(&app->lock);
@@ -539,7 +333,7 @@ static void app_completed(void *cls, struct MHD_Connection *connection, void **r
         rec.slot_ok = st->magic == STATE_MAGIC && st->ctx == ctx;
         rec.calls = st->calls;
     }
-    rec.access_before = ctx && capture_count(ACCESS_MSG, rec.id) > 0;
+    rec.access_before = ctx && support_capture_count(ACCESS_MSG, rec.id) > 0;
     mhdctx_log_info(COMPLETED_MSG);
     pthread_mutex_lock(&app->lock);
     if (app->n_done < MAX_SEEN)
@@ -607,11 +401,6 @@ static const struct mode modes[] = {
 #define N_MODES    (sizeof modes / sizeof modes[0])
 #define MODE_EPOLL 0
 
-struct server {
-    struct MHD_Daemon *daemon;
-    uint16_t port;
-};
-
 /* MHD calls this on its own threads outside any request callback (a connection opens or
  * closes, the latter after the last completion callback): no context may be current. */
 static void notify_connection(void *cls, struct MHD_Connection *connection,
@@ -628,7 +417,7 @@ static void notify_connection(void *cls, struct MHD_Connection *connection,
 
 /* @p extra_flags: added to the mode's flags (MHD_USE_ERROR_LOG). @p watch (may be
  * NULL): the app that notify_connection reports to. */
-static void server_start_ex(struct server *s, mhdctx_middleware *mw, unsigned mode,
+static void server_start_ex(support_server *s, mhdctx_middleware *mw, unsigned mode,
                             unsigned extra_flags, struct app *watch)
 {
     ck_assert_uint_lt(mode, N_MODES);
@@ -643,44 +432,15 @@ static void server_start_ex(struct server *s, mhdctx_middleware *mw, unsigned mo
         extra[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
                                              (intptr_t)&notify_connection, watch};
     extra[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, &mhdctx_access_handler, mw, MHD_OPTION_ARRAY,
-                         mhdctx_mhd_options(mw), MHD_OPTION_ARRAY, extra, MHD_OPTION_END);
-    ck_assert_msg(s->daemon != NULL, "MHD_start_daemon failed in mode %s", m->name);
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    ck_assert_ptr_nonnull(info);
-    ck_assert_uint_ne(info->port, 0);
-    s->port = info->port;
+    support_server_start(s, mw, flags, extra);
 }
 
-static void server_start(struct server *s, mhdctx_middleware *mw, unsigned mode)
+static void server_start(support_server *s, mhdctx_middleware *mw, unsigned mode)
 {
     server_start_ex(s, mw, mode, 0, NULL);
 }
 
-/* After this every completion callback has run: the records can be checked. */
-static void server_stop(struct server *s)
-{
-    if (s->daemon)
-        MHD_stop_daemon(s->daemon);
-    s->daemon = NULL;
-}
-
 /* ==== requests ======================================================================= */
-
-/* One request on its own connection ("Connection: close"). @p headers: extra header
- * lines, each ending in CRLF (may be NULL). Owned response. */
-static http_response *do_get(uint16_t port, const char *path, const char *headers)
-{
-    char *req = str_fmt("GET %s HTTP/1.1\r\nHost: test\r\n%sConnection: close\r\n\r\n", path,
-                        headers ? headers : "");
-    http_response *r = NULL;
-    int rc = http_roundtrip(port, req, strlen(req), &r);
-    free(req);
-    ck_assert_msg(rc == HTTP_OK, "GET %s: %s", path, http_strerror(rc));
-    return r;
-}
 
 /* A POST of @p len bytes ('a'..'z') on a new connection; owned response. */
 static http_response *do_post(uint16_t port, const char *path, const char *headers, size_t len)
@@ -703,14 +463,6 @@ static http_response *do_post(uint16_t port, const char *path, const char *heade
     return r;
 }
 
-static json_t *body_json(const http_response *r)
-{
-    json_error_t err;
-    json_t *body = json_loadb(r->body, r->body_len, 0, &err);
-    ck_assert_msg(json_is_object(body), "body is not a JSON object: %s", r->body);
-    return body;
-}
-
 /* ==== tests: request id and context =================================================== */
 
 /* Looped over the threading modes. */
@@ -718,15 +470,15 @@ START_TEST(test_current_context)
 {
     const unsigned mode = (unsigned)_i;
     const char *id = "Az09._~:@+/=-req";
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start_ex(&s, mw, mode, 0, app);
 
     ck_assert_ptr_null(mhdctx_current());
     char *hdr = str_fmt("X-Request-Id: %s\r\n", id);
-    http_response *r = do_get(s.port, "/hello?x=1", hdr);
+    http_response *r = support_http_get(s.port, "/hello?x=1", hdr);
     free(hdr);
     ck_assert_int_eq(r->status, 200);
     ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
@@ -735,8 +487,8 @@ START_TEST(test_current_context)
     http_response_free(r);
     ck_assert_ptr_null(mhdctx_current()); /* the test thread never has a context */
 
-    ck_assert(capture_wait(ACCESS_MSG, 1, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
+    support_server_stop(&s);
 
     ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
     /* started and closed; the close comes after the completion callback */
@@ -750,18 +502,18 @@ START_TEST(test_current_context)
     ck_assert_int_eq(seen->verdict, MHDCTX_ID_VALID);
     ck_assert(!seen->has_user);
 
-    json_t *all = capture_parsed();
-    json_t *access = find_line(all, ACCESS_MSG, "request_id", id);
+    json_t *all = support_capture_parsed();
+    json_t *access = support_find_line(all, ACCESS_MSG, "request_id", id);
     assert_access_line(access, "GET", "/hello", 200, "info", "completed");
     ck_assert_ptr_null(json_object_get(access, "request_id_replaced"));
     ck_assert(json_is_null(json_object_get(access, "user_id")));
-    ck_assert_ptr_nonnull(find_line(all, HANDLER_MSG, "request_id", id));
+    ck_assert_ptr_nonnull(support_find_line(all, HANDLER_MSG, "request_id", id));
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 1);
     json_decref(all);
 
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -770,16 +522,16 @@ END_TEST
 START_TEST(test_slot_preserved_across_body_calls)
 {
     const size_t body_len = 200 * 1024;
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     http_response *r = do_post(s.port, "/body", "X-Request-Id: body-1\r\n", body_len);
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "body-1");
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert_int_eq(json_integer_value(json_object_get(body, "bytes")), (json_int_t)body_len);
     /* first call + at least two data calls (200 KB never fits MHD's buffer) + final */
     ck_assert_int_ge(json_integer_value(json_object_get(body, "calls")), 4);
@@ -788,8 +540,8 @@ START_TEST(test_slot_preserved_across_body_calls)
     json_decref(body);
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 1, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
+    support_server_stop(&s);
     ck_assert_uint_eq(atomic_load(&app->slot_violations), 0);
     ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
     ck_assert_uint_eq(atomic_load(&app->first_calls), 1);
@@ -797,13 +549,13 @@ START_TEST(test_slot_preserved_across_body_calls)
     ck_assert(app->done[0].slot_ok);
     ck_assert_uint_eq(app->done[0].calls, atomic_load(&app->handler_calls));
 
-    json_t *all = capture_parsed();
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "body-1"), "POST", "/body", 200,
-                       "info", "completed");
+    json_t *all = support_capture_parsed();
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "body-1"), "POST",
+                       "/body", 200, "info", "completed");
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -837,15 +589,15 @@ START_TEST(test_hostile_request_ids)
     const size_t n_cases = sizeof cases / sizeof cases[0];
     char ids[sizeof cases / sizeof cases[0]][MHDCTX_UUID_LEN + 1];
 
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     for (size_t i = 0; i < n_cases; i++) {
         const struct hostile_case *c = &cases[i];
-        http_response *r = do_get(s.port, c->path, c->headers);
+        http_response *r = support_http_get(s.port, c->path, c->headers);
         ck_assert_int_eq(r->status, strcmp(c->path, "/e") == 0 ? 400 : 200);
         ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
         const char *id = http_header(r, "X-Request-Id");
@@ -856,7 +608,7 @@ START_TEST(test_hostile_request_ids)
         if (strcmp(c->path, "/r") == 0) {
             ck_assert_str_eq(r->body, id);
         } else {
-            json_t *body = body_json(r);
+            json_t *body = support_body_json(r);
             ck_assert_str_eq(jstr(body, "request_id"), id);
             json_decref(body);
         }
@@ -864,29 +616,30 @@ START_TEST(test_hostile_request_ids)
             ck_assert_msg(strstr(r->body, c->marker) == NULL, "case %zu: raw id in body", i);
         http_response_free(r);
     }
-    ck_assert(capture_wait(ACCESS_MSG, n_cases, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, n_cases, 5000));
+    support_server_stop(&s);
 
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     for (size_t i = 0; i < n_cases; i++) {
-        json_t *access = find_line(all, ACCESS_MSG, "request_id", ids[i]);
+        json_t *access = support_find_line(all, ACCESS_MSG, "request_id", ids[i]);
         ck_assert_msg(access != NULL, "case %zu: no access line for %s", i, ids[i]);
         ck_assert_str_eq(jstr(access, "request_id_replaced"), cases[i].reason);
-        ck_assert_ptr_nonnull(find_line(all, HANDLER_MSG, "request_id", ids[i]));
+        ck_assert_ptr_nonnull(support_find_line(all, HANDLER_MSG, "request_id", ids[i]));
         const struct seen *seen = app_seen(app, ids[i]);
         ck_assert_ptr_nonnull(seen);
         ck_assert_int_ne(seen->verdict, MHDCTX_ID_VALID);
         ck_assert_int_ne(seen->verdict, MHDCTX_ID_MISSING);
         if (cases[i].marker)
-            ck_assert_msg(!capture_contains(cases[i].marker), "case %zu: raw id logged", i);
+            ck_assert_msg(!support_capture_contains(cases[i].marker), "case %zu: raw id logged",
+                          i);
     }
-    ck_assert(!capture_contains("zq"));
+    ck_assert(!support_capture_contains("zq"));
     json_decref(all);
 
     mhdctx_middleware_free(mw);
     app_free(app);
     free(long_hdr);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -896,51 +649,51 @@ START_TEST(test_valid_request_id_boundaries)
     char max_id[MHDCTX_REQUEST_ID_DEFAULT_MAX + 1];
     memset(max_id, 'm', MHDCTX_REQUEST_ID_DEFAULT_MAX);
     max_id[MHDCTX_REQUEST_ID_DEFAULT_MAX] = '\0';
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     char *hdr = str_fmt("X-Request-Id: %s\r\n", max_id);
-    http_response *r = do_get(s.port, "/r", hdr);
+    http_response *r = support_http_get(s.port, "/r", hdr);
     free(hdr);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), max_id);
     http_response_free(r);
     /* leading optional whitespace is not part of the value (MHD strips it) */
-    r = do_get(s.port, "/r", "X-Request-Id: \t  padded-id\r\n");
+    r = support_http_get(s.port, "/r", "X-Request-Id: \t  padded-id\r\n");
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "padded-id");
     http_response_free(r);
     /* trailing whitespace: MHD 0.9.75 keeps it in the value; RFC 9110 says it is not
      * part of it, so the library trims it and the id is used */
-    r = do_get(s.port, "/r", "X-Request-Id: trailing-id \t \r\n");
+    r = support_http_get(s.port, "/r", "X-Request-Id: trailing-id \t \r\n");
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "trailing-id");
     http_response_free(r);
     /* no header: a fresh UUID, nothing reported */
-    r = do_get(s.port, "/r", NULL);
+    r = support_http_get(s.port, "/r", NULL);
     const char *generated = http_header(r, "X-Request-Id");
     ck_assert(is_uuid_v4(generated));
     char gen[MHDCTX_UUID_LEN + 1];
     copy_str(gen, sizeof gen, generated);
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 4, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
-    json_t *line = find_line(all, ACCESS_MSG, "request_id", "trailing-id");
+    ck_assert(support_capture_wait(ACCESS_MSG, 4, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "trailing-id");
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
-    line = find_line(all, ACCESS_MSG, "request_id", max_id);
+    line = support_find_line(all, ACCESS_MSG, "request_id", max_id);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
-    line = find_line(all, ACCESS_MSG, "request_id", gen);
+    line = support_find_line(all, ACCESS_MSG, "request_id", gen);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
     ck_assert_int_eq(app_seen(app, gen)->verdict, MHDCTX_ID_MISSING);
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -975,7 +728,7 @@ static mhdctx_error noop_verify(const char *token, size_t token_len, mhdctx_cont
 /* Custom header name and length; configuration frozen by the first request. */
 START_TEST(test_request_id_configuration)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
     ck_assert_int_eq(mhdctx_set_request_id_header(mw, "Bad Header"), MHDCTX_EINVAL);
@@ -986,27 +739,27 @@ START_TEST(test_request_id_configuration)
                      MHDCTX_EINVAL);
     ck_assert_int_eq(mhdctx_set_request_id_header(mw, "X-Correlation-Id"), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_request_id_max_length(mw, 8), MHDCTX_OK);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     /* the custom header is read and sent; X-Request-Id is just another header now */
     http_response *r =
-        do_get(s.port, "/r", "X-Correlation-Id: abc123\r\nX-Request-Id: other\r\n");
+        support_http_get(s.port, "/r", "X-Correlation-Id: abc123\r\nX-Request-Id: other\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "abc123");
     ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 0);
     ck_assert_str_eq(r->body, "abc123");
     http_response_free(r);
-    r = do_get(s.port, "/j", "X-Request-Id: other\r\n");
+    r = support_http_get(s.port, "/j", "X-Request-Id: other\r\n");
     const char *fresh = http_header(r, "X-Correlation-Id");
     ck_assert(is_uuid_v4(fresh));
     char fresh_id[MHDCTX_UUID_LEN + 1];
     copy_str(fresh_id, sizeof fresh_id, fresh);
     http_response_free(r);
     /* the length limit: 8 fits, 9 does not */
-    r = do_get(s.port, "/r", "X-Correlation-Id: abcdefgh\r\n");
+    r = support_http_get(s.port, "/r", "X-Correlation-Id: abcdefgh\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "abcdefgh");
     http_response_free(r);
-    r = do_get(s.port, "/e", "X-Correlation-Id: zqNINEchr\r\n");
+    r = support_http_get(s.port, "/e", "X-Correlation-Id: zqNINEchr\r\n");
     const char *replaced = http_header(r, "X-Correlation-Id");
     ck_assert(is_uuid_v4(replaced));
     char replaced_id[MHDCTX_UUID_LEN + 1];
@@ -1023,67 +776,67 @@ START_TEST(test_request_id_configuration)
     ck_assert_int_eq(mhdctx_access_log_route(mw, "/x", MHDCTX_LOG_OFF), MHDCTX_ESTATE);
     ck_assert_int_eq(mhdctx_access_log_level_fn(mw, level_same, NULL), MHDCTX_ESTATE);
     ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_ESTATE);
-    r = do_get(s.port, "/r", "X-Correlation-Id: still-ok\r\n");
+    r = support_http_get(s.port, "/r", "X-Correlation-Id: still-ok\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "still-ok");
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 5, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
-    ck_assert_ptr_null(json_object_get(find_line(all, ACCESS_MSG, "request_id", "abc123"),
-                                       "request_id_replaced"));
-    json_t *line = find_line(all, ACCESS_MSG, "request_id", fresh_id);
+    ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    ck_assert_ptr_null(json_object_get(
+        support_find_line(all, ACCESS_MSG, "request_id", "abc123"), "request_id_replaced"));
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", fresh_id);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced")); /* MISSING: silent */
-    line = find_line(all, ACCESS_MSG, "request_id", replaced_id);
+    line = support_find_line(all, ACCESS_MSG, "request_id", replaced_id);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "request_id_replaced"), "too_long");
-    ck_assert(!capture_contains("zqNINE"));
+    ck_assert(!support_capture_contains("zqNINE"));
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 /* Edge mode: incoming ids are never used. */
 START_TEST(test_untrusted_request_ids)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
     ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(mw, false), MHDCTX_OK);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
-    http_response *r = do_get(s.port, "/r", "X-Request-Id: zqTRUSTME\r\n");
+    http_response *r = support_http_get(s.port, "/r", "X-Request-Id: zqTRUSTME\r\n");
     const char *id = http_header(r, "X-Request-Id");
     ck_assert(is_uuid_v4(id));
     char untrusted[MHDCTX_UUID_LEN + 1];
     copy_str(untrusted, sizeof untrusted, id);
     http_response_free(r);
-    r = do_get(s.port, "/r", NULL); /* no header: nothing to report */
+    r = support_http_get(s.port, "/r", NULL); /* no header: nothing to report */
     char missing[MHDCTX_UUID_LEN + 1];
     ck_assert(is_uuid_v4(http_header(r, "X-Request-Id")));
     copy_str(missing, sizeof missing, http_header(r, "X-Request-Id"));
     http_response_free(r);
     ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(mw, true), MHDCTX_ESTATE);
 
-    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
-    json_t *line = find_line(all, ACCESS_MSG, "request_id", untrusted);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", untrusted);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "request_id_replaced"), "untrusted");
-    line = find_line(all, ACCESS_MSG, "request_id", missing);
+    line = support_find_line(all, ACCESS_MSG, "request_id", missing);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
     ck_assert_int_eq(app_seen(app, untrusted)->verdict, MHDCTX_ID_UNTRUSTED);
-    ck_assert(!capture_contains("zqTRUSTME"));
+    ck_assert(!support_capture_contains("zqTRUSTME"));
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1102,16 +855,16 @@ static mhdctx_middleware *hooked_middleware(struct app *app, struct hook_spec sp
 
 START_TEST(test_hook_order_once_per_request)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     struct hook_spec specs[3];
     mhdctx_middleware *mw = hooked_middleware(app, specs);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     http_response *r = do_post(s.port, "/body", "X-Request-Id: hooks-1\r\n", 200 * 1024);
     ck_assert_int_eq(r->status, 200);
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert_int_ge(json_integer_value(json_object_get(body, "calls")), 4);
     json_decref(body);
     http_response_free(r);
@@ -1119,38 +872,38 @@ START_TEST(test_hook_order_once_per_request)
     ck_assert_str_eq(app->order, "123H"); /* once, although the handler ran many times */
     pthread_mutex_unlock(&app->lock);
 
-    r = do_get(s.port, "/r", NULL);
+    r = support_http_get(s.port, "/r", NULL);
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
     pthread_mutex_lock(&app->lock);
     ck_assert_str_eq(app->order, "123H123H");
     pthread_mutex_unlock(&app->lock);
 
-    ck_assert(capture_wait(ACCESS_MSG, 2, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&s);
     ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
     ck_assert_uint_eq(atomic_load(&app->empty_method), 0);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_hook_short_circuit_and_failure)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     struct hook_spec specs[3];
     mhdctx_middleware *mw = hooked_middleware(app, specs);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     /* DONE: later hooks and the handler do not run; the 403 carries the id. */
-    http_response *r = do_get(s.port, "/deny", "X-Request-Id: deny-1\r\n");
+    http_response *r = support_http_get(s.port, "/deny", "X-Request-Id: deny-1\r\n");
     ck_assert_int_eq(r->status, 403);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "deny-1");
     ck_assert_str_eq(http_header(r, "Content-Type"), "application/json");
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert_str_eq(jstr(body, "error"), "forbidden");
     ck_assert_str_eq(jstr(body, "request_id"), "deny-1");
     ck_assert_uint_eq(json_object_size(body), 2);
@@ -1229,27 +982,27 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_uint_eq(atomic_load(&app->handler_calls), calls_before);
 
     /* ... and the server goes on serving. */
-    r = do_get(s.port, "/r", "X-Request-Id: after-fail\r\n");
+    r = support_http_get(s.port, "/r", "X-Request-Id: after-fail\r\n");
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(r->body, "after-fail");
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 6, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "after-deny"), "GET", "/r",
-                       200, "info", "completed");
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "deny-1"), "GET", "/deny", 403,
-                       "warn", "completed");
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "deny-2"), "GET", "/deny", 403,
-                       "warn", "completed");
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "deny-post"), "POST", "/deny",
-                       403, "warn", "completed");
+    ck_assert(support_capture_wait(ACCESS_MSG, 6, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-deny"), "GET",
+                       "/r", 200, "info", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "deny-1"), "GET",
+                       "/deny", 403, "warn", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "deny-2"), "GET",
+                       "/deny", 403, "warn", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "deny-post"), "POST",
+                       "/deny", 403, "warn", "completed");
     /* no response was queued: status 0; MHD reports the close as an error */
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "fail-1"), "GET", "/fail", 0,
-                       "error", "error");
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "after-fail"), "GET", "/r", 200,
-                       "info", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "fail-1"), "GET",
+                       "/fail", 0, "error", "error");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-fail"), "GET",
+                       "/r", 200, "info", "completed");
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 6);
     json_decref(all);
     /* the application's completion callback ran for the answered requests too, with the
@@ -1265,7 +1018,7 @@ START_TEST(test_hook_short_circuit_and_failure)
 
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1277,7 +1030,7 @@ static void assert_unauthorized(uint16_t port, const char *headers, struct app *
                                 char id_out[MHDCTX_UUID_LEN + 1])
 {
     unsigned first_calls = atomic_load(&app->first_calls);
-    http_response *r = do_get(port, "/j", headers);
+    http_response *r = support_http_get(port, "/j", headers);
     ck_assert_msg(r->status == 401, "expected 401 for [%s], got %d", headers, r->status);
     const char *www = http_header(r, "WWW-Authenticate");
     ck_assert_ptr_nonnull(www);
@@ -1285,7 +1038,7 @@ static void assert_unauthorized(uint16_t port, const char *headers, struct app *
     ck_assert_str_eq(http_header(r, "Content-Type"), "application/json");
     const char *id = http_header(r, "X-Request-Id");
     ck_assert(is_uuid_v4(id));
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert_ptr_nonnull(jstr(body, "error"));
     ck_assert_str_eq(jstr(body, "request_id"), id);
     json_decref(body);
@@ -1297,7 +1050,7 @@ static void assert_unauthorized(uint16_t port, const char *headers, struct app *
 
 START_TEST(test_bearer_auth)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
     mhdctx_token_table *table = mhdctx_token_table_new();
@@ -1305,23 +1058,23 @@ START_TEST(test_bearer_auth)
     const char *roles[] = {"admin", "ops"};
     ck_assert_int_eq(mhdctx_token_table_add(table, GOOD_TOKEN, "user-42", roles, 2), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_add_bearer_auth(mw, mhdctx_token_table_verify, table), MHDCTX_OK);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     /* no header: anonymous, the handler runs */
-    http_response *r = do_get(s.port, "/j", "X-Request-Id: anon-1\r\n");
+    http_response *r = support_http_get(s.port, "/j", "X-Request-Id: anon-1\r\n");
     ck_assert_int_eq(r->status, 200);
-    json_t *body = body_json(r);
+    json_t *body = support_body_json(r);
     ck_assert(json_is_null(json_object_get(body, "user_id")));
     ck_assert_uint_eq(json_array_size(json_object_get(body, "roles")), 0);
     json_decref(body);
     http_response_free(r);
 
     /* a valid token: user and roles on the context */
-    r = do_get(s.port, "/j",
-               "X-Request-Id: auth-1\r\nAuthorization: Bearer " GOOD_TOKEN "\r\n");
+    r = support_http_get(s.port, "/j",
+                         "X-Request-Id: auth-1\r\nAuthorization: Bearer " GOOD_TOKEN "\r\n");
     ck_assert_int_eq(r->status, 200);
-    body = body_json(r);
+    body = support_body_json(r);
     ck_assert_str_eq(jstr(body, "user_id"), "user-42");
     json_t *got_roles = json_object_get(body, "roles");
     ck_assert_uint_eq(json_array_size(got_roles), 2);
@@ -1331,8 +1084,8 @@ START_TEST(test_bearer_auth)
     json_decref(body);
     http_response_free(r);
     /* the scheme is case-insensitive */
-    r = do_get(s.port, "/j",
-               "X-Request-Id: auth-2\r\nAuthorization: bearer " GOOD_TOKEN "\r\n");
+    r = support_http_get(s.port, "/j",
+                         "X-Request-Id: auth-2\r\nAuthorization: bearer " GOOD_TOKEN "\r\n");
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
 
@@ -1346,16 +1099,16 @@ START_TEST(test_bearer_auth)
                         app, ids[3]);
     assert_unauthorized(s.port, "Authorization: Bearer\r\n", app, ids[4]);
 
-    ck_assert(capture_wait(ACCESS_MSG, 8, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
-    json_t *line = find_line(all, HANDLER_MSG, "request_id", "anon-1");
+    ck_assert(support_capture_wait(ACCESS_MSG, 8, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, HANDLER_MSG, "request_id", "anon-1");
     ck_assert_ptr_nonnull(line);
     ck_assert(json_is_null(json_object_get(line, "user_id")));
-    line = find_line(all, HANDLER_MSG, "request_id", "auth-1");
+    line = support_find_line(all, HANDLER_MSG, "request_id", "auth-1");
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "user_id"), "user-42");
-    line = find_line(all, ACCESS_MSG, "request_id", "auth-1");
+    line = support_find_line(all, ACCESS_MSG, "request_id", "auth-1");
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "user_id"), "user-42");
     const struct seen *seen = app_seen(app, "auth-1");
@@ -1363,18 +1116,18 @@ START_TEST(test_bearer_auth)
     ck_assert(seen->has_user);
     ck_assert_str_eq(seen->user_id, "user-42");
     for (size_t i = 0; i < 5; i++) {
-        line = find_line(all, ACCESS_MSG, "request_id", ids[i]);
+        line = support_find_line(all, ACCESS_MSG, "request_id", ids[i]);
         assert_access_line(line, "GET", "/j", 401, "warn", "completed");
         ck_assert(json_is_null(json_object_get(line, "user_id")));
     }
-    ck_assert_msg(!capture_contains("SECRET"), "a token reached a log line");
-    ck_assert(!capture_contains("Basic"));
+    ck_assert_msg(!support_capture_contains("SECRET"), "a token reached a log line");
+    ck_assert(!support_capture_contains("Basic"));
     json_decref(all);
 
     mhdctx_middleware_free(mw);
     mhdctx_token_table_free(table);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1382,12 +1135,12 @@ END_TEST
 
 START_TEST(test_access_log_lines)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
     ck_assert_int_eq(mhdctx_access_log_route(mw, "/health", MHDCTX_LOG_OFF), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_access_log_route(mw, NULL, MHDCTX_LOG_OFF), MHDCTX_EINVAL);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     struct {
@@ -1413,13 +1166,13 @@ START_TEST(test_access_log_lines)
     const size_t n = sizeof reqs / sizeof reqs[0];
     char ids[sizeof reqs / sizeof reqs[0]][64];
 
-    http_response *r = do_get(s.port, "/health", "X-Request-Id: health-1\r\n");
+    http_response *r = support_http_get(s.port, "/health", "X-Request-Id: health-1\r\n");
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
     for (size_t i = 0; i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "acc-%zu", i);
         char *hdr = str_fmt("X-Request-Id: %s\r\n", ids[i]);
-        r = do_get(s.port, reqs[i].path, hdr);
+        r = support_http_get(s.port, reqs[i].path, hdr);
         free(hdr);
         ck_assert_int_eq(r->status, reqs[i].status);
         if (reqs[i].helper) {
@@ -1434,11 +1187,11 @@ START_TEST(test_access_log_lines)
     }
     ck_assert_ptr_null(MHD_get_response_header(app->shared, "X-Request-Id"));
 
-    ck_assert(capture_wait(ACCESS_MSG, n, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed();
+    ck_assert(support_capture_wait(ACCESS_MSG, n, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
     for (size_t i = 0; i < n; i++) {
-        json_t *line = find_line(all, ACCESS_MSG, "request_id", ids[i]);
+        json_t *line = support_find_line(all, ACCESS_MSG, "request_id", ids[i]);
         ck_assert_msg(line != NULL, "no access line for %s", reqs[i].path);
         assert_access_line(line, "GET", reqs[i].logged_path, reqs[i].status, reqs[i].level,
                            "completed");
@@ -1447,14 +1200,14 @@ START_TEST(test_access_log_lines)
     }
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), n);
     /* /health: served and its handler logged, but no access line */
-    ck_assert_ptr_nonnull(find_line(all, HANDLER_MSG, "request_id", "health-1"));
-    ck_assert_ptr_null(find_line(all, ACCESS_MSG, "request_id", "health-1"));
-    ck_assert_ptr_null(find_line(all, ACCESS_MSG, "path", "/health"));
-    ck_assert(!capture_contains("secret"));
+    ck_assert_ptr_nonnull(support_find_line(all, HANDLER_MSG, "request_id", "health-1"));
+    ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "request_id", "health-1"));
+    ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "path", "/health"));
+    ck_assert(!support_capture_contains("secret"));
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1491,42 +1244,42 @@ static const struct level_call *level_call_for(const struct app *app, const char
 
 START_TEST(test_access_log_level_fn_and_query)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
     ck_assert_int_eq(mhdctx_access_log_level_fn(mw, level_override, app), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_access_log_route(mw, "/routed", MHDCTX_LOG_WARN), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_OK);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     const char *paths[] = {"/q?a=1&b=two", "/noquery", "/loud",  "/quiet",
                            "/debug",       "/s/404",   "/routed"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char *hdr = str_fmt("X-Request-Id: lvl-%zu\r\n", i);
-        http_response *r = do_get(s.port, paths[i], hdr);
+        http_response *r = support_http_get(s.port, paths[i], hdr);
         free(hdr);
         ck_assert_int_eq(r->status, strcmp(paths[i], "/s/404") == 0 ? 404 : 200);
         http_response_free(r);
     }
-    ck_assert(capture_wait(ACCESS_MSG, 5, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
+    support_server_stop(&s);
 
-    json_t *all = capture_parsed();
-    json_t *line = find_line(all, ACCESS_MSG, "request_id", "lvl-0");
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "lvl-0");
     assert_access_line(line, "GET", "/q", 200, "info", "completed");
     ck_assert_str_eq(jstr(line, "query"), "a=1&b=two");
-    line = find_line(all, ACCESS_MSG, "request_id", "lvl-1");
+    line = support_find_line(all, ACCESS_MSG, "request_id", "lvl-1");
     assert_access_line(line, "GET", "/noquery", 200, "info", "completed");
     ck_assert_ptr_null(json_object_get(line, "query"));
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "lvl-2"), "GET", "/loud", 200,
-                       "error", "completed");
-    ck_assert_ptr_null(find_line(all, ACCESS_MSG, "request_id", "lvl-3"));
-    ck_assert_ptr_null(find_line(all, ACCESS_MSG, "request_id", "lvl-4"));
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "lvl-5"), "GET", "/s/404", 404,
-                       "warn", "completed");
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "lvl-6"), "GET", "/routed", 200,
-                       "warn", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "lvl-2"), "GET",
+                       "/loud", 200, "error", "completed");
+    ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "request_id", "lvl-3"));
+    ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "request_id", "lvl-4"));
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "lvl-5"), "GET",
+                       "/s/404", 404, "warn", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "lvl-6"), "GET",
+                       "/routed", 200, "warn", "completed");
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 5);
     json_decref(all);
 
@@ -1545,7 +1298,7 @@ START_TEST(test_access_log_level_fn_and_query)
 
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1553,26 +1306,26 @@ END_TEST
 
 START_TEST(test_completion_callback)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
-    http_response *r = do_get(s.port, "/a", "X-Request-Id: done-1\r\n");
+    http_response *r = support_http_get(s.port, "/a", "X-Request-Id: done-1\r\n");
     http_response_free(r);
-    r = do_get(s.port, "/s/404", "X-Request-Id: done-2\r\n");
+    r = support_http_get(s.port, "/s/404", "X-Request-Id: done-2\r\n");
     http_response_free(r);
     r = do_post(s.port, "/body", "X-Request-Id: done-3\r\n", 10000);
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
-    r = do_get(s.port, "/shared", "X-Request-Id: done-4\r\n");
+    r = support_http_get(s.port, "/shared", "X-Request-Id: done-4\r\n");
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 4, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 4, 5000));
+    support_server_stop(&s);
     ck_assert_uint_eq(app->n_done, 4);
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     const char *ids[] = {"done-1", "done-2", "done-3", "done-4"};
     for (size_t i = 0; i < 4; i++) {
         const struct completion *done = app_done(app, ids[i]);
@@ -1591,17 +1344,17 @@ START_TEST(test_completion_callback)
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_keep_alive_and_pipelining)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     app->keep_refs = true;
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
 
     http_conn *c;
@@ -1641,8 +1394,8 @@ START_TEST(test_keep_alive_and_pipelining)
     ck_assert_int_eq(http_wait_closed(c, NULL), HTTP_OK);
     http_close(c);
 
-    ck_assert(capture_wait(ACCESS_MSG, 5, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
+    support_server_stop(&s);
     ck_assert_uint_eq(app->n_refs, 5);
     for (size_t i = 0; i < app->n_refs; i++) {
         for (size_t j = i + 1; j < app->n_refs; j++) {
@@ -1654,28 +1407,28 @@ START_TEST(test_keep_alive_and_pipelining)
     ck_assert_str_eq(mhdctx_path(app->refs[4]), "/p3");
     ck_assert_uint_eq(atomic_load(&app->slot_violations), 0);
     ck_assert_uint_eq(app->n_done, 5);
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 5);
     for (int i = 1; i <= 3; i++) {
         char id[32], path[32];
         snprintf(id, sizeof id, "pipe-%d", i);
         snprintf(path, sizeof path, "/p%d", i);
-        assert_access_line(find_line(all, ACCESS_MSG, "request_id", id), "GET", path, 200,
-                           "info", "completed");
+        assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", id), "GET", path,
+                           200, "info", "completed");
     }
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 START_TEST(test_client_abort)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start(&s, mw, MODE_EPOLL);
     http_conn *c;
 
@@ -1701,19 +1454,19 @@ START_TEST(test_client_abort)
     http_close(c);
 
     /* the server still serves */
-    http_response *r = do_get(s.port, "/r", "X-Request-Id: after-abort\r\n");
+    http_response *r = support_http_get(s.port, "/r", "X-Request-Id: after-abort\r\n");
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(r->body, "after-abort");
     http_response_free(r);
 
-    ck_assert(capture_wait(ACCESS_MSG, 3, 5000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
+    support_server_stop(&s);
 
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     /* The request line was read (the URI-log callback created the context) but the
      * headers never completed: MHD reports CLIENT_ABORT, no status, the handler never
      * ran (method still ""), the id is a fresh one since the id header was never parsed. */
-    json_t *half = find_line(all, ACCESS_MSG, "path", "/half");
+    json_t *half = support_find_line(all, ACCESS_MSG, "path", "/half");
     ck_assert_ptr_nonnull(half);
     assert_access_line(half, "", "/half", 0, "info", "client_abort");
     ck_assert(is_uuid_v4(jstr(half, "request_id")));
@@ -1723,33 +1476,33 @@ START_TEST(test_client_abort)
     ck_assert(half_done->current_ok && half_done->slot_null);
     ck_assert_int_eq(half_done->toe, MHD_REQUEST_TERMINATED_CLIENT_ABORT);
     /* a request line that never completed: MHD tells the application nothing */
-    ck_assert_ptr_null(find_line(all, ACCESS_MSG, "path", "/hal"));
-    json_t *cut = find_line(all, ACCESS_MSG, "request_id", "cut-1");
+    ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "path", "/hal"));
+    json_t *cut = support_find_line(all, ACCESS_MSG, "request_id", "cut-1");
     ck_assert_ptr_nonnull(cut);
     assert_access_line(cut, "POST", "/body", 0, "info", "client_abort");
     const struct completion *done = app_done(app, "cut-1");
     ck_assert_ptr_nonnull(done);
     ck_assert(done->slot_ok); /* the state was handed back and freed */
-    assert_access_line(find_line(all, ACCESS_MSG, "request_id", "after-abort"), "GET", "/r",
-                       200, "info", "completed");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-abort"), "GET",
+                       "/r", 200, "info", "completed");
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 3);
     ck_assert_uint_eq(app->n_done, 3);
-    ck_assert(!capture_contains("zq"));
+    ck_assert(!support_capture_contains("zq"));
     ck_assert_ptr_null(app_seen(app, "zqHALF"));
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 /* MHD's own messages (MHD_USE_ERROR_LOG) arrive as JSON lines through the logger. */
 START_TEST(test_mhd_messages_routed)
 {
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start_ex(&s, mw, MODE_EPOLL, MHD_USE_ERROR_LOG, NULL);
     http_conn *c;
     ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
@@ -1757,23 +1510,23 @@ START_TEST(test_mhd_messages_routed)
                      HTTP_OK);
     sleep_ms(50);
     http_close(c);
-    ck_assert(capture_wait(ACCESS_MSG, 1, 5000));
-    ck_assert(capture_wait("libmicrohttpd message", 1, 5000));
-    server_stop(&s);
-    json_t *all = capture_parsed(); /* every line, MHD's included, is valid JSON */
-    json_t *line = find_line(all, "libmicrohttpd message", NULL, NULL);
+    ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
+    ck_assert(support_capture_wait("libmicrohttpd message", 1, 5000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed(); /* every line, MHD's included, is valid JSON */
+    json_t *line = support_find_line(all, "libmicrohttpd message", NULL, NULL);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "level"), "warn");
     const char *text = jstr(line, "mhd");
     ck_assert_ptr_nonnull(text);
     ck_assert_uint_gt(strlen(text), 0);
     ck_assert_msg(text[strlen(text) - 1] != '\n', "trailing newline kept: %s", text);
-    assert_access_line(find_line(all, ACCESS_MSG, "path", "/half"), "", "/half", 0, "info",
-                       "client_abort");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "path", "/half"), "", "/half", 0,
+                       "info", "client_abort");
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
@@ -1842,10 +1595,10 @@ static void *client_main(void *arg)
 START_TEST(test_concurrency)
 {
     const unsigned mode = (unsigned)_i;
-    capture_begin();
+    support_capture_start_info();
     struct app *app = app_new();
     mhdctx_middleware *mw = app_middleware(app);
-    struct server s;
+    support_server s;
     server_start_ex(&s, mw, mode, 0, app);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
@@ -1864,8 +1617,8 @@ START_TEST(test_concurrency)
         ck_assert_uint_eq(jobs[i].ok, N_REQUESTS);
     }
     const size_t total = N_CLIENTS * N_REQUESTS;
-    ck_assert(capture_wait(ACCESS_MSG, total, 10000));
-    server_stop(&s);
+    ck_assert(support_capture_wait(ACCESS_MSG, total, 10000));
+    support_server_stop(&s);
 
     ck_assert_uint_eq(atomic_load(&app->id_mismatch), 0);
     ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
@@ -1877,7 +1630,7 @@ START_TEST(test_concurrency)
     for (size_t i = 0; i < app->n_done; i++)
         ck_assert(app->done[i].current_ok && app->done[i].slot_ok);
 
-    json_t *all = capture_parsed();
+    json_t *all = support_capture_parsed();
     size_t handler_lines = 0, access_lines = 0, idx;
     json_t *line;
     json_array_foreach(all, idx, line)
@@ -1906,24 +1659,16 @@ START_TEST(test_concurrency)
     json_decref(all);
     mhdctx_middleware_free(mw);
     app_free(app);
-    capture_end();
+    support_capture_stop();
 }
 END_TEST
 
 /* ==== suite ========================================================================== */
 
-static TCase *tcase(Suite *suite, const char *name)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    suite_add_tcase(suite, tc);
-    return tc;
-}
-
 static Suite *middleware_suite(void)
 {
     Suite *suite = suite_create("middleware");
-    TCase *tc = tcase(suite, "request_id");
+    TCase *tc = support_tcase(suite, "request_id", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_loop_test(tc, test_current_context, 0, (int)N_MODES);
     tcase_add_test(tc, test_slot_preserved_across_body_calls);
     tcase_add_test(tc, test_hostile_request_ids);
@@ -1931,22 +1676,22 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_request_id_configuration);
     tcase_add_test(tc, test_untrusted_request_ids);
 
-    tc = tcase(suite, "hooks");
+    tc = support_tcase(suite, "hooks", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_hook_order_once_per_request);
     tcase_add_test(tc, test_hook_short_circuit_and_failure);
     tcase_add_test(tc, test_bearer_auth);
 
-    tc = tcase(suite, "access_log");
+    tc = support_tcase(suite, "access_log", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_access_log_lines);
     tcase_add_test(tc, test_access_log_level_fn_and_query);
 
-    tc = tcase(suite, "lifecycle");
+    tc = support_tcase(suite, "lifecycle", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_completion_callback);
     tcase_add_test(tc, test_keep_alive_and_pipelining);
     tcase_add_test(tc, test_client_abort);
     tcase_add_test(tc, test_mhd_messages_routed);
 
-    tc = tcase(suite, "modes");
+    tc = support_tcase(suite, "modes", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_loop_test(tc, test_concurrency, 0, (int)N_MODES);
     return suite;
 }

@@ -5,9 +5,9 @@
  * client span as span_id, the server span as parent_span_id, balanced references).
  */
 #include "internal.h"
+#include "support.h"
 
 #include <check.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,18 +18,6 @@
 #define CALLER_SPAN "b7ad6b7169203331"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static unsigned refs_of(mhdctx_context *ctx)
-{
-    return atomic_load(&ctx->refs);
-}
-
-static mhdctx_context *new_context(void)
-{
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
 
 /* A context with a known trace, built the way a worker process gets one: by import. */
 static mhdctx_context *imported_context(const char *flags, const char *tracestate)
@@ -47,19 +35,6 @@ static mhdctx_context *imported_context(const char *flags, const char *tracestat
     return ctx;
 }
 
-static bool is_lower_hex(const char *s, size_t len)
-{
-    if (strlen(s) != len)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < len; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-        nonzero = nonzero || s[i] != '0';
-    }
-    return nonzero;
-}
-
 /* The traceparent of @call, parsed (must be valid version 00). */
 static mhdctx_trace_parent parse_call(const mhdctx_outgoing *call)
 {
@@ -69,81 +44,6 @@ static mhdctx_trace_parent parse_call(const mhdctx_outgoing *call)
     ck_assert_int_eq(
         mhdctx_traceparent_parse(call->traceparent, strlen(call->traceparent), &tp), MHDCTX_OK);
     return tp;
-}
-
-/* ---- capturing log lines -------------------------------------------------------------- */
-
-struct captured_line {
-    mhdctx_log_level level;
-    char *text;
-};
-
-static struct {
-    pthread_mutex_t lock;
-    struct captured_line *lines;
-    size_t n, cap;
-} captured = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)cls;
-    pthread_mutex_lock(&captured.lock);
-    if (captured.n == captured.cap) {
-        captured.cap = captured.cap ? 2 * captured.cap : 8;
-        captured.lines = realloc(captured.lines, captured.cap * sizeof *captured.lines);
-    }
-    char *copy = malloc(len + 1);
-    if (copy && captured.lines) {
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-        captured.lines[captured.n++] = (struct captured_line){level, copy};
-    } else {
-        free(copy);
-    }
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&captured.lock);
-    for (size_t i = 0; i < captured.n; i++)
-        free(captured.lines[i].text);
-    free(captured.lines);
-    captured.lines = NULL;
-    captured.n = captured.cap = 0;
-    pthread_mutex_unlock(&captured.lock);
-}
-
-static void setup(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
-static void teardown(void)
-{
-    mhdctx_log_shutdown();
-    capture_clear();
-}
-
-/* The one captured line, parsed (owned). */
-static json_t *only_line(void)
-{
-    ck_assert_uint_eq(captured.n, 1);
-    json_error_t err;
-    json_t *v = json_loads(captured.lines[0].text, JSON_REJECT_DUPLICATES, &err);
-    ck_assert_msg(v != NULL, "invalid JSON (%s): %s", err.text, captured.lines[0].text);
-    ck_assert(json_is_object(v));
-    return v;
-}
-
-static const char *str_field(json_t *line, const char *key)
-{
-    json_t *v = json_object_get(line, key);
-    ck_assert_msg(json_is_string(v), "field %s is not a string in %s", key,
-                  captured.lines[0].text);
-    return json_string_value(v);
 }
 
 /* ---- start: inside a context ---------------------------------------------------------- */
@@ -160,7 +60,7 @@ START_TEST(start_continues_the_context_trace)
     ck_assert_str_eq(tp.trace_id, TRACE_ID);
     ck_assert_str_eq(tp.parent_id, call.span_id);
     ck_assert_uint_eq(tp.flags, 0x01);
-    ck_assert(is_lower_hex(call.span_id, MHDCTX_SPAN_ID_LEN));
+    ck_assert(is_hex_id(call.span_id, MHDCTX_SPAN_ID_LEN));
     ck_assert_str_ne(call.span_id, SERVER_SPAN);
     ck_assert_str_ne(call.span_id, CALLER_SPAN);
     ck_assert_str_eq(call.parent_span_id, SERVER_SPAN);
@@ -228,12 +128,12 @@ START_TEST(two_calls_never_share_a_span)
         mhdctx_outgoing c;
         ck_assert_int_eq(mhdctx_outgoing_start(&c, ctx), MHDCTX_OK);
         memcpy(spans[i], c.span_id, sizeof spans[i]);
-        ck_assert(is_lower_hex(c.span_id, MHDCTX_SPAN_ID_LEN));
+        ck_assert(is_hex_id(c.span_id, MHDCTX_SPAN_ID_LEN));
         for (int j = 0; j < i; j++)
             ck_assert_str_ne(spans[i], spans[j]);
         mhdctx_outgoing_finish(&c, "GET", "http://c/", 200, NULL);
     }
-    ck_assert_uint_eq(captured.n, 2 + N);
+    ck_assert_uint_eq(support_capture_n(), 2 + N);
     ck_assert_uint_eq(refs_of(ctx), 1);
     mhdctx_context_unref(ctx);
 }
@@ -266,7 +166,7 @@ START_TEST(start_with_null_uses_the_current_context)
     /* finished on another "thread" with no current context: the line still carries the
      * request's fields, because the call holds the context */
     mhdctx_outgoing_finish(&call, "GET", "http://svc/x", 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     ck_assert_str_eq(str_field(line, "request_id"), "req-out-1");
     ck_assert_str_eq(str_field(line, "trace_id"), TRACE_ID);
     json_decref(line);
@@ -284,7 +184,7 @@ START_TEST(start_without_context_starts_a_new_trace)
     ck_assert_int_eq(mhdctx_outgoing_start(&a, NULL), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_outgoing_start(&b, NULL), MHDCTX_OK);
     mhdctx_trace_parent ta = parse_call(&a), tb = parse_call(&b);
-    ck_assert(is_lower_hex(ta.trace_id, MHDCTX_TRACE_ID_LEN));
+    ck_assert(is_hex_id(ta.trace_id, MHDCTX_TRACE_ID_LEN));
     ck_assert_str_ne(ta.trace_id, tb.trace_id); /* each call is its own trace */
     ck_assert_str_eq(ta.parent_id, a.span_id);
     ck_assert_uint_eq(ta.flags & MHDCTX_TRACE_FLAG_SAMPLED, MHDCTX_TRACE_FLAG_SAMPLED);
@@ -312,7 +212,7 @@ START_TEST(finish_without_context_logs_the_client_span)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, NULL), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "POST", "https://svc/p?q=1", 201, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     ck_assert_str_eq(str_field(line, "message"), "outgoing request completed");
     ck_assert_str_eq(str_field(line, "url"), "https://svc/p");
     ck_assert_int_eq(json_integer_value(json_object_get(line, "status")), 201);
@@ -321,7 +221,7 @@ START_TEST(finish_without_context_logs_the_client_span)
     bool same = json_is_string(span) && strcmp(json_string_value(span), call.span_id) == 0;
     json_decref(line);
     ck_assert_msg(same, "span_id is not the client span %s without a context: %s", call.span_id,
-                  captured.lines[0].text);
+                  support_capture_line(0)->text);
 }
 END_TEST
 
@@ -332,7 +232,7 @@ START_TEST(start_refuses_a_null_call)
     ck_assert_int_eq(mhdctx_outgoing_start(NULL, NULL), MHDCTX_EINVAL);
     ck_assert_uint_eq(refs_of(ctx), 1);
     mhdctx_outgoing_finish(NULL, "GET", "http://x/", 200, NULL);
-    ck_assert_uint_eq(captured.n, 0);
+    ck_assert_uint_eq(support_capture_n(), 0);
     mhdctx_context_unref(ctx);
 }
 END_TEST
@@ -344,10 +244,10 @@ START_TEST(finish_logs_one_line_with_the_client_span)
     mhdctx_context *ctx = imported_context("01", "rojo=1");
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
-    ck_assert_uint_eq(captured.n, 0); /* start logs nothing */
+    ck_assert_uint_eq(support_capture_n(), 0); /* start logs nothing */
     mhdctx_outgoing_finish(&call, "PUT", "http://user:pw@h:8080/p/q?secret=1#frag", 200, NULL);
-    json_t *line = only_line();
-    ck_assert_int_eq(captured.lines[0].level, MHDCTX_LOG_INFO);
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
+    ck_assert_int_eq(support_capture_line(0)->level, MHDCTX_LOG_INFO);
     ck_assert_str_eq(str_field(line, "level"), "info");
     ck_assert_str_eq(str_field(line, "message"), "outgoing request completed");
     ck_assert_str_eq(str_field(line, "method"), "PUT");
@@ -366,9 +266,9 @@ START_TEST(finish_logs_one_line_with_the_client_span)
     ck_assert_str_eq(str_field(line, "tenant_id"), "acme");
     ck_assert_ptr_null(json_object_get(line, "error"));
     /* nothing secret leaks anywhere in the line */
-    ck_assert_ptr_null(strstr(captured.lines[0].text, "secret"));
-    ck_assert_ptr_null(strstr(captured.lines[0].text, "pw"));
-    ck_assert_ptr_null(strstr(captured.lines[0].text, "frag"));
+    ck_assert_ptr_null(strstr(support_capture_line(0)->text, "secret"));
+    ck_assert_ptr_null(strstr(support_capture_line(0)->text, "pw"));
+    ck_assert_ptr_null(strstr(support_capture_line(0)->text, "frag"));
     json_decref(line);
     ck_assert_uint_eq(refs_of(ctx), 1);
     mhdctx_context_unref(ctx);
@@ -383,7 +283,7 @@ START_TEST(finish_measures_the_duration)
     struct timespec pause = {0, 30 * 1000000L};
     nanosleep(&pause, NULL);
     mhdctx_outgoing_finish(&call, "GET", "http://h/", 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     double ms = json_number_value(json_object_get(line, "duration_ms"));
     ck_assert_msg(ms >= 29.0 && ms < 10000.0, "duration_ms %f", ms);
     json_decref(line);
@@ -421,9 +321,10 @@ START_TEST(finish_level_follows_status_and_error)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", "http://h/x", c->status, c->error);
-    json_t *line = only_line();
-    ck_assert_msg(captured.lines[0].level == c->level, "status %u error %s: level %d",
-                  c->status, c->error ? c->error : "(none)", (int)captured.lines[0].level);
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
+    const support_line *raw = support_capture_line(0);
+    ck_assert_msg(raw->level == c->level, "status %u error %s: level %d", c->status,
+                  c->error ? c->error : "(none)", (int)raw->level);
     ck_assert_str_eq(str_field(line, "level"), c->name);
     ck_assert_int_eq(json_integer_value(json_object_get(line, "status")), c->status);
     if (c->error)
@@ -445,11 +346,11 @@ START_TEST(finish_respects_the_threshold)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", "http://h/", 503, NULL); /* warn: filtered */
-    ck_assert_uint_eq(captured.n, 0);
+    ck_assert_uint_eq(support_capture_n(), 0);
     ck_assert_uint_eq(refs_of(ctx), 1); /* the reference goes even without a line */
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", "http://h/", 0, "refused");
-    ck_assert_uint_eq(captured.n, 1);
+    ck_assert_uint_eq(support_capture_n(), 1);
     ck_assert_uint_eq(refs_of(ctx), 1);
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
     mhdctx_context_unref(ctx);
@@ -487,7 +388,7 @@ START_TEST(finish_strips_user_info_query_and_fragment)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", c->url, 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     char logged[256];
     snprintf(logged, sizeof logged, "%s", str_field(line, "url"));
     json_decref(line);
@@ -503,7 +404,7 @@ START_TEST(finish_with_null_url_logs_an_empty_url)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", NULL, 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     ck_assert_str_eq(str_field(line, "url"), "");
     json_decref(line);
     ck_assert_uint_eq(refs_of(ctx), 1);
@@ -523,7 +424,7 @@ START_TEST(finish_with_a_very_long_url_stays_valid)
     mhdctx_outgoing call;
     ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
     mhdctx_outgoing_finish(&call, "GET", url, 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     const char *logged = str_field(line, "url");
     ck_assert(strncmp(logged, "http://h/ppp", 12) == 0);
     ck_assert_ptr_null(strstr(logged, "secret"));
@@ -545,7 +446,7 @@ START_TEST(finish_drops_the_last_reference)
     mhdctx_context_unref(ctx);
     ck_assert_uint_eq(witness->refcount, 2);
     mhdctx_outgoing_finish(&call, "GET", "http://h/", 200, NULL);
-    json_t *line = only_line();
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     ck_assert_str_eq(str_field(line, "request_id"), "req-out-1");
     ck_assert_str_eq(str_field(line, "witness"), "w");
     json_decref(line);
@@ -561,7 +462,7 @@ static Suite *outgoing_suite(void)
     Suite *s = suite_create("outgoing");
 
     TCase *tc = tcase_create("start");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, start_continues_the_context_trace);
     tcase_add_test(tc, start_in_a_new_context_uses_its_ids);
     tcase_add_test(tc, start_passes_the_unsampled_flag);
@@ -573,7 +474,7 @@ static Suite *outgoing_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("finish");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, finish_logs_one_line_with_the_client_span);
     tcase_add_test(tc, finish_measures_the_duration);
     tcase_add_loop_test(tc, finish_level_follows_status_and_error, 0,

@@ -13,6 +13,7 @@
  * checked teardown does it again, for a failed test under CK_FORK=no).
  */
 #include "mhdctx.h"
+#include "support.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -25,13 +26,6 @@
 #define MAX_PAIRS      48
 
 /* ==== helpers ========================================================================= */
-
-static mhdctx_context *new_context(void)
-{
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
-    return ctx;
-}
 
 static void set_tag_keys(const char *const *keys, size_t n)
 {
@@ -1164,19 +1158,10 @@ END_TEST
 
 /* ==== suite ============================================================================ */
 
-static TCase *tcase(Suite *suite, const char *name)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, NULL, teardown);
-    suite_add_tcase(suite, tc);
-    return tc;
-}
-
 static Suite *sql_tag_suite(void)
 {
     Suite *suite = suite_create("sql_tag");
-    TCase *tc = tcase(suite, "format");
+    TCase *tc = support_tcase(suite, "format", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_exact_simple_statement);
     tcase_add_test(tc, test_current_context_used);
     tcase_add_test(tc, test_final_semicolon_and_blanks);
@@ -1185,7 +1170,7 @@ static Suite *sql_tag_suite(void)
     tcase_add_test(tc, test_anonymous_and_route_default);
     tcase_add_test(tc, test_user_key_selection_and_non_string_values);
 
-    tc = tcase(suite, "hostile");
+    tc = support_tcase(suite, "hostile", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_hostile_values_decode_back);
     tcase_add_test(tc, test_long_hostile_values);
     tcase_add_test(tc, test_all_tag_keys_hostile);
@@ -1193,11 +1178,11 @@ static Suite *sql_tag_suite(void)
     tcase_add_test(tc, test_repeated_tag_key_gives_one_pair);
     tcase_add_test(tc, test_invalid_utf8_user_id_refused);
 
-    tc = tcase(suite, "api");
+    tc = support_tcase(suite, "api", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_tag_into_sizes);
     tcase_add_test(tc, test_tag_keys_limits);
 
-    tc = tcase(suite, "fuzz");
+    tc = support_tcase(suite, "fuzz", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_fuzz_random_values);
     return suite;
 }

@@ -14,6 +14,7 @@ skip() {
     exit 77
 }
 [ -f "$suite/test/test.py" ] || skip "W3C suite not found at $suite"
+grep -q "define MHDCTX_HAVE_CURL 1" "$top_builddir/config.h" || skip "built without libcurl"
 /usr/bin/python3 -c 'import aiohttp' 2>/dev/null || skip "python3-aiohttp missing"
 
 work=$(mktemp -d)
