@@ -11,11 +11,12 @@
  * thread only. Every test starts and stops its own daemon and restores the log sink.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* asprintf */
+#define _GNU_SOURCE /* clock_gettime, strcasecmp */
 #endif
 
 #include "mhdctx.h"
 #include "mhdctx_curl.h"
+#include "support.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -53,43 +54,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-                          .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static bool is_lower_hex(const char *s, size_t len)
-{
-    if (s == NULL || strlen(s) != len)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < len; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-        nonzero = nonzero || s[i] != '0';
-    }
-    return nonzero;
-}
-
-static bool is_uuid_v4(const char *s)
-{
-    if (s == NULL || strlen(s) != MHDCTX_UUID_LEN)
-        return false;
-    for (size_t i = 0; i < MHDCTX_UUID_LEN; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return s[14] == '4';
-}
-
 /* A context with a known trace, as a worker gets it: imported from an export. */
 static mhdctx_context *imported_context(const char *flags)
 {
@@ -112,62 +76,6 @@ static mhdctx_context *imported_context(const char *flags)
 
 /* ==== log capture ====================================================================== */
 
-static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **cap_lines;
-static mhdctx_log_level *cap_levels;
-static size_t cap_n;
-static size_t cap_size;
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)cls;
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return;
-    memcpy(copy, line, len);
-    copy[len] = '\0';
-    pthread_mutex_lock(&cap_lock);
-    if (cap_n == cap_size) {
-        size_t size = cap_size ? 2 * cap_size : 16;
-        char **lines = realloc(cap_lines, size * sizeof *lines);
-        if (lines)
-            cap_lines = lines;
-        mhdctx_log_level *levels = realloc(cap_levels, size * sizeof *levels);
-        if (levels)
-            cap_levels = levels;
-        if (lines && levels)
-            cap_size = size;
-    }
-    if (cap_n < cap_size) {
-        cap_lines[cap_n] = copy;
-        cap_levels[cap_n] = level;
-        cap_n++;
-        copy = NULL;
-    }
-    pthread_mutex_unlock(&cap_lock);
-    free(copy);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        free(cap_lines[i]);
-    free(cap_lines);
-    free(cap_levels);
-    cap_lines = NULL;
-    cap_levels = NULL;
-    cap_n = cap_size = 0;
-    pthread_mutex_unlock(&cap_lock);
-}
-
-static void capture_begin(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
 /* The outgoing lines, parsed, with the level the sink was given. */
 struct out_lines {
     size_t n;
@@ -178,23 +86,18 @@ struct out_lines {
 static void out_lines_get(struct out_lines *o)
 {
     memset(o, 0, sizeof *o);
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++) {
-        json_error_t err;
-        json_t *v = json_loads(cap_lines[i], JSON_REJECT_DUPLICATES, &err);
-        if (v == NULL) {
-            pthread_mutex_unlock(&cap_lock);
-            ck_abort_msg("invalid JSON line (%s): %s", err.text, cap_lines[i]);
-        }
-        const char *m = json_string_value(json_object_get(v, "message"));
+    size_t total = support_capture_n();
+    for (size_t i = 0; i < total; i++) {
+        const support_line *line = support_capture_line(i);
+        json_t *v = support_parse_line(line->text, line->len, JSON_REJECT_DUPLICATES);
+        const char *m = jstr(v, "message");
         if (m && strcmp(m, OUT_MSG) == 0 && o->n < MAX_RECORDS) {
-            o->level[o->n] = cap_levels[i];
+            o->level[o->n] = line->level;
             o->line[o->n++] = v;
         } else {
             json_decref(v);
         }
     }
-    pthread_mutex_unlock(&cap_lock);
 }
 
 static void out_lines_free(struct out_lines *o)
@@ -202,11 +105,6 @@ static void out_lines_free(struct out_lines *o)
     for (size_t i = 0; i < o->n; i++)
         json_decref(o->line[i]);
     o->n = 0;
-}
-
-static const char *jstr(const json_t *obj, const char *key)
-{
-    return json_string_value(json_object_get(obj, key));
 }
 
 /* ==== the server ======================================================================== */
@@ -371,15 +269,14 @@ static void server_stop(void)
 /* Checked fixture: runs after a failing test too (in the same process with CK_FORK=no). */
 static void setup(void)
 {
-    capture_begin();
+    support_capture_start_info();
     server_start();
 }
 
 static void teardown(void)
 {
     server_stop();
-    mhdctx_log_shutdown();
-    capture_clear();
+    support_capture_stop();
 }
 
 /* ==== the client ======================================================================== */
@@ -434,7 +331,7 @@ static void check_traceparent(const struct record *r, const char *trace_id,
     if (trace_id)
         ck_assert_str_eq(tp.trace_id, trace_id);
     ck_assert_uint_eq(tp.flags, flags);
-    ck_assert(is_lower_hex(tp.parent_id, MHDCTX_SPAN_ID_LEN));
+    ck_assert(is_hex_id(tp.parent_id, MHDCTX_SPAN_ID_LEN));
     memcpy(span, tp.parent_id, MHDCTX_SPAN_ID_LEN + 1);
 }
 
@@ -465,9 +362,7 @@ static void check_line(const json_t *line, const char *method, const char *url,
 
 static char *base_url(const char *path)
 {
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "http://127.0.0.1:%u%s", (unsigned)srv.port, path), 0);
-    return url;
+    return str_fmt("http://127.0.0.1:%u%s", (unsigned)srv.port, path);
 }
 
 /* ==== propagation ========================================================================= */
@@ -517,10 +412,10 @@ START_TEST(test_propagation_headers_and_lines)
         ck_assert_str_eq(jstr(o.line[i], "user_id"), "u7");
     }
     /* The query string (here a token) never reaches the line. */
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        ck_assert_msg(strstr(cap_lines[i], "secret") == NULL, "query logged: %s", cap_lines[i]);
-    pthread_mutex_unlock(&cap_lock);
+    for (size_t i = 0, n = support_capture_n(); i < n; i++) {
+        const char *text = support_capture_line(i)->text;
+        ck_assert_msg(strstr(text, "secret") == NULL, "query logged: %s", text);
+    }
 
     free(url1);
     free(url2);
@@ -774,7 +669,7 @@ START_TEST(test_connection_failure_logged_as_error)
     ck_assert_str_eq(jstr(line, "parent_span_id"), SERVER_SPAN);
     ck_assert_str_eq(jstr(line, "trace_id"), TRACE_ID);
     ck_assert_str_eq(jstr(line, "request_id"), REQUEST_ID);
-    ck_assert(is_lower_hex(jstr(line, "span_id"), MHDCTX_SPAN_ID_LEN));
+    ck_assert(is_hex_id(str_field(line, "span_id"), MHDCTX_SPAN_ID_LEN));
     ck_assert_str_ne(jstr(line, "span_id"), SERVER_SPAN);
     out_lines_free(&o);
     curl_easy_cleanup(easy);
@@ -901,34 +796,25 @@ static Suite *curl_suite(void)
 {
     Suite *s = suite_create("curl");
 
-    TCase *tc = tcase_create("propagation");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    TCase *tc = support_tcase(s, "propagation", TEST_TIMEOUT_S, setup, teardown);
     tcase_add_test(tc, test_propagation_headers_and_lines);
     tcase_add_test(tc, test_propagation_unsampled_flags);
     tcase_add_test(tc, test_propagation_from_current_context);
     tcase_add_test(tc, test_propagation_without_context);
     tcase_add_test(tc, test_caller_headers_sent_and_restored);
     tcase_add_test(tc, test_no_caller_headers_restored_to_none);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("outcome");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tc = support_tcase(s, "outcome", TEST_TIMEOUT_S, setup, teardown);
     tcase_add_test(tc, test_status_in_line);
     tcase_add_test(tc, test_effective_method_in_line);
     tcase_add_test(tc, test_connection_failure_logged_as_error);
     tcase_add_test(tc, test_null_handle_refused);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("deadline");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tc = support_tcase(s, "deadline", TEST_TIMEOUT_S, setup, teardown);
     tcase_add_test(tc, test_deadline_bounds_call);
     tcase_add_test(tc, test_deadline_not_reached_call_completes);
     tcase_add_test(tc, test_deadline_passed_no_request);
     tcase_add_test(tc, test_deadline_does_not_outlive_its_call);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -943,7 +829,7 @@ int main(void)
     int failures = srunner_ntests_failed(sr);
     srunner_free(sr);
     mhdctx_log_shutdown();
-    capture_clear();
+    support_capture_clear();
     curl_global_cleanup();
     return failures ? 1 : 0;
 }

@@ -11,11 +11,12 @@
  * leaves a stale current context behind (CK_FORK=no).
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* asprintf */
+#define _GNU_SOURCE /* strdup */
 #endif
 
 #include "mhdctx.h"
 #include "mhdctx_sqlite.h"
+#include "support.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -49,14 +50,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
-                          .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
 static sqlite3 *open_db(void)
 {
     sqlite3 *db = NULL;
@@ -73,8 +66,7 @@ static void close_db(sqlite3 *db)
 /* A free-standing context named like a request of route ROUTE by user USER_ID. */
 static mhdctx_context *request_context(void)
 {
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
+    mhdctx_context *ctx = new_context();
     ck_assert_int_eq(mhdctx_set_route(ctx, ROUTE), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_user_id(ctx, USER_ID), MHDCTX_OK);
     return ctx;
@@ -83,14 +75,10 @@ static mhdctx_context *request_context(void)
 /* The exact tag mhdctx_sqlite_prepare() must append for @p ctx (owned: free()). */
 static char *expected_tagged(mhdctx_context *ctx, const char *sql)
 {
-    char *text = NULL;
-    int n = asprintf(&text,
-                     "%s /*framework='mhdctx%%2F" MHDCTX_VERSION_STRING "',request_id='%s',"
-                     "route='%s',traceparent='00-%s-%s-%02x',user_id='" USER_ID "'*/",
-                     sql, mhdctx_request_id(ctx), ROUTE_ENCODED, mhdctx_trace_id(ctx), mhdctx_span_id(ctx),
-                     (unsigned)mhdctx_trace_flags(ctx));
-    ck_assert_int_ge(n, 0);
-    return text;
+    return str_fmt("%s /*framework='mhdctx%%2F" MHDCTX_VERSION_STRING "',request_id='%s',"
+                   "route='%s',traceparent='00-%s-%s-%02x',user_id='" USER_ID "'*/",
+                   sql, mhdctx_request_id(ctx), ROUTE_ENCODED, mhdctx_trace_id(ctx),
+                   mhdctx_span_id(ctx), (unsigned)mhdctx_trace_flags(ctx));
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -101,83 +89,21 @@ static bool ends_with(const char *s, const char *suffix)
 
 /* ==== log capture ====================================================================== */
 
-static pthread_mutex_t cap_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **cap_lines;
-static mhdctx_log_level *cap_levels;
-static size_t cap_n;
-static size_t cap_size;
-
-static void capture_cb(mhdctx_log_level level, const char *line, size_t len, void *cls)
-{
-    (void)cls;
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return;
-    memcpy(copy, line, len);
-    copy[len] = '\0';
-    pthread_mutex_lock(&cap_lock);
-    if (cap_n == cap_size) {
-        size_t size = cap_size ? 2 * cap_size : 16;
-        char **lines = realloc(cap_lines, size * sizeof *lines);
-        if (lines)
-            cap_lines = lines;
-        mhdctx_log_level *levels = realloc(cap_levels, size * sizeof *levels);
-        if (levels)
-            cap_levels = levels;
-        if (lines && levels)
-            cap_size = size;
-    }
-    if (cap_n < cap_size) {
-        cap_lines[cap_n] = copy;
-        cap_levels[cap_n] = level;
-        cap_n++;
-        copy = NULL;
-    }
-    pthread_mutex_unlock(&cap_lock);
-    free(copy);
-}
-
-static void capture_clear(void)
-{
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++)
-        free(cap_lines[i]);
-    free(cap_lines);
-    free(cap_levels);
-    cap_lines = NULL;
-    cap_levels = NULL;
-    cap_n = cap_size = 0;
-    pthread_mutex_unlock(&cap_lock);
-}
-
-static void capture_begin(void)
-{
-    capture_clear();
-    mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    ck_assert_int_eq(mhdctx_log_to_callback(capture_cb, NULL), MHDCTX_OK);
-}
-
 /* Checked teardown: runs after a failed test too. */
 static void capture_end(void)
 {
-    mhdctx_log_shutdown();
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
-    capture_clear();
+    support_capture_stop();
 }
 
 /* The captured lines whose message is @p message, parsed (owned: json_decref() each). */
 static size_t lines_with_message(const char *message, json_t **out, size_t max)
 {
     size_t found = 0;
-    pthread_mutex_lock(&cap_lock);
-    for (size_t i = 0; i < cap_n; i++) {
-        json_error_t err;
-        json_t *v = json_loads(cap_lines[i], JSON_REJECT_DUPLICATES, &err);
-        if (v == NULL) {
-            pthread_mutex_unlock(&cap_lock);
-            ck_abort_msg("invalid JSON line (%s): %s", err.text, cap_lines[i]);
-        }
-        const char *m = json_string_value(json_object_get(v, "message"));
+    size_t total = support_capture_n();
+    for (size_t i = 0; i < total; i++) {
+        json_t *v = support_capture_json(i, JSON_REJECT_DUPLICATES);
+        const char *m = jstr(v, "message");
         bool match = m && strcmp(m, message) == 0;
         if (match && found < max) {
             out[found] = v;
@@ -186,7 +112,6 @@ static size_t lines_with_message(const char *message, json_t **out, size_t max)
         }
         found += match;
     }
-    pthread_mutex_unlock(&cap_lock);
     return found;
 }
 
@@ -194,11 +119,6 @@ static void decref_all(json_t **lines, size_t n, size_t max)
 {
     for (size_t i = 0; i < n && i < max; i++)
         json_decref(lines[i]);
-}
-
-static const char *jstr(const json_t *obj, const char *key)
-{
-    return json_string_value(json_object_get(obj, key));
 }
 
 /* ==== running statements ================================================================ */
@@ -319,8 +239,7 @@ START_TEST(test_prepare_tag_before_semicolon)
     sqlite3 *db = open_db();
     mhdctx_context *ctx = request_context();
     char *tagged = expected_tagged(ctx, "SELECT 4");
-    char *expected = NULL;
-    ck_assert_int_ge(asprintf(&expected, "%s;", tagged), 0);
+    char *expected = str_fmt("%s;", tagged);
 
     struct run r = run_in(ctx, db, "SELECT 4;");
     ck_assert_int_eq(r.prepare_rc, SQLITE_OK);
@@ -342,8 +261,7 @@ END_TEST
 START_TEST(test_prepare_hostile_values_stay_in_comment)
 {
     sqlite3 *db = open_db();
-    mhdctx_context *ctx = mhdctx_context_new();
-    ck_assert_ptr_nonnull(ctx);
+    mhdctx_context *ctx = new_context();
     ck_assert_int_eq(mhdctx_set_route(ctx, "/x'*/; DROP TABLE t; --"), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "u'*/; DROP TABLE t; /*"), MHDCTX_OK);
 
@@ -473,7 +391,7 @@ static void run_script(void *arg)
 
 START_TEST(test_log_statements_one_line_each)
 {
-    capture_begin();
+    support_capture_start_info();
     sqlite3 *db = open_db();
     ck_assert_int_eq(mhdctx_sqlite_attach(db, MHDCTX_SQLITE_LOG_STATEMENTS), SQLITE_OK);
     mhdctx_context *ctx = request_context();
@@ -521,12 +439,11 @@ END_TEST
  * first statement; outside any context a line carries no request fields at all. */
 START_TEST(test_log_statements_follow_current_context)
 {
-    capture_begin();
+    support_capture_start_info();
     sqlite3 *db = open_db();
     ck_assert_int_eq(mhdctx_sqlite_attach(db, MHDCTX_SQLITE_LOG_STATEMENTS), SQLITE_OK);
     mhdctx_context *a = request_context();
-    mhdctx_context *b = mhdctx_context_new();
-    ck_assert_ptr_nonnull(b);
+    mhdctx_context *b = new_context();
     ck_assert_int_eq(mhdctx_set_user_id(b, "other-user"), MHDCTX_OK);
 
     struct run ra = run_in(a, db, "SELECT 1");
@@ -563,7 +480,7 @@ END_TEST
 
 START_TEST(test_log_statements_off)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_context *ctx = request_context();
 
     /* Flags 0: nothing is installed. */
@@ -605,7 +522,7 @@ END_TEST
 /* Below the logger's threshold the statement log writes nothing. */
 START_TEST(test_log_statements_below_threshold)
 {
-    capture_begin();
+    support_capture_start_info();
     mhdctx_log_set_level(MHDCTX_LOG_WARN);
     sqlite3 *db = open_db();
     ck_assert_int_eq(mhdctx_sqlite_attach(db, MHDCTX_SQLITE_LOG_STATEMENTS), SQLITE_OK);
@@ -662,7 +579,7 @@ END_TEST
 /* Deadline and statement log together: the flags combine. */
 START_TEST(test_deadline_and_log_combined)
 {
-    capture_begin();
+    support_capture_start_info();
     sqlite3 *db = open_db();
     ck_assert_int_eq(
         mhdctx_sqlite_attach(db, MHDCTX_SQLITE_LOG_STATEMENTS | MHDCTX_SQLITE_DEADLINE),
@@ -809,8 +726,7 @@ static void check_other_unaffected(bool other_has_context)
     mhdctx_set_deadline_in(expiring, 100);
     mhdctx_context *other = NULL;
     if (other_has_context) {
-        other = mhdctx_context_new();
-        ck_assert_ptr_nonnull(other);
+        other = new_context();
         mhdctx_set_deadline_in(other, 60000);
     }
 
@@ -872,8 +788,7 @@ static Suite *sqlite_suite(void)
 {
     Suite *s = suite_create("sqlite");
 
-    TCase *tc = tcase_create("tag");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
+    TCase *tc = support_tcase(s, "tag", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_prepare_tags_statement_in_context);
     tcase_add_test(tc, test_prepare_tags_statement_in_task);
     tcase_add_test(tc, test_prepare_tag_before_semicolon);
@@ -881,27 +796,20 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_prepare_outside_context_unchanged);
     tcase_add_test(tc, test_prepare_with_comment_unchanged);
     tcase_add_test(tc, test_prepare_bad_arguments);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("log");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, NULL, capture_end);
+    tc = support_tcase(s, "log", TEST_TIMEOUT_S, NULL, capture_end);
     tcase_add_test(tc, test_log_statements_one_line_each);
     tcase_add_test(tc, test_log_statements_follow_current_context);
     tcase_add_test(tc, test_log_statements_off);
     tcase_add_test(tc, test_log_statements_below_threshold);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("deadline");
-    tcase_set_timeout(tc, TEST_TIMEOUT_S);
-    tcase_add_checked_fixture(tc, NULL, capture_end);
+    tc = support_tcase(s, "deadline", TEST_TIMEOUT_S, NULL, capture_end);
     tcase_add_test(tc, test_deadline_interrupts_long_query);
     tcase_add_test(tc, test_deadline_and_log_combined);
     tcase_add_test(tc, test_deadline_not_passed_completes);
     tcase_add_test(tc, test_deadline_flag_absent_not_enforced);
     tcase_add_test(tc, test_deadline_per_context_other_thread);
     tcase_add_test(tc, test_deadline_other_thread_without_context);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -912,6 +820,6 @@ int main(void)
     int failures = srunner_ntests_failed(sr);
     srunner_free(sr);
     mhdctx_log_shutdown();
-    capture_clear();
+    support_capture_clear();
     return failures ? 1 : 0;
 }
