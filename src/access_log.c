@@ -9,10 +9,11 @@
 mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
                                      mhdctx_log_level level)
 {
-    if (mw == NULL || path == NULL || (unsigned)level > MHDCTX_LOG_OFF)
+    if (path == NULL || (unsigned)level > MHDCTX_LOG_OFF)
         return MHDCTX_EINVAL;
-    if (atomic_load(&mw->started))
-        return MHDCTX_ESTATE;
+    mhdctx_error rc = mhdctx__check_configurable(mw);
+    if (rc != MHDCTX_OK)
+        return rc;
     struct mhdctx__route *route = mhdctx__route_settings(mw, path);
     if (route == NULL)
         return MHDCTX_ENOMEM;
@@ -24,23 +25,20 @@ mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
 mhdctx_error mhdctx_access_log_level_fn(mhdctx_middleware *mw, mhdctx_access_level_fn fn,
                                         void *cls)
 {
-    if (mw == NULL)
-        return MHDCTX_EINVAL;
-    if (atomic_load(&mw->started))
-        return MHDCTX_ESTATE;
-    mw->level_fn = fn;
-    mw->level_cls = cls;
-    return MHDCTX_OK;
+    mhdctx_error rc = mhdctx__check_configurable(mw);
+    if (rc == MHDCTX_OK) {
+        mw->level_fn = fn;
+        mw->level_cls = cls;
+    }
+    return rc;
 }
 
 mhdctx_error mhdctx_access_log_query(mhdctx_middleware *mw, bool include)
 {
-    if (mw == NULL)
-        return MHDCTX_EINVAL;
-    if (atomic_load(&mw->started))
-        return MHDCTX_ESTATE;
-    mw->log_query = include;
-    return MHDCTX_OK;
+    mhdctx_error rc = mhdctx__check_configurable(mw);
+    if (rc == MHDCTX_OK)
+        mw->log_query = include;
+    return rc;
 }
 
 static const char *outcome_name(enum MHD_RequestTerminationCode toe)

@@ -109,15 +109,16 @@ static mhdctx_hook_result bearer_hook(struct MHD_Connection *connection, mhdctx_
 mhdctx_error mhdctx_add_bearer_auth(mhdctx_middleware *mw, mhdctx_token_verifier verify,
                                     void *cls)
 {
-    if (mw == NULL || verify == NULL)
+    if (verify == NULL)
         return MHDCTX_EINVAL;
-    if (atomic_load(&mw->started))
-        return MHDCTX_ESTATE;
+    mhdctx_error rc = mhdctx__check_configurable(mw);
+    if (rc != MHDCTX_OK)
+        return rc;
     struct bearer_auth *auth = mhdctx__malloc(sizeof *auth);
     if (auth == NULL)
         return MHDCTX_ENOMEM;
     *auth = (struct bearer_auth){verify, cls};
-    mhdctx_error rc = mhdctx_add_hook(mw, bearer_hook, auth);
+    rc = mhdctx_add_hook(mw, bearer_hook, auth);
     if (rc != MHDCTX_OK) {
         mhdctx__free(auth);
         return rc;

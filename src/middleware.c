@@ -54,7 +54,7 @@ const struct MHD_OptionItem *mhdctx_mhd_options(mhdctx_middleware *mw)
 
 /* ---- configuration ------------------------------------------------------------------- */
 
-static mhdctx_error check_configurable(const mhdctx_middleware *mw)
+mhdctx_error mhdctx__check_configurable(const mhdctx_middleware *mw)
 {
     if (mw == NULL)
         return MHDCTX_EINVAL;
@@ -64,7 +64,7 @@ static mhdctx_error check_configurable(const mhdctx_middleware *mw)
 mhdctx_error mhdctx_on_completed(mhdctx_middleware *mw, MHD_RequestCompletedCallback cb,
                                  void *cls)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc == MHDCTX_OK) {
         mw->completed = cb;
         mw->completed_cls = cls;
@@ -87,7 +87,7 @@ static bool header_name_ok(const char *name, size_t len)
 
 mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw, const char *name)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc != MHDCTX_OK)
         return rc;
     size_t len = name ? strlen(name) : 0;
@@ -101,7 +101,7 @@ mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw, const char *nam
 
 mhdctx_error mhdctx_set_request_id_max_length(mhdctx_middleware *mw, size_t max_len)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc != MHDCTX_OK)
         return rc;
     if (max_len == 0 || max_len > MHDCTX_REQUEST_ID_LIMIT)
@@ -112,7 +112,7 @@ mhdctx_error mhdctx_set_request_id_max_length(mhdctx_middleware *mw, size_t max_
 
 mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw, bool trust)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc == MHDCTX_OK)
         mw->trust_incoming_ids = trust;
     return rc;
@@ -120,10 +120,9 @@ mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middleware *mw, bool tr
 
 struct mhdctx__route *mhdctx__route_settings(mhdctx_middleware *mw, const char *path)
 {
-    for (size_t i = 0; i < mw->n_routes; i++) {
-        if (strcmp(mw->routes[i].path, path) == 0)
-            return &mw->routes[i];
-    }
+    const struct mhdctx__route *known = mhdctx__route_find(mw, path);
+    if (known)
+        return &mw->routes[known - mw->routes];
     char *copy = mhdctx__strdup(path);
     struct mhdctx__route *grown =
         copy ? mhdctx__realloc(mw->routes, (mw->n_routes + 1) * sizeof *grown) : NULL;
@@ -147,7 +146,7 @@ const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw, cons
 
 mhdctx_error mhdctx_set_deadline_ms(mhdctx_middleware *mw, uint64_t ms)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc == MHDCTX_OK)
         mw->deadline_ms = ms;
     return rc;
@@ -155,7 +154,7 @@ mhdctx_error mhdctx_set_deadline_ms(mhdctx_middleware *mw, uint64_t ms)
 
 mhdctx_error mhdctx_route_deadline_ms(mhdctx_middleware *mw, const char *path, uint64_t ms)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc != MHDCTX_OK || path == NULL)
         return rc != MHDCTX_OK ? rc : MHDCTX_EINVAL;
     struct mhdctx__route *route = mhdctx__route_settings(mw, path);
@@ -168,7 +167,7 @@ mhdctx_error mhdctx_route_deadline_ms(mhdctx_middleware *mw, const char *path, u
 
 mhdctx_error mhdctx_set_trust_incoming_deadline(mhdctx_middleware *mw, bool trust)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc == MHDCTX_OK)
         mw->trust_incoming_deadline = trust;
     return rc;
@@ -176,7 +175,7 @@ mhdctx_error mhdctx_set_trust_incoming_deadline(mhdctx_middleware *mw, bool trus
 
 mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn hook, void *cls)
 {
-    mhdctx_error rc = check_configurable(mw);
+    mhdctx_error rc = mhdctx__check_configurable(mw);
     if (rc != MHDCTX_OK)
         return rc;
     if (hook == NULL)

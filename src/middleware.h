@@ -42,6 +42,9 @@ struct mhdctx_middleware {
 };
 
 void mhdctx__middleware_fill_options(mhdctx_middleware *mw);
+/* MHDCTX_EINVAL for NULL, MHDCTX_ESTATE once the first request came, else MHDCTX_OK:
+ * the check every configuration call starts with. */
+mhdctx_error mhdctx__check_configurable(const mhdctx_middleware *mw);
 /* The settings of @path, added when missing (configuration time); NULL on ENOMEM. */
 struct mhdctx__route *mhdctx__route_settings(mhdctx_middleware *mw, const char *path);
 const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw,
