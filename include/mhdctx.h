@@ -606,7 +606,9 @@ typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, si
  * before requests are served (a switch while other threads log is safe but those
  * threads may still write one line to the previous sink).
  * Every sink writes each line with one write(2) under a lock, retrying partial writes,
- * so concurrent lines never interleave. A failing sink (full disk, closed pipe) counts
+ * so concurrent lines never interleave (synchronous mode, the default; see
+ * mhdctx_log_async_start() for batched writes). A synchronous write to a pipe whose
+ * reader stalls blocks the logging thread with it: prefer the asynchronous mode there. A failing sink (full disk, closed pipe) counts
  * the line as dropped; SIGPIPE is suppressed for the write when the process does not
  * ignore it.
  */
@@ -623,8 +625,65 @@ MHDCTX_EXPORT mhdctx_error mhdctx_log_to_fd(int fd);
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_callback(mhdctx_log_callback fn, void *cls);
 /** Lines that a sink failed to take since start (monotonic counter). */
 MHDCTX_EXPORT uint64_t mhdctx_log_dropped(void);
-/** Closes a file sink and returns to stdout. Call after the last request. */
+/**
+ * Stops the asynchronous writer (every queued line is written first), closes a file
+ * sink and returns to stdout. Call after the last request, before exit.
+ */
 MHDCTX_EXPORT void mhdctx_log_shutdown(void);
+
+/*
+ * Asynchronous mode. A request thread copies its line into a bounded buffer (one
+ * uncontended lock and a memcpy, no system call); one background writer thread writes
+ * the buffer to the fd sink in batches: when it is half full, when mhdctx_log_flush()
+ * asks, and at least every flush interval. Lines stay whole and never interleave.
+ * Memory: two buffers of buffer_bytes each, allocated at start.
+ *
+ * When the buffer is full (the sink is slower than the server), the policy decides:
+ * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;
+ * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever, and
+ * every dropped line is counted (mhdctx_log_dropped()). A line larger than a buffer is
+ * written synchronously.
+ *
+ * What a crash can lose: lines queued but not yet written - at most one flush interval
+ * of lines (and never more than two buffers). mhdctx_log_shutdown() and
+ * mhdctx_log_async_stop() write everything that was queued. A process that ends with
+ * exit() without calling them loses what is queued. A child of fork() has no writer:
+ * it logs synchronously (start the writer after daemonizing).
+ *
+ * Thread rules: start and stop at start-up and shutdown (from one thread, not
+ * concurrently with each other); logging and mhdctx_log_flush() are safe from any
+ * thread at any time, before, during and after.
+ */
+typedef enum mhdctx_log_full_policy {
+    MHDCTX_LOG_FULL_BLOCK = 0, /**< wait for room, at most block_timeout_ms */
+    MHDCTX_LOG_FULL_DROP = 1   /**< drop and count at once */
+} mhdctx_log_full_policy;
+
+typedef struct mhdctx_log_async_options {
+    size_t buffer_bytes;         /**< each of the two buffers; 0 = 1 MiB; min 64 KiB */
+    unsigned flush_interval_ms;  /**< longest time a line waits; 0 = 50 ms; max 60000 */
+    mhdctx_log_full_policy when_full;
+    unsigned block_timeout_ms;   /**< MHDCTX_LOG_FULL_BLOCK's limit; 0 = 1000; max 60000 */
+} mhdctx_log_async_options;
+
+/**
+ * Starts the writer thread for the current fd sink (stdout, stderr, file or fd).
+ * @p options may be NULL (defaults); zero members take their defaults.
+ * @return MHDCTX_OK; MHDCTX_EINVAL (an option out of range); MHDCTX_ESTATE (already
+ *         running, or the sink is a callback); MHDCTX_ENOMEM (buffers or thread).
+ * Choosing another fd sink while it runs is allowed: queued lines are written to the
+ * previous sink first. mhdctx_log_to_callback() then answers MHDCTX_ESTATE.
+ */
+MHDCTX_EXPORT mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options);
+/** Writes every queued line, stops the writer; lines are synchronous again. Idempotent. */
+MHDCTX_EXPORT void mhdctx_log_async_stop(void);
+/** Whether the writer thread runs. */
+MHDCTX_EXPORT bool mhdctx_log_async_running(void);
+/**
+ * Returns once every line logged (by any thread) before the call has been handed to
+ * the sink. A no-op in synchronous mode, where each call writes its line itself.
+ */
+MHDCTX_EXPORT void mhdctx_log_flush(void);
 
 /* ------------------------------------------------------------------------------------
  * Middleware: the MHD glue

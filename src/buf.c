@@ -20,7 +20,7 @@ void mhdctx__buf_release(mhdctx__buf *b)
     mhdctx__buf_init(b, NULL, 0);
 }
 
-bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra)
+bool mhdctx__buf_grow(mhdctx__buf *b, size_t extra)
 {
     if (b->failed)
         return false;
@@ -45,24 +45,4 @@ bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra)
     b->cap = want;
     b->on_heap = true;
     return true;
-}
-
-void mhdctx__buf_put(mhdctx__buf *b, const char *s, size_t n)
-{
-    if (n == 0 || !mhdctx__buf_reserve(b, n))
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-}
-
-void mhdctx__buf_putc(mhdctx__buf *b, char c)
-{
-    if (!mhdctx__buf_reserve(b, 1))
-        return;
-    b->data[b->len++] = c;
-}
-
-void mhdctx__buf_puts(mhdctx__buf *b, const char *s)
-{
-    mhdctx__buf_put(b, s, strlen(s));
 }

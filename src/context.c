@@ -38,6 +38,7 @@ void mhdctx_run(mhdctx_context *ctx, void (*fn)(void *arg), void *arg)
 
 static void lock(const mhdctx_context *ctx);
 static void unlock(const mhdctx_context *ctx);
+static void release_key(struct mhdctx__user_key *slot);
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
@@ -153,7 +154,7 @@ static void free_strings(char **list, size_t n)
 static void context_destroy(mhdctx_context *ctx)
 {
     for (size_t i = 0; i < ctx->n_keys; i++)
-        json_decref(ctx->keys[i].value);
+        release_key(&ctx->keys[i]);
     mhdctx__free(ctx->keys);
     free_strings(ctx->roles, ctx->n_roles);
     mhdctx__free(ctx->user_id);
@@ -474,24 +475,25 @@ static mhdctx_error check_key(const char *key)
     return mhdctx__key_is_reserved(key) ? MHDCTX_ERESERVED : MHDCTX_OK;
 }
 
-static size_t count_json_bytes(const char *chunk, size_t size, size_t *total)
+/* The value as compact ASCII JSON (jansson escapes every non-ASCII character and
+ * refuses invalid UTF-8 at construction): what every log line will carry. */
+static mhdctx_error serialize_value(const json_t *value, char **json, size_t *json_len)
 {
-    (void)chunk;
-    *total += size;
-    return *total;
-}
-
-static int measure_callback(const char *chunk, size_t size, void *data)
-{
-    return count_json_bytes(chunk, size, data) > MHDCTX_MAX_VALUE_LEN ? -1 : 0;
-}
-
-static mhdctx_error check_value(const json_t *value)
-{
-    size_t total = 0;
-    if (json_dump_callback(value, measure_callback, &total,
-                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0)
-        return total > MHDCTX_MAX_VALUE_LEN ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII;
+    size_t size = json_dumpb(value, NULL, 0, flags);
+    if (size == 0)
+        return MHDCTX_EINVAL;
+    if (size > MHDCTX_MAX_VALUE_LEN)
+        return MHDCTX_ELIMIT;
+    char *text = mhdctx__malloc(size);
+    if (text == NULL)
+        return MHDCTX_ENOMEM;
+    if (json_dumpb(value, text, size, flags) != size) {
+        mhdctx__free(text); /* changed by another thread meanwhile */
+        return MHDCTX_EINVAL;
+    }
+    *json = text;
+    *json_len = size;
     return MHDCTX_OK;
 }
 
@@ -504,52 +506,61 @@ static struct mhdctx__user_key *find_key_locked(const mhdctx_context *ctx, const
     return NULL;
 }
 
-static void remove_key_locked(mhdctx_context *ctx, struct mhdctx__user_key *slot)
+static void release_key(struct mhdctx__user_key *slot)
 {
     json_decref(slot->value);
+    mhdctx__free(slot->json);
+}
+
+static void remove_key_locked(mhdctx_context *ctx, struct mhdctx__user_key *slot)
+{
+    release_key(slot);
     size_t index = (size_t)(slot - ctx->keys);
     memmove(slot, slot + 1, (ctx->n_keys - index - 1) * sizeof *slot);
     ctx->n_keys--;
 }
 
-static mhdctx_error store_key_locked(mhdctx_context *ctx, const char *key, json_t *value)
+/* Stores @value (with its serialized @json) under @key; takes both on success. */
+static mhdctx_error store_key_locked(mhdctx_context *ctx, const char *key,
+                                     struct mhdctx__user_key entry)
 {
     struct mhdctx__user_key *slot = find_key_locked(ctx, key);
-    if (value == NULL) {
+    if (entry.value == NULL) {
         if (slot)
             remove_key_locked(ctx, slot);
         return MHDCTX_OK;
     }
     if (slot) {
-        json_decref(slot->value);
-        slot->value = value;
-        return MHDCTX_OK;
+        release_key(slot);
+    } else {
+        if (ctx->n_keys >= MHDCTX_MAX_USER_KEYS)
+            return MHDCTX_ELIMIT;
+        struct mhdctx__user_key *grown =
+            mhdctx__realloc(ctx->keys, (ctx->n_keys + 1) * sizeof *grown);
+        if (grown == NULL)
+            return MHDCTX_ENOMEM;
+        ctx->keys = grown;
+        slot = &grown[ctx->n_keys++];
     }
-    if (ctx->n_keys >= MHDCTX_MAX_USER_KEYS)
-        return MHDCTX_ELIMIT;
-    struct mhdctx__user_key *grown =
-        mhdctx__realloc(ctx->keys, (ctx->n_keys + 1) * sizeof *grown);
-    if (grown == NULL)
-        return MHDCTX_ENOMEM;
-    ctx->keys = grown;
-    slot = &grown[ctx->n_keys++];
-    strcpy(slot->name, key); /* length checked by check_key() */
-    slot->value = value;
+    strcpy(entry.name, key); /* length checked by check_key() */
+    *slot = entry;
     return MHDCTX_OK;
 }
 
 mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key, json_t *value)
 {
+    struct mhdctx__user_key entry = {.value = value};
     mhdctx_error rc = ctx ? check_key(key) : MHDCTX_EINVAL;
     if (rc == MHDCTX_OK && value)
-        rc = check_value(value);
+        rc = serialize_value(value, &entry.json, &entry.json_len);
     if (rc == MHDCTX_OK) {
         lock(ctx);
-        rc = store_key_locked(ctx, key, value);
+        rc = store_key_locked(ctx, key, entry);
         unlock(ctx);
         if (rc == MHDCTX_OK)
-            return MHDCTX_OK; /* the context owns value now */
+            return MHDCTX_OK; /* the context owns value and its text now */
     }
+    mhdctx__free(entry.json);
     json_decref(value);
     return rc;
 }
@@ -580,37 +591,43 @@ json_t *mhdctx_get(const mhdctx_context *ctx, const char *key)
     return value;
 }
 
-bool mhdctx__context_has_key(mhdctx_context *ctx, const char *key)
+void mhdctx__context_lock(const mhdctx_context *ctx)
 {
     lock(ctx);
-    bool found = find_key_locked(ctx, key) != NULL;
-    unlock(ctx);
-    return found;
 }
 
-void mhdctx__context_write_fields(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id)
+void mhdctx__context_unlock(const mhdctx_context *ctx)
+{
+    unlock(ctx);
+}
+
+bool mhdctx__context_has_key_locked(const mhdctx_context *ctx, const char *key)
+{
+    return ctx->n_keys > 0 && find_key_locked(ctx, key) != NULL;
+}
+
+void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
+                                         const char *span_id)
 {
     static const char hex[] = "0123456789abcdef";
-    mhdctx__json_key(b, "request_id");
+    MHDCTX__PUT_LITERAL(b, ",\"request_id\":");
     mhdctx__json_string(b, ctx->request_id, strlen(ctx->request_id));
     if (ctx->trace_id[0]) { /* OpenTelemetry log data model names; ids are plain hex */
         char flags[5] = {'"', hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '"'};
-        mhdctx__buf_put(b, ",\"trace_id\":\"", 13);
+        MHDCTX__PUT_LITERAL(b, ",\"trace_id\":\"");
         mhdctx__buf_put(b, ctx->trace_id, MHDCTX_TRACE_ID_LEN);
-        mhdctx__buf_put(b, "\",\"span_id\":\"", 13);
+        MHDCTX__PUT_LITERAL(b, "\",\"span_id\":\"");
         mhdctx__buf_put(b, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
-        mhdctx__buf_put(b, "\",\"trace_flags\":", 16);
+        MHDCTX__PUT_LITERAL(b, "\",\"trace_flags\":");
         mhdctx__buf_put(b, flags, 4);
     }
-    lock(ctx);
-    mhdctx__json_key(b, "user_id");
+    MHDCTX__PUT_LITERAL(b, ",\"user_id\":");
     if (ctx->user_id)
         mhdctx__json_string(b, ctx->user_id, strlen(ctx->user_id));
     else
-        mhdctx__buf_put(b, "null", 4);
+        MHDCTX__PUT_LITERAL(b, "null");
     for (size_t i = 0; i < ctx->n_keys; i++) {
         mhdctx__json_key(b, ctx->keys[i].name);
-        mhdctx__json_value(b, ctx->keys[i].value);
+        mhdctx__buf_put(b, ctx->keys[i].json, ctx->keys[i].json_len);
     }
-    unlock(ctx);
 }

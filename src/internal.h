@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 /* ---- allocation (one place, so a test build can inject failures) ---------------- */
 void *mhdctx__malloc(size_t size);
@@ -33,10 +34,37 @@ typedef struct mhdctx__buf {
 
 void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap);
 void mhdctx__buf_release(mhdctx__buf *b);
-bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra);
-void mhdctx__buf_put(mhdctx__buf *b, const char *s, size_t n);
-void mhdctx__buf_putc(mhdctx__buf *b, char c);
-void mhdctx__buf_puts(mhdctx__buf *b, const char *s);
+/* Makes room for @extra more bytes; false (and b->failed) when it cannot. */
+bool mhdctx__buf_grow(mhdctx__buf *b, size_t extra);
+
+/* The appends are inline: a log line makes dozens of them, and the common case is a
+ * bounds check and a copy. */
+static inline bool mhdctx__buf_reserve(mhdctx__buf *b, size_t extra)
+{
+    return (extra <= b->cap - b->len && !b->failed) || mhdctx__buf_grow(b, extra);
+}
+
+static inline void mhdctx__buf_put(mhdctx__buf *b, const char *s, size_t n)
+{
+    if (n == 0 || !mhdctx__buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static inline void mhdctx__buf_putc(mhdctx__buf *b, char c)
+{
+    if (mhdctx__buf_reserve(b, 1))
+        b->data[b->len++] = c;
+}
+
+static inline void mhdctx__buf_puts(mhdctx__buf *b, const char *s)
+{
+    mhdctx__buf_put(b, s, strlen(s));
+}
+
+/* Appends a string literal (its length known at compile time). */
+#define MHDCTX__PUT_LITERAL(b, lit) mhdctx__buf_put((b), (lit), sizeof(lit) - 1)
 
 /* ---- JSON encoding (json_write.c) ------------------------------------------------- */
 /* Appends "..." with every byte escaped: controls, quotes, backslash, DEL, U+2028/9;
@@ -61,6 +89,8 @@ enum mhdctx__phase {
 struct mhdctx__user_key {
     char name[MHDCTX_MAX_KEY_LEN + 1];
     json_t *value;
+    char *json;      /* value serialized when set: log lines copy it, not re-encode it */
+    size_t json_len;
 };
 
 struct mhdctx_context {
@@ -110,11 +140,16 @@ mhdctx_context *mhdctx__enter(mhdctx_context *ctx);
 bool mhdctx__key_is_reserved(const char *key);
 /* MHDCTX_OK for 1..@max_len bytes without control characters (user ids, roles). */
 mhdctx_error mhdctx__check_label(const char *s, size_t max_len);
-/* Appends ,"request_id":.., the trace ids, "user_id":.. and the user keys, under the
- * context lock. @span_id (NULL: the context's) replaces the span, for client spans. */
-void mhdctx__context_write_fields(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id);
-/* Whether @key is a user key of @ctx (caller holds no lock). */
-bool mhdctx__context_has_key(mhdctx_context *ctx, const char *key);
+/* The lock that guards user id, roles, route and user keys. */
+void mhdctx__context_lock(const mhdctx_context *ctx);
+void mhdctx__context_unlock(const mhdctx_context *ctx);
+/* Appends ,"request_id":.., the trace ids, "user_id":.. and the user keys; the caller
+ * holds the context lock. @span_id (NULL: the context's) replaces the span, for client
+ * spans. */
+void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
+                                         const char *span_id);
+/* Whether @key is a user key of @ctx; the caller holds the context lock. */
+bool mhdctx__context_has_key_locked(const mhdctx_context *ctx, const char *key);
 
 /* ---- responses (response.c) --------------------------------------------------------- */
 /* Queues the response a hook left for the next call (MHD_YES when there is none). */

@@ -12,11 +12,16 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
-static void put_u_escape(mhdctx__buf *b, unsigned code)
+/* Writes \uXXXX at @out; returns the bytes written (6). */
+static size_t u_escape(char *out, unsigned code)
 {
-    char esc[6] = {'\\', 'u', hex_digits[(code >> 12) & 0xf], hex_digits[(code >> 8) & 0xf],
-                   hex_digits[(code >> 4) & 0xf], hex_digits[code & 0xf]};
-    mhdctx__buf_put(b, esc, sizeof esc);
+    out[0] = '\\';
+    out[1] = 'u';
+    out[2] = hex_digits[(code >> 12) & 0xf];
+    out[3] = hex_digits[(code >> 8) & 0xf];
+    out[4] = hex_digits[(code >> 4) & 0xf];
+    out[5] = hex_digits[code & 0xf];
+    return 6;
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not valid
@@ -48,33 +53,50 @@ static size_t utf8_sequence(const unsigned char *s, size_t left, unsigned *code)
     return n;
 }
 
-static bool needs_escape(unsigned char c)
+/* 1 for the bytes that are copied as they are: printable ASCII but '"' and '\\'. */
+#define PLAIN4(c) ((c) >= 0x20 && (c) < 0x7f && (c) != '"' && (c) != '\\')
+#define PLAIN_ROW(r)                                                                        \
+    PLAIN4(r + 0), PLAIN4(r + 1), PLAIN4(r + 2), PLAIN4(r + 3), PLAIN4(r + 4),             \
+        PLAIN4(r + 5), PLAIN4(r + 6), PLAIN4(r + 7), PLAIN4(r + 8), PLAIN4(r + 9),         \
+        PLAIN4(r + 10), PLAIN4(r + 11), PLAIN4(r + 12), PLAIN4(r + 13), PLAIN4(r + 14),    \
+        PLAIN4(r + 15)
+static const unsigned char plain_byte[256] = {
+    PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20), PLAIN_ROW(0x30),
+    PLAIN_ROW(0x40), PLAIN_ROW(0x50), PLAIN_ROW(0x60), PLAIN_ROW(0x70)};
+
+/* The escape of an ASCII byte that is not plain, written at @out; returns its length. */
+static size_t escape_ascii(char *out, unsigned char c)
 {
-    return c < 0x20 || c == '"' || c == '\\' || c >= 0x7f;
+    char short_form = c == '"' ? '"' : c == '\\' ? '\\' : c == '\n' ? 'n' : c == '\r' ? 'r'
+                      : c == '\t' ? 't' : 0;
+    if (short_form == 0)
+        return u_escape(out, c); /* other controls and DEL */
+    out[0] = '\\';
+    out[1] = short_form;
+    return 2;
 }
 
-static void put_escaped_ascii(mhdctx__buf *b, unsigned char c)
+/* Escapes one non-plain character at s[*i] into @out; returns the bytes written. */
+static size_t escape_at(char *out, const unsigned char *s, size_t len, size_t *i)
 {
-    switch (c) {
-    case '"':
-        mhdctx__buf_put(b, "\\\"", 2);
-        break;
-    case '\\':
-        mhdctx__buf_put(b, "\\\\", 2);
-        break;
-    case '\n':
-        mhdctx__buf_put(b, "\\n", 2);
-        break;
-    case '\r':
-        mhdctx__buf_put(b, "\\r", 2);
-        break;
-    case '\t':
-        mhdctx__buf_put(b, "\\t", 2);
-        break;
-    default: /* other controls and DEL */
-        put_u_escape(b, c);
+    if (s[*i] < 0x80)
+        return escape_ascii(out, s[(*i)++]);
+    unsigned code;
+    size_t n = utf8_sequence(s + *i, len - *i, &code);
+    if (n == 0) {
+        (*i)++;
+        return u_escape(out, 0xfffd); /* invalid byte: replacement character */
     }
+    *i += n;
+    if (code == 0x2028 || code == 0x2029)
+        return u_escape(out, code); /* line separators break JavaScript readers */
+    memcpy(out, s + *i - n, n);
+    return n;
 }
+
+/* Input is taken in chunks so that the worst case (6 output bytes per input byte) can
+ * be reserved once per chunk, and the loop below writes without bounds checks. */
+#define CHUNK 256
 
 void mhdctx__json_string(mhdctx__buf *b, const char *str, size_t len)
 {
@@ -82,30 +104,18 @@ void mhdctx__json_string(mhdctx__buf *b, const char *str, size_t len)
     size_t i = 0;
     mhdctx__buf_putc(b, '"');
     while (i < len) {
-        size_t run = i; /* copy runs of plain ASCII in one go */
-        while (run < len && !needs_escape(s[run]))
-            run++;
-        mhdctx__buf_put(b, str + i, run - i);
-        i = run;
-        if (i >= len)
-            break;
-        if (s[i] < 0x80) {
-            put_escaped_ascii(b, s[i]);
-            i++;
-            continue;
+        size_t stop = len - i < CHUNK ? len : i + CHUNK;
+        /* a UTF-8 sequence may run 3 bytes past the chunk */
+        if (!mhdctx__buf_reserve(b, (stop - i) * 6 + 8))
+            return;
+        char *out = b->data + b->len;
+        while (i < stop) {
+            if (plain_byte[s[i]])
+                *out++ = (char)s[i++];
+            else
+                out += escape_at(out, s, len, &i);
         }
-        unsigned code;
-        size_t n = utf8_sequence(s + i, len - i, &code);
-        if (n == 0) {
-            put_u_escape(b, 0xfffd); /* invalid byte: replacement character */
-            i++;
-        } else if (code == 0x2028 || code == 0x2029) {
-            put_u_escape(b, code); /* line separators break JavaScript readers */
-            i += n;
-        } else {
-            mhdctx__buf_put(b, str + i, n);
-            i += n;
-        }
+        b->len = (size_t)(out - b->data);
     }
     mhdctx__buf_putc(b, '"');
 }
@@ -139,12 +149,44 @@ void mhdctx__json_int(mhdctx__buf *b, long long v)
     }
 }
 
+/* The fast path for durations and other values with at most three decimals: a value
+ * that equals k / 1000 is written as k's digits with a decimal point, which reads back
+ * as the same double (both are the double nearest to that decimal). printf's %g
+ * costs more than the rest of a log line. */
+static bool put_thousandths(mhdctx__buf *b, double v)
+{
+    if (!(v > -1e12 && v < 1e12))
+        return false;
+    double scaled = v * 1000.0;
+    long long k = (long long)(scaled + (scaled < 0 ? -0.5 : 0.5)); /* no libm for llround */
+    if ((double)k / 1000.0 != v)
+        return false;
+    if (k == 0 && signbit(v))
+        return false; /* -0.0: %g says "-0" */
+    unsigned long long m = k < 0 ? 0ULL - (unsigned long long)k : (unsigned long long)k;
+    if (k < 0)
+        mhdctx__buf_putc(b, '-');
+    mhdctx__json_uint(b, m / 1000);
+    unsigned frac = (unsigned)(m % 1000);
+    if (frac) {
+        char digits[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                          (char)('0' + frac % 10)};
+        size_t n = 4;
+        while (digits[n - 1] == '0')
+            n--;
+        mhdctx__buf_put(b, digits, n);
+    }
+    return true;
+}
+
 void mhdctx__json_double(mhdctx__buf *b, double v)
 {
     if (!isfinite(v)) { /* JSON has no NaN or Infinity */
         mhdctx__buf_put(b, "null", 4);
         return;
     }
+    if (put_thousandths(b, v))
+        return;
     /* 15 significant digits keep short decimals short (1.234 stays 1.234); when they do
      * not read back as the same double (DBL_MAX would round up past the largest
      * finite value), 17 always do. */

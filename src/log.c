@@ -103,24 +103,36 @@ static void put_time(mhdctx__buf *b)
 
 /* ---- fields --------------------------------------------------------------------------- */
 
+/* The names the library writes in every line. A switch on the first byte: this runs
+ * for every field of every line. */
 static bool is_core_key(const char *key)
 {
-    static const char *const core[] = {"time", "level", "message", "request_id", "user_id",
-                                       "trace_id", "span_id", "trace_flags"};
-    for (size_t i = 0; i < sizeof core / sizeof *core; i++) {
-        if (strcmp(key, core[i]) == 0)
-            return true;
+    switch (key[0]) {
+    case 't':
+        return strcmp(key, "time") == 0 || strcmp(key, "trace_id") == 0 ||
+               strcmp(key, "trace_flags") == 0;
+    case 'l':
+        return strcmp(key, "level") == 0;
+    case 'm':
+        return strcmp(key, "message") == 0;
+    case 'r':
+        return strcmp(key, "request_id") == 0;
+    case 'u':
+        return strcmp(key, "user_id") == 0;
+    case 's':
+        return strcmp(key, "span_id") == 0;
+    default:
+        return false;
     }
-    return false;
 }
 
 /* A call's field may not overwrite what the library wrote (a forged request id), nor
- * repeat a user key: it is renamed "field_<key>". */
+ * repeat a user key: it is renamed "field_<key>". The context's lock is held. */
 static void put_field_key(mhdctx__buf *b, mhdctx_context *ctx, const char *key)
 {
     if (key == NULL)
         key = "";
-    if (is_core_key(key) || (ctx && mhdctx__context_has_key(ctx, key))) {
+    if (is_core_key(key) || (ctx && mhdctx__context_has_key_locked(ctx, key))) {
         char renamed[2 * MHDCTX_MAX_KEY_LEN + 8];
         snprintf(renamed, sizeof renamed, "field_%s", key);
         mhdctx__json_key(b, renamed);
@@ -165,10 +177,18 @@ static void put_field_value(mhdctx__buf *b, const mhdctx_field *f)
 
 static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 {
+    if (fmt == NULL) {
+        MHDCTX__PUT_LITERAL(b, "\"\"");
+        return;
+    }
+    if (strchr(fmt, '%') == NULL) { /* most messages are constant: no printf */
+        mhdctx__json_string(b, fmt, strlen(fmt));
+        return;
+    }
     char small[512];
     va_list copy;
     va_copy(copy, ap);
-    int n = fmt ? vsnprintf(small, sizeof small, fmt, copy) : 0;
+    int n = vsnprintf(small, sizeof small, fmt, copy);
     va_end(copy);
     if (n < 0) {
         mhdctx__json_string(b, "(unformattable message)", 23);
@@ -232,21 +252,27 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
         return;
     mhdctx__buf b;
     mhdctx__buf_init(&b, line_storage, sizeof line_storage);
-    mhdctx__buf_put(&b, "{\"time\":", 8);
+    MHDCTX__PUT_LITERAL(&b, "{\"time\":");
     put_time(&b);
-    mhdctx__buf_put(&b, ",\"level\":\"", 10);
+    MHDCTX__PUT_LITERAL(&b, ",\"level\":\"");
     mhdctx__buf_puts(&b, level_names[level]);
-    mhdctx__buf_put(&b, "\",\"message\":", 12);
+    MHDCTX__PUT_LITERAL(&b, "\",\"message\":");
     put_message(&b, fmt, ap);
-    if (ctx)
-        mhdctx__context_write_fields(ctx, &b, ids ? ids->span_id : NULL);
-    else if (ids)
+    /* One lock for the context's fields and the check of the call's keys against its
+     * user keys. */
+    if (ctx) {
+        mhdctx__context_lock(ctx);
+        mhdctx__context_write_fields_locked(ctx, &b, ids ? ids->span_id : NULL);
+    } else if (ids) {
         put_ids(&b, ids);
+    }
     for (size_t i = 0; i < n && fields; i++) {
         put_field_key(&b, ctx, fields[i].key);
         put_field_value(&b, &fields[i]);
     }
-    mhdctx__buf_put(&b, "}\n", 2);
+    if (ctx)
+        mhdctx__context_unlock(ctx);
+    MHDCTX__PUT_LITERAL(&b, "}\n");
     if (b.failed)
         mhdctx__sink_count_drop(); /* out of memory: a truncated line is never written */
     else

@@ -60,7 +60,7 @@ const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict)
 
 /* ---- random pool -------------------------------------------------------------------- */
 
-#define POOL_SIZE 4096
+#define POOL_SIZE 8192 /* 200 requests per refill (16 + 16 + 8 bytes each) */
 
 static atomic_uint fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -102,52 +102,75 @@ static bool pool_refill(void)
     return true;
 }
 
-static bool pool_take(unsigned char out[16])
+/* Copies @n (<= 64) random bytes to @out. */
+static bool pool_take(unsigned char *out, size_t n)
 {
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
-    if (!pool.filled || pool.used + 16 > POOL_SIZE || pool.generation != gen) {
+    if (!pool.filled || pool.used + n > POOL_SIZE || pool.generation != gen) {
         pthread_once(&atfork_once, register_atfork);
         if (!pool_refill())
             return false;
     }
-    memcpy(out, pool.bytes + pool.used, 16);
+    memcpy(out, pool.bytes + pool.used, n);
     /* Wipe what was handed out: a later memory disclosure cannot recover past ids. */
-    memset(pool.bytes + pool.used, 0, 16);
-    pool.used += 16;
+    memset(pool.bytes + pool.used, 0, n);
+    pool.used += n;
     return true;
+}
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+    if (!pool_take(out, n)) {
+        /* No getrandom (seccomp, ancient kernel): libuuid has its own fallbacks. */
+        for (size_t done = 0; done < n; done += 16) {
+            uuid_t u;
+            uuid_generate_random(u);
+            memcpy(out + done, u, n - done < 16 ? n - done : 16);
+        }
+    }
+}
+
+/* Two lowercase hex digits per byte, from a table: no division, no printf. */
+static void put_hex(char *out, const unsigned char *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 0xf];
+    }
 }
 
 mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1])
 {
-    uuid_t u;
+    unsigned char u[16];
     if (out == NULL)
         return MHDCTX_EINVAL;
-    if (!pool_take(u)) {
-        /* No getrandom (seccomp, ancient kernel): libuuid has its own fallbacks. */
-        uuid_generate_random(u);
-    }
+    random_bytes(u, sizeof u);
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    uuid_unparse_lower(u, out);
+    /* 8-4-4-4-12 */
+    put_hex(out, u, 4);
+    out[8] = '-';
+    put_hex(out + 9, u + 4, 2);
+    out[13] = '-';
+    put_hex(out + 14, u + 6, 2);
+    out[18] = '-';
+    put_hex(out + 19, u + 8, 2);
+    out[23] = '-';
+    put_hex(out + 24, u + 10, 6);
+    out[MHDCTX_UUID_LEN] = '\0';
     return MHDCTX_OK;
 }
 
 void mhdctx__random_hex(char *out, size_t nbytes)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char bytes[16];
-    bool zero = true;
-    while (zero) { /* an all-zero trace or span id is invalid: draw again */
-        for (size_t done = 0; done < nbytes; done += 16) {
-            if (!pool_take(bytes))
-                uuid_generate_random(bytes);
-            size_t n = nbytes - done < 16 ? nbytes - done : 16;
-            for (size_t i = 0; i < n; i++) {
-                zero = zero && bytes[i] == 0;
-                out[2 * (done + i)] = hex[bytes[i] >> 4];
-                out[2 * (done + i) + 1] = hex[bytes[i] & 0xf];
-            }
-        }
-    }
+    unsigned char bytes[64];
+    if (nbytes > sizeof bytes)
+        nbytes = sizeof bytes;
+    static const unsigned char zero[64];
+    do { /* an all-zero trace or span id is invalid: draw again */
+        random_bytes(bytes, nbytes);
+    } while (memcmp(bytes, zero, nbytes) == 0);
+    put_hex(out, bytes, nbytes);
     out[2 * nbytes] = '\0';
 }

@@ -5,6 +5,8 @@
  * whatever their size and whether the fd is a file or a pipe (PIPE_BUF atomicity alone
  * would only cover lines up to 4 KiB). The line is written with one write(2) whenever
  * the kernel takes it whole; partial writes are completed before the lock is released.
+ * In the asynchronous mode (log_writer.c) lines are queued instead, and the writer
+ * thread hands whole batches to mhdctx__sink_write_batch().
  */
 #include "sink.h"
 
@@ -57,34 +59,35 @@ static bool fd_can_raise_sigpipe(int fd)
     return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
 }
 
-/* write() the whole line; false on an error other than EINTR. */
-static bool write_all(int fd, const char *line, size_t len)
+/* write() all @len bytes; returns how many were written (@len unless an error other
+ * than EINTR stopped it). */
+static size_t write_all(int fd, const char *data, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, line, len);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return false;
+            break;
         }
-        line += n;
-        len -= (size_t)n;
+        done += (size_t)n;
     }
-    return true;
+    return done;
 }
 
 /* A write to a pipe whose reader is gone raises SIGPIPE, which kills a process that
  * did not ignore it. Block it on this thread for the write, and swallow the one the
  * write raised, as curl does. */
-static bool write_without_sigpipe(int fd, const char *line, size_t len)
+static size_t write_without_sigpipe(int fd, const char *data, size_t len)
 {
     sigset_t pipe_only, previous;
     sigemptyset(&pipe_only);
     sigaddset(&pipe_only, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
     int saved = 0;
-    bool ok = write_all(fd, line, len);
-    if (!ok && errno == EPIPE) {
+    size_t done = write_all(fd, data, len);
+    if (done < len && errno == EPIPE) {
         saved = errno;
         struct timespec no_wait = {0, 0};
         while (sigtimedwait(&pipe_only, NULL, &no_wait) == SIGPIPE) {
@@ -93,30 +96,78 @@ static bool write_without_sigpipe(int fd, const char *line, size_t len)
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (saved)
         errno = saved;
-    return ok;
+    return done;
+}
+
+/* Writes to the active fd (sink lock held); returns the bytes written. */
+static size_t write_to_fd(const char *data, size_t len)
+{
+    if (!active_checked) {
+        active.guard_sigpipe = fd_can_raise_sigpipe(active.fd) && !sigpipe_ignored();
+        active_checked = true;
+    }
+    return active.guard_sigpipe ? write_without_sigpipe(active.fd, data, len)
+                                : write_all(active.fd, data, len);
+}
+
+static size_t count_lines(const char *data, size_t len)
+{
+    size_t lines = 0;
+    for (const char *p = data; (p = memchr(p, '\n', len - (size_t)(p - data))) != NULL; p++)
+        lines++;
+    return lines;
+}
+
+void mhdctx__sink_write_batch(const char *data, size_t len, size_t lines)
+{
+    pthread_mutex_lock(&sink_lock);
+    size_t done = active.kind == SINK_FD ? write_to_fd(data, len) : 0;
+    pthread_mutex_unlock(&sink_lock);
+    if (done == len)
+        return;
+    /* Every line whose newline did not reach the sink is lost, a partial one too. */
+    size_t lost = done == 0 ? lines : count_lines(data + done, len - done);
+    atomic_fetch_add_explicit(&dropped, lost, memory_order_relaxed);
 }
 
 void mhdctx__sink_write(mhdctx_log_level level, const char *line, size_t len)
 {
+    switch (mhdctx__writer_queue(line, len)) {
+    case MHDCTX__QUEUED:
+        return;
+    case MHDCTX__DROPPED:
+        mhdctx__sink_count_drop();
+        return;
+    case MHDCTX__NOT_QUEUED:
+        break;
+    }
     bool ok = true;
     pthread_mutex_lock(&sink_lock);
-    if (active.kind == SINK_CALLBACK) {
+    if (active.kind == SINK_CALLBACK)
         active.fn(level, line, len, active.cls);
-    } else {
-        if (!active_checked) {
-            active.guard_sigpipe = fd_can_raise_sigpipe(active.fd) && !sigpipe_ignored();
-            active_checked = true;
-        }
-        ok = active.guard_sigpipe ? write_without_sigpipe(active.fd, line, len)
-                                  : write_all(active.fd, line, len);
-    }
+    else
+        ok = write_to_fd(line, len) == len;
     pthread_mutex_unlock(&sink_lock);
     if (!ok)
         mhdctx__sink_count_drop();
 }
 
+bool mhdctx__sink_is_fd(void)
+{
+    pthread_mutex_lock(&sink_lock);
+    bool fd = active.kind == SINK_FD;
+    pthread_mutex_unlock(&sink_lock);
+    return fd;
+}
+
+void mhdctx__sink_after_fork_child(void)
+{
+    pthread_mutex_init(&sink_lock, NULL);
+}
+
 static void replace_sink(struct sink next)
 {
+    mhdctx__writer_flush(); /* queued lines go where they were meant to go */
     pthread_mutex_lock(&sink_lock);
     struct sink old = active;
     active = next;
@@ -159,11 +210,14 @@ mhdctx_error mhdctx_log_to_callback(mhdctx_log_callback fn, void *cls)
 {
     if (fn == NULL)
         return MHDCTX_EINVAL;
+    if (mhdctx_log_async_running())
+        return MHDCTX_ESTATE; /* batches are bytes for an fd: stop the writer first */
     replace_sink((struct sink){.kind = SINK_CALLBACK, .fn = fn, .cls = cls});
     return MHDCTX_OK;
 }
 
 void mhdctx_log_shutdown(void)
 {
+    mhdctx_log_async_stop();
     replace_sink((struct sink){.kind = SINK_FD, .fd = STDOUT_FILENO});
 }

@@ -514,6 +514,30 @@ START_TEST(json_double_prints_short_decimals_as_written)
 }
 END_TEST
 
+/* Durations take a fast path (thousandths); it must write what printf's %.15g writes
+ * and read back as the same double, across signs, magnitudes and fractions. */
+START_TEST(json_double_thousandths_match_printf)
+{
+    char text[64], expected[64];
+    for (long long k = -3000000; k <= 3000000; k += 97) {
+        double v = (double)k / 1000.0;
+        WRITE_TO_TEXT(mhdctx__json_double(&b_, v), text);
+        snprintf(expected, sizeof expected, "%.15g", v);
+        ck_assert_msg(strcmp(text, expected) == 0, "%lld/1000: %s, printf %s", k, text,
+                      expected);
+        ck_assert(strtod(text, NULL) == v);
+    }
+    static const double edges[] = {999999999999.999, -999999999999.999, 0.001, -0.001,
+                                   0.0005, 1e-4, 12.3456, 1e12, -0.0};
+    for (size_t i = 0; i < sizeof edges / sizeof *edges; i++) {
+        WRITE_TO_TEXT(mhdctx__json_double(&b_, edges[i]), text);
+        snprintf(expected, sizeof expected, "%.15g", edges[i]);
+        ck_assert_msg(strcmp(text, expected) == 0, "%.17g: %s, printf %s", edges[i], text,
+                      expected);
+    }
+}
+END_TEST
+
 START_TEST(json_double_nan_and_infinity_are_null)
 {
     char text[64];
@@ -739,6 +763,7 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, json_int_extremes);
     tcase_add_test(tc, json_uint_extremes);
     tcase_add_test(tc, json_double_prints_short_decimals_as_written);
+    tcase_add_test(tc, json_double_thousandths_match_printf);
     tcase_add_test(tc, json_double_nan_and_infinity_are_null);
     tcase_add_test(tc, json_double_is_always_a_json_number);
     tcase_add_test(tc, json_double_max_finite_reads_back_finite);

@@ -1093,7 +1093,17 @@ static void run_log_workers(void)
     pthread_barrier_destroy(&start);
 }
 
-START_TEST(threads_write_whole_lines_to_a_file)
+/* The batched writer with a buffer small enough to fill many times over, blocking
+ * when full (with a limit far above what a healthy sink needs). */
+static void start_async_writer(void)
+{
+    mhdctx_log_async_options o = {.buffer_bytes = 256 * 1024,
+                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                  .block_timeout_ms = 30000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+}
+
+static void threads_to_a_file(bool async)
 {
     char path[] = "/tmp/check_log_threads_XXXXXX";
     int fd = mkstemp(path);
@@ -1101,6 +1111,8 @@ START_TEST(threads_write_whole_lines_to_a_file)
     close(fd);
     uint64_t dropped = mhdctx_log_dropped();
     ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    if (async)
+        start_async_writer();
     run_log_workers();
     mhdctx_log_shutdown();
     ck_assert_uint_eq(mhdctx_log_dropped(), dropped);
@@ -1119,6 +1131,17 @@ START_TEST(threads_write_whole_lines_to_a_file)
     unlink(path);
     assert_tally_complete(t);
     free(t);
+}
+
+START_TEST(threads_write_whole_lines_to_a_file)
+{
+    threads_to_a_file(false);
+}
+END_TEST
+
+START_TEST(threads_write_whole_lines_to_a_file_batched)
+{
+    threads_to_a_file(true);
 }
 END_TEST
 
@@ -1165,7 +1188,7 @@ static void *pipe_reader_main(void *arg)
     return NULL;
 }
 
-START_TEST(threads_write_whole_lines_to_a_pipe)
+static void threads_to_a_pipe(bool async)
 {
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
@@ -1177,14 +1200,27 @@ START_TEST(threads_write_whole_lines_to_a_pipe)
 
     uint64_t dropped = mhdctx_log_dropped();
     ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    if (async)
+        start_async_writer();
     run_log_workers();
-    ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
+    mhdctx_log_shutdown(); /* writes what is queued, back to stdout */
     close(fds[1]); /* EOF for the reader */
     pthread_join(reader_thread, NULL);
     close(fds[0]);
     ck_assert_uint_eq(mhdctx_log_dropped(), dropped);
     assert_tally_complete(t);
     free(t);
+}
+
+START_TEST(threads_write_whole_lines_to_a_pipe)
+{
+    threads_to_a_pipe(false);
+}
+END_TEST
+
+START_TEST(threads_write_whole_lines_to_a_pipe_batched)
+{
+    threads_to_a_pipe(true);
 }
 END_TEST
 
@@ -1258,6 +1294,8 @@ static Suite *log_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, threads_write_whole_lines_to_a_file);
     tcase_add_test(tc, threads_write_whole_lines_to_a_pipe);
+    tcase_add_test(tc, threads_write_whole_lines_to_a_file_batched);
+    tcase_add_test(tc, threads_write_whole_lines_to_a_pipe_batched);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,304 @@
+/*
+ * log_writer.c - the asynchronous sink: lines are copied into a bounded buffer and one
+ * background thread writes them to the sink's fd in batches.
+ *
+ * Why: a write(2) per line costs more than building the line. Here a request thread
+ * pays one uncontended lock and a memcpy; the writer pays one system call per batch.
+ *
+ * Two buffers of equal size: request threads fill the active one while the writer
+ * writes the other; the writer swaps them under the lock. Memory is bounded by the two
+ * buffers. Lines are whole in a buffer, and a batch is written with write_all under the
+ * sink lock, so lines never interleave with each other or with synchronous writes.
+ *
+ * The writer wakes when the active buffer is half full, when a flush is asked for, or
+ * after the flush interval, whichever comes first: an idle server writes its last lines
+ * within one interval, a busy one without a wake-up per line.
+ */
+#include "sink.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_BUFFER_BYTES (1u << 20)
+#define MIN_BUFFER_BYTES (64u << 10)
+#define DEFAULT_INTERVAL_MS 50u
+#define DEFAULT_BLOCK_MS 1000u
+
+struct log_writer {
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* writer: something to write, or stop */
+    pthread_cond_t space; /* producers and flushers: a batch was written */
+    pthread_t thread;
+    char *active;         /* filled by request threads */
+    char *spare;          /* written by the writer */
+    size_t cap;
+    size_t len;           /* bytes in active */
+    size_t lines;         /* lines in active */
+    uint64_t queued;      /* bytes ever queued */
+    uint64_t written;     /* bytes ever handed to the sink (written or dropped) */
+    mhdctx_log_async_options options;
+    bool running;
+    bool stopping;
+    bool flush_asked;
+};
+
+static struct log_writer writer = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .work = PTHREAD_COND_INITIALIZER,
+    .space = PTHREAD_COND_INITIALIZER,
+};
+/* Read without the lock on every line: whether to queue at all. */
+static atomic_bool writer_on;
+
+static void deadline_after_ms(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool batch_wanted(void)
+{
+    return writer.len >= writer.cap / 2 || writer.flush_asked || writer.stopping;
+}
+
+/* Takes the active buffer (lock held); the caller writes it without the lock. */
+static size_t take_batch(size_t *lines)
+{
+    size_t len = writer.len;
+    char *full = writer.active;
+    writer.active = writer.spare;
+    writer.spare = full;
+    *lines = writer.lines;
+    writer.len = 0;
+    writer.lines = 0;
+    writer.flush_asked = false;
+    return len;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&writer.lock);
+    for (;;) {
+        if (!batch_wanted()) {
+            struct timespec until;
+            deadline_after_ms(&until, writer.options.flush_interval_ms);
+            pthread_cond_timedwait(&writer.work, &writer.lock, &until);
+        }
+        if (writer.len == 0) {
+            writer.flush_asked = false;
+            pthread_cond_broadcast(&writer.space);
+            if (writer.stopping)
+                break;
+            continue;
+        }
+        size_t lines;
+        size_t len = take_batch(&lines);
+        pthread_mutex_unlock(&writer.lock);
+        mhdctx__sink_write_batch(writer.spare, len, lines);
+        pthread_mutex_lock(&writer.lock);
+        writer.written += len;
+        pthread_cond_broadcast(&writer.space);
+    }
+    pthread_mutex_unlock(&writer.lock);
+    return NULL;
+}
+
+/* Waits for room for @len bytes (lock held), as the policy says. */
+static enum mhdctx__queued wait_for_room(size_t len)
+{
+    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP)
+        return MHDCTX__DROPPED;
+    struct timespec until;
+    deadline_after_ms(&until, writer.options.block_timeout_ms);
+    while (writer.running && writer.cap - writer.len < len) {
+        pthread_cond_signal(&writer.work);
+        if (pthread_cond_timedwait(&writer.space, &writer.lock, &until) == ETIMEDOUT &&
+            writer.cap - writer.len < len)
+            return MHDCTX__DROPPED; /* the sink is stuck: never block a request forever */
+    }
+    return writer.running ? MHDCTX__QUEUED : MHDCTX__NOT_QUEUED;
+}
+
+enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
+{
+    if (!atomic_load_explicit(&writer_on, memory_order_acquire))
+        return MHDCTX__NOT_QUEUED;
+    pthread_mutex_lock(&writer.lock);
+    enum mhdctx__queued result = MHDCTX__QUEUED;
+    if (!writer.running || len > writer.cap)
+        result = MHDCTX__NOT_QUEUED; /* stopped meanwhile, or a line no buffer holds */
+    else if (writer.cap - writer.len < len)
+        result = wait_for_room(len);
+    if (result == MHDCTX__QUEUED) {
+        memcpy(writer.active + writer.len, line, len);
+        writer.len += len;
+        writer.lines++;
+        writer.queued += len;
+        /* Crossing half full wakes the writer once; below that it wakes on its own. */
+        if (writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2)
+            pthread_cond_signal(&writer.work);
+    }
+    pthread_mutex_unlock(&writer.lock);
+    return result;
+}
+
+/* Waits until every byte queued before the call is written (lock held). */
+static void wait_written(void)
+{
+    uint64_t target = writer.queued;
+    while ((writer.running || writer.stopping) && writer.written < target) {
+        writer.flush_asked = true;
+        pthread_cond_signal(&writer.work);
+        pthread_cond_wait(&writer.space, &writer.lock);
+    }
+}
+
+void mhdctx__writer_flush(void)
+{
+    if (!atomic_load_explicit(&writer_on, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&writer.lock);
+    wait_written();
+    pthread_mutex_unlock(&writer.lock);
+}
+
+void mhdctx_log_flush(void)
+{
+    mhdctx__writer_flush();
+}
+
+static mhdctx_log_async_options effective(const mhdctx_log_async_options *asked)
+{
+    mhdctx_log_async_options o = asked ? *asked : (mhdctx_log_async_options){0};
+    if (o.buffer_bytes == 0)
+        o.buffer_bytes = DEFAULT_BUFFER_BYTES;
+    if (o.flush_interval_ms == 0)
+        o.flush_interval_ms = DEFAULT_INTERVAL_MS;
+    if (o.block_timeout_ms == 0)
+        o.block_timeout_ms = DEFAULT_BLOCK_MS;
+    return o;
+}
+
+static bool options_valid(const mhdctx_log_async_options *o)
+{
+    return o->buffer_bytes >= MIN_BUFFER_BYTES && o->buffer_bytes <= (SIZE_MAX >> 2) &&
+           o->flush_interval_ms <= 60000 && o->block_timeout_ms <= 60000 &&
+           (o->when_full == MHDCTX_LOG_FULL_BLOCK || o->when_full == MHDCTX_LOG_FULL_DROP);
+}
+
+static void release_buffers(void)
+{
+    mhdctx__free(writer.active);
+    mhdctx__free(writer.spare);
+    writer.active = writer.spare = NULL;
+}
+
+/* Timed waits on CLOCK_MONOTONIC: a step of the wall clock must not stall the writer.
+ * Done once (lock held): the conditions are never destroyed. */
+static void use_monotonic_conditions(void)
+{
+    static bool done;
+    if (done)
+        return;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&writer.work);
+    pthread_cond_destroy(&writer.space);
+    pthread_cond_init(&writer.work, &attr);
+    pthread_cond_init(&writer.space, &attr);
+    pthread_condattr_destroy(&attr);
+    done = true;
+}
+
+static void after_fork_child(void);
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
+{
+    pthread_once(&fork_handler_once, register_fork_handler);
+    mhdctx_log_async_options o = effective(options);
+    if (!options_valid(&o))
+        return MHDCTX_EINVAL;
+    if (!mhdctx__sink_is_fd())
+        return MHDCTX_ESTATE;
+    pthread_mutex_lock(&writer.lock);
+    mhdctx_error rc = MHDCTX_OK;
+    if (writer.running) {
+        rc = MHDCTX_ESTATE;
+    } else if ((writer.active = mhdctx__malloc(o.buffer_bytes)) == NULL ||
+               (writer.spare = mhdctx__malloc(o.buffer_bytes)) == NULL) {
+        release_buffers();
+        rc = MHDCTX_ENOMEM;
+    } else {
+        use_monotonic_conditions();
+        writer.options = o;
+        writer.cap = o.buffer_bytes;
+        writer.len = writer.lines = 0;
+        writer.stopping = writer.flush_asked = false;
+        writer.running = true;
+        if (pthread_create(&writer.thread, NULL, writer_main, NULL) != 0) {
+            writer.running = false;
+            release_buffers();
+            rc = MHDCTX_ENOMEM;
+        } else {
+            atomic_store_explicit(&writer_on, true, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&writer.lock);
+    return rc;
+}
+
+bool mhdctx_log_async_running(void)
+{
+    return atomic_load_explicit(&writer_on, memory_order_acquire);
+}
+
+void mhdctx_log_async_stop(void)
+{
+    pthread_mutex_lock(&writer.lock);
+    if (!writer.running || writer.stopping) {
+        pthread_mutex_unlock(&writer.lock);
+        return;
+    }
+    /* From here on lines are written synchronously; what is queued is written by the
+     * writer's last passes (it leaves only with an empty buffer). */
+    writer.stopping = true;
+    writer.running = false;
+    atomic_store_explicit(&writer_on, false, memory_order_release);
+    pthread_cond_signal(&writer.work);
+    pthread_cond_broadcast(&writer.space); /* producers waiting for room write directly */
+    pthread_mutex_unlock(&writer.lock);
+    pthread_join(writer.thread, NULL);
+    pthread_mutex_lock(&writer.lock);
+    release_buffers();
+    writer.stopping = false;
+    pthread_mutex_unlock(&writer.lock);
+}
+
+/* A child of fork() has no writer thread: it writes synchronously, and the parent's
+ * queued lines (the parent writes them) are forgotten. The lock may have been held by a
+ * thread that does not exist in the child, so everything is re-initialized. */
+static void after_fork_child(void)
+{
+    mhdctx__sink_after_fork_child();
+    if (!atomic_load(&writer_on))
+        return;
+    atomic_store(&writer_on, false);
+    pthread_mutex_init(&writer.lock, NULL);
+    writer.running = writer.stopping = false;
+    writer.len = writer.lines = 0;
+    release_buffers(); /* the child is single-threaded: nobody else touches them */
+}

@@ -1,0 +1,342 @@
+/*
+ * check_log_writer.c - the batched (asynchronous) sink: options, every line written on
+ * flush and on stop, the full-buffer policies against a reader that never reads (no
+ * call blocks forever, drops are counted), a sink switch, /dev/full, fork.
+ * Whole lines from many threads at once: check_log.c ("threads", batched variants).
+ */
+#include "internal.h"
+#include "support.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char path[64];
+
+static void setup(void)
+{
+    mhdctx_log_set_level(MHDCTX_LOG_INFO);
+    snprintf(path, sizeof path, "/tmp/check_log_writer_XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+}
+
+static void teardown(void)
+{
+    mhdctx_log_shutdown();
+    unlink(path);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Lines of @file, each checked to be one JSON object; their "n" fields in order. */
+static size_t numbered_lines(const char *file, long *ns, size_t max)
+{
+    FILE *f = fopen(file, "r");
+    ck_assert_ptr_nonnull(f);
+    char *line = NULL;
+    size_t cap = 0, count = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        json_t *v = support_parse_line(line, (size_t)len, JSON_REJECT_DUPLICATES);
+        if (count < max)
+            ns[count] = (long)json_integer_value(json_object_get(v, "n"));
+        count++;
+        json_decref(v);
+    }
+    free(line);
+    fclose(f);
+    return count;
+}
+
+static void log_numbered(long from, long to)
+{
+    for (long i = from; i < to; i++)
+        mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", i)), "numbered");
+}
+
+static void assert_numbered_file(const char *file, long count)
+{
+    long *ns = calloc((size_t)count + 1, sizeof *ns);
+    ck_assert_ptr_nonnull(ns);
+    ck_assert_uint_eq(numbered_lines(file, ns, (size_t)count + 1), (size_t)count);
+    for (long i = 0; i < count; i++)
+        ck_assert_int_eq(ns[i], i); /* one thread: its lines in order */
+    free(ns);
+}
+
+START_TEST(options_are_checked)
+{
+    mhdctx_log_async_options small = {.buffer_bytes = 1000};
+    ck_assert_int_eq(mhdctx_log_async_start(&small), MHDCTX_EINVAL);
+    mhdctx_log_async_options policy = {.when_full = (mhdctx_log_full_policy)7};
+    ck_assert_int_eq(mhdctx_log_async_start(&policy), MHDCTX_EINVAL);
+    mhdctx_log_async_options slow = {.flush_interval_ms = 600000};
+    ck_assert_int_eq(mhdctx_log_async_start(&slow), MHDCTX_EINVAL);
+    ck_assert(!mhdctx_log_async_running());
+
+    ck_assert_int_eq(mhdctx_log_async_start(NULL), MHDCTX_OK); /* defaults */
+    ck_assert(mhdctx_log_async_running());
+    ck_assert_int_eq(mhdctx_log_async_start(NULL), MHDCTX_ESTATE);
+    mhdctx_log_async_stop();
+    ck_assert(!mhdctx_log_async_running());
+    mhdctx_log_async_stop(); /* idempotent */
+}
+END_TEST
+
+static void ignore_line(mhdctx_log_level level, const char *line, size_t len, void *cls)
+{
+    (void)level, (void)line, (void)len, (void)cls;
+}
+
+START_TEST(callback_sink_is_refused_both_ways)
+{
+    support_capture_start();
+    ck_assert_int_eq(mhdctx_log_async_start(NULL), MHDCTX_ESTATE);
+    support_capture_stop();
+    ck_assert_int_eq(mhdctx_log_async_start(NULL), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_log_to_callback(ignore_line, NULL), MHDCTX_ESTATE);
+}
+END_TEST
+
+START_TEST(flush_writes_every_line_logged_before_it)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000}; /* only flush writes */
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 5000);
+    mhdctx_log_flush();
+    assert_numbered_file(path, 5000);
+}
+END_TEST
+
+START_TEST(stop_writes_what_is_queued)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 3000);
+    mhdctx_log_async_stop();
+    log_numbered(3000, 3010); /* synchronous again, after the queued ones */
+    assert_numbered_file(path, 3010);
+}
+END_TEST
+
+START_TEST(idle_lines_are_written_within_the_interval)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 20};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 3);
+    long ns[3];
+    size_t seen = 0;
+    for (int i = 0; i < 500 && seen < 3; i++) { /* 20 ms expected; 5 s allowed */
+        sleep_ms(10);
+        seen = numbered_lines(path, ns, 3);
+    }
+    ck_assert_uint_eq(seen, 3);
+}
+END_TEST
+
+START_TEST(switching_sinks_sends_queued_lines_to_the_old_one)
+{
+    char second[] = "/tmp/check_log_writer_b_XXXXXX";
+    int fd = mkstemp(second);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 100);
+    ck_assert_int_eq(mhdctx_log_to_file(second), MHDCTX_OK);
+    log_numbered(0, 7);
+    mhdctx_log_flush();
+    assert_numbered_file(path, 100);
+    assert_numbered_file(second, 7);
+    unlink(second);
+}
+END_TEST
+
+START_TEST(dev_full_counts_every_line_as_dropped)
+{
+    ck_assert_int_eq(mhdctx_log_to_file("/dev/full"), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_log_async_start(NULL), MHDCTX_OK);
+    uint64_t before = mhdctx_log_dropped();
+    log_numbered(0, 250);
+    mhdctx_log_flush();
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 250);
+}
+END_TEST
+
+/* A pipe whose reader never reads: the writer thread blocks in write() for good. */
+struct stalled_pipe {
+    int fds[2];
+};
+
+static void stall_the_writer(struct stalled_pipe *p, mhdctx_log_full_policy policy)
+{
+    ck_assert_int_eq(pipe(p->fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(p->fds[1]), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
+                                  .when_full = policy,
+                                  .block_timeout_ms = 50};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+}
+
+/* Reads and discards until EOF, so that the writer can finish. */
+static void *drain(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[65536];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    return NULL;
+}
+
+static void unstall_and_stop(struct stalled_pipe *p)
+{
+    pthread_t drainer;
+    ck_assert_int_eq(pthread_create(&drainer, NULL, drain, &p->fds[0]), 0);
+    mhdctx_log_shutdown(); /* must return once the reader reads */
+    close(p->fds[1]);
+    pthread_join(drainer, NULL);
+    close(p->fds[0]);
+}
+
+/* 2,000 lines of 1 KB: 2 MB against 64 KiB of pipe and 128 KiB of buffers. */
+static void flood(void)
+{
+    char *text = repeat('x', 1000);
+    for (int i = 0; i < 2000; i++)
+        mhdctx_log_info("%s", text);
+    free(text);
+}
+
+START_TEST(full_buffer_drop_policy_never_waits)
+{
+    struct stalled_pipe p;
+    stall_the_writer(&p, MHDCTX_LOG_FULL_DROP);
+    uint64_t before = mhdctx_log_dropped();
+    double t0 = now_s();
+    flood();
+    double took = now_s() - t0;
+    uint64_t dropped = mhdctx_log_dropped() - before;
+    ck_assert_msg(dropped >= 1800, "only %llu of 2000 lines dropped",
+                  (unsigned long long)dropped);
+    ck_assert_msg(took < 10.0, "logging against a stalled sink took %.1f s", took);
+    unstall_and_stop(&p);
+}
+END_TEST
+
+START_TEST(full_buffer_block_policy_gives_up_after_its_timeout)
+{
+    struct stalled_pipe p;
+    stall_the_writer(&p, MHDCTX_LOG_FULL_BLOCK);
+    uint64_t before = mhdctx_log_dropped();
+    char *text = repeat('y', 1000);
+    for (int i = 0; i < 200; i++) /* fills the buffers and the pipe */
+        mhdctx_log_info("%s", text);
+    double t0 = now_s();
+    mhdctx_log_info("%s", text); /* waits 50 ms for room, then drops */
+    double took = now_s() - t0;
+    free(text);
+    ck_assert_uint_gt(mhdctx_log_dropped(), before);
+    ck_assert_msg(took >= 0.045 && took < 10.0, "a blocked line took %.3f s", took);
+    unstall_and_stop(&p);
+}
+END_TEST
+
+START_TEST(blocked_lines_are_written_once_the_reader_reads)
+{
+    struct stalled_pipe p;
+    ck_assert_int_eq(pipe(p.fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(p.fds[1]), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
+                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                  .block_timeout_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    pthread_t drainer;
+    ck_assert_int_eq(pthread_create(&drainer, NULL, drain, &p.fds[0]), 0);
+    uint64_t before = mhdctx_log_dropped();
+    flood(); /* a slow reader: the policy waits, nothing is lost */
+    mhdctx_log_shutdown();
+    close(p.fds[1]);
+    pthread_join(drainer, NULL);
+    close(p.fds[0]);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before);
+}
+END_TEST
+
+START_TEST(line_larger_than_a_buffer_is_written_directly)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    char *big = repeat('z', 100 * 1024);
+    mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 0)), "%s", big);
+    free(big);
+    mhdctx_log_flush();
+    assert_numbered_file(path, 1);
+}
+END_TEST
+
+START_TEST(child_of_fork_logs_synchronously)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 1);
+    mhdctx_log_flush();
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        /* No writer thread here: a queued line would never be written. */
+        log_numbered(1, 2);
+        _exit(mhdctx_log_async_running() ? 3 : 0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_numbered_file(path, 2);
+}
+END_TEST
+
+static Suite *log_writer_suite(void)
+{
+    Suite *s = suite_create("log_writer");
+    TCase *tc = support_tcase(s, "writer", 60, setup, teardown);
+    tcase_add_test(tc, options_are_checked);
+    tcase_add_test(tc, callback_sink_is_refused_both_ways);
+    tcase_add_test(tc, flush_writes_every_line_logged_before_it);
+    tcase_add_test(tc, stop_writes_what_is_queued);
+    tcase_add_test(tc, idle_lines_are_written_within_the_interval);
+    tcase_add_test(tc, switching_sinks_sends_queued_lines_to_the_old_one);
+    tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
+    tcase_add_test(tc, full_buffer_drop_policy_never_waits);
+    tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
+    tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
+    tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
+    tcase_add_test(tc, child_of_fork_logs_synchronously);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *runner = srunner_create(log_writer_suite());
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
