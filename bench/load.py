@@ -8,12 +8,18 @@ MHD's of the same round; the table shows medians over rounds. Server CPU time pe
 request comes from /proc/PID/task/*/schedstat, or /proc/PID/stat where threads come and
 go (the steady figure; requests/s is noisier because wrk nearly saturates its core).
 
+The Node peer (bench/node/express-als.js, Express + AsyncLocalStorage as in the seed
+article) runs beside the C servers in the epoll round when bench/node/node_modules exists
+(bench/node/install.sh).
+
 usage: load.py [--rounds N] [--seconds S] [--modes epoll,pool,thread-per-connection]
+               [--json FILE]
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +27,7 @@ import tempfile
 import time
 
 BUILD = os.environ.get("top_builddir", ".")
+SRC = os.environ.get("top_srcdir", ".")
 
 
 TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
@@ -44,12 +51,27 @@ def cpu_ns(pid):
     return max(live, ticks * TICK_NS)
 
 
-def start(binary, mode, log, log_file):
-    cmd = ["taskset", "-c", "1", os.path.join(BUILD, "bench", binary), "--port", "0",
-           "--mode", mode, "--log", log, "--log-file", log_file]
+def start(cmd):
+    cmd = ["taskset", "-c", "1"] + cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    port = json.loads(proc.stdout.readline())["port"]
-    return proc, port
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError("%s did not start" % " ".join(cmd))
+    return proc, json.loads(line)["port"]
+
+
+def server_cmd(kind, mode, log, log_file):
+    """The command line of one server: a C hello server or the Node peer."""
+    if kind == "node":
+        return ["node", os.path.join(SRC, "bench", "node", "express-als.js"), "--port", "0",
+                "--log", log, "--log-file", log_file]
+    return [os.path.join(BUILD, "bench", kind), "--port", "0", "--mode", mode,
+            "--log", log, "--log-file", log_file]
+
+
+def node_peer_ready():
+    return (shutil.which("node") is not None and
+            os.path.isdir(os.path.join(SRC, "bench", "node", "node_modules")))
 
 
 def wrk(port, seconds, with_id):
@@ -77,42 +99,80 @@ def measure(proc, port, seconds, with_id):
             "p50": p50, "p99": p99}
 
 
+# (name, program, --log): bare MHD first, the baseline of every ratio.
+C_SERVERS = [("bare", "hello-bare", "none"), ("none", "hello-mhdctx", "none"),
+             ("access", "hello-mhdctx", "access"), ("app", "hello-mhdctx", "app")]
+# The seed article's Express + AsyncLocalStorage app: no line, and the same two lines
+# per request as mhdctx's "app" (access line + handler line). Node is single-threaded:
+# it runs with the epoll round only.
+NODE_SERVERS = [("express-none", "node", "none"), ("express-app", "node", "app")]
+
+ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
+
+
+def print_rows(mode, with_id, servers, rounds, results):
+    for name, _, _ in servers:
+        ratio = lambda key: statistics.median(
+            r[key] / b[key] for r, b in zip(rounds[name], rounds["bare"]))
+        med = lambda key: statistics.median(r[key] for r in rounds[name])
+        row = {"mode": mode, "server": name, "incoming_id": with_id, "rps": med("rps"),
+               "rps_x": ratio("rps"), "cpu_us": med("cpu_us"), "cpu_x": ratio("cpu_us"),
+               "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99")}
+        results.append(row)
+        print(ROW % (mode, name, "yes" if with_id else "no", "%.0f" % row["rps"],
+                     "%.2f" % row["rps_x"], "%.2f" % row["cpu_us"], "%.2f" % row["cpu_x"],
+                     "%.0f" % row["p50_us"], "%.0f" % row["p99_us"], "%.2f" % row["p99_x"]))
+        sys.stdout.flush()
+
+
+def run_mode(mode, servers, args, work, results):
+    procs = {}
+    try:
+        for name, kind, log in servers:
+            procs[name] = start(server_cmd(kind, mode, log, os.path.join(work, name + ".log")))
+        for name, _, _ in servers:  # warm-up: caches, allocator, JIT
+            wrk(procs[name][1], 1, False)
+        for with_id in (False, True):
+            rounds = {name: [] for name, _, _ in servers}
+            for _ in range(args.rounds):
+                for name, _, _ in servers:
+                    rounds[name].append(measure(*procs[name], args.seconds, with_id))
+            print_rows(mode, with_id, servers, rounds, results)
+    finally:
+        for proc, _ in procs.values():
+            proc.terminate()
+            proc.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--modes", default="epoll,pool,thread-per-connection")
+    ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
-    servers = [("bare", "hello-bare", "none"), ("none", "hello-mhdctx", "none"),
-               ("access", "hello-mhdctx", "access"), ("app", "hello-mhdctx", "app")]
-    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1, %d rounds x %d s, medians"
-          % (args.rounds, args.seconds))
-    print("%-22s %-7s %-6s %10s %8s %9s %9s %9s %8s %8s" %
-          ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "p50 us",
-           "p99 us", "x bare"))
+    node = node_peer_ready()
+    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1, %d rounds x %d s after a 1 s "
+          "warm-up, medians of per-round ratios to bare MHD" % (args.rounds, args.seconds))
+    if not node:
+        print("node peer not available (bench/node/install.sh): Express rows left out")
+    print(ROW % ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "p50 us",
+                 "p99 us", "x bare"))
+    results = []
     with tempfile.TemporaryDirectory(prefix="mhdctx-bench-") as work:
         for mode in args.modes.split(","):
-            procs = {}
-            try:
-                for name, binary, log in servers:
-                    procs[name] = start(binary, mode, log, os.path.join(work, name + ".log"))
-                for with_id in (False, True):
-                    rounds = {name: [] for name, _, _ in servers}
-                    for _ in range(args.rounds):
-                        for name, _, _ in servers:
-                            rounds[name].append(measure(*procs[name], args.seconds, with_id))
-                    for name, _, _ in servers:
-                        ratio = lambda key: statistics.median(
-                            r[key] / b[key] for r, b in zip(rounds[name], rounds["bare"]))
-                        med = lambda key: statistics.median(r[key] for r in rounds[name])
-                        print("%-22s %-7s %-6s %10.0f %8.2f %9.2f %9.2f %9.0f %8.0f %8.2f" % (
-                            mode, name, "yes" if with_id else "no", med("rps"), ratio("rps"),
-                            med("cpu_us"), ratio("cpu_us"), med("p50"), med("p99"),
-                            ratio("p99")))
-            finally:
-                for proc, _ in procs.values():
-                    proc.terminate()
-                    proc.wait()
+            servers = C_SERVERS + (NODE_SERVERS if node and mode == "epoll" else [])
+            run_mode(mode, servers, args, work, results)
+    peers = {(r["server"], r["incoming_id"]): r for r in results if r["mode"] == "epoll"}
+    for with_id in (False, True):
+        app, express = peers.get(("app", with_id)), peers.get(("express-app", with_id))
+        if app and express:
+            print("epoll, id %s: mhdctx app serves %.1fx the requests/s of Express + "
+                  "AsyncLocalStorage with the same two lines"
+                  % ("yes" if with_id else "no", app["rps"] / express["rps"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
     return 0
 
 

@@ -6,9 +6,11 @@
  *                (request_id, trace_id, span_id, trace_flags, user_id, tenant_id) and
  *                one call field, to /dev/null and to a file, synchronous and batched
  *   sql_tag      ns to tag a statement (sqlcommenter), allocation-free variant
- *   allocations  heap allocations per request, bare MHD and through mhdctx, counted by
- *                wrapping malloc (this program defines malloc & co., which the shared
- *                libraries then call too)
+ *   allocations  heap allocations per request, counted by wrapping malloc (this
+ *                program defines malloc & co., which the shared libraries then call
+ *                too): bare MHD's, and what mhdctx adds - the library alone (bare's
+ *                shared response), with the id header (a response per request, as
+ *                bench/hello-mhdctx), and with the access line
  * usage: micro [--quick]     (--quick: a few ms per figure, for the CI smoke run)
  */
 #define _GNU_SOURCE
@@ -176,10 +178,20 @@ static enum MHD_Result bare(void *cls, struct MHD_Connection *connection, const 
     return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
 }
 
-static enum MHD_Result with_context(void *cls, struct MHD_Connection *connection,
+/* The library alone: the bare server's shared response, no id header. */
+static enum MHD_Result context_only(void *cls, struct MHD_Connection *connection,
                                     const char *url, const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
                                     void **req_cls)
+{
+    return bare(cls, connection, url, method, version, upload_data, upload_data_size, req_cls);
+}
+
+/* As bench/hello-mhdctx: the same response per request, with the id header. */
+static enum MHD_Result with_id_header(void *cls, struct MHD_Connection *connection,
+                                      const char *url, const char *method,
+                                      const char *version, const char *upload_data,
+                                      size_t *upload_data_size, void **req_cls)
 {
     (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
     if (*req_cls == NULL) {
@@ -187,7 +199,17 @@ static enum MHD_Result with_context(void *cls, struct MHD_Connection *connection
         return MHD_YES;
     }
     *upload_data_size = 0;
-    return mhdctx_respond(connection, MHD_HTTP_OK, "text/plain", body, sizeof body - 1);
+    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+        sizeof body - 1, (void *)body, NULL, NULL);
+    if (response == NULL ||
+        mhdctx_response_add_request_id(response, mhdctx_current()) != MHDCTX_OK) {
+        if (response)
+            MHD_destroy_response(response);
+        return MHD_NO;
+    }
+    enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
+    MHD_destroy_response(response);
+    return result;
 }
 
 static bool one_request(int fd, const char *request)
@@ -209,14 +231,16 @@ static bool one_request(int fd, const char *request)
     return false;
 }
 
-/* Allocations per request over one keep-alive connection, after a warm-up. */
-static double allocations_per_request(bool through_mhdctx, const char *request)
+/* Allocations per request over one keep-alive connection, after a warm-up. With a
+ * NULL middleware the handler runs bare. */
+static double allocations_per_request(MHD_AccessHandlerCallback handler, bool through_mhdctx,
+                                      const char *request)
 {
-    mhdctx_middleware *mw = through_mhdctx ? mhdctx_middleware_new(with_context, NULL) : NULL;
+    mhdctx_middleware *mw = through_mhdctx ? mhdctx_middleware_new(handler, NULL) : NULL;
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL,
-        through_mhdctx ? &mhdctx_access_handler : &bare, mw, MHD_OPTION_ARRAY,
+        through_mhdctx ? &mhdctx_access_handler : handler, mw, MHD_OPTION_ARRAY,
         mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_END);
     if (d == NULL)
         exit(1);
@@ -248,16 +272,20 @@ static void bench_allocations(void)
     const char *with_id =
         "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 0b5cfa4e-6a67-4d8a-9d5e-8c6f7e2a1b3c\r\n\r\n";
     mhdctx_log_set_level(MHDCTX_LOG_OFF);
-    double bare_plain = allocations_per_request(false, plain);
-    double ctx_plain = allocations_per_request(true, plain);
-    double ctx_id = allocations_per_request(true, with_id);
+    double bare_plain = allocations_per_request(bare, false, plain);
+    double library = allocations_per_request(context_only, true, plain);
+    double library_id = allocations_per_request(context_only, true, with_id);
+    double echo = allocations_per_request(with_id_header, true, plain);
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
     mhdctx_log_to_file("/dev/null");
-    double ctx_line = allocations_per_request(true, plain);
-    mhdctx_log_to_stdout();
-    printf("{\"bench\":\"allocations\",\"bare\":%.2f,\"mhdctx\":%.2f,\"mhdctx_with_id\":%.2f,"
-           "\"mhdctx_access_line\":%.2f,\"added_by_mhdctx\":%.2f}\n",
-           bare_plain, ctx_plain, ctx_id, ctx_line, ctx_line - bare_plain);
+    mhdctx_log_async_start(NULL);
+    double echo_line = allocations_per_request(with_id_header, true, plain);
+    mhdctx_log_shutdown();
+    printf("{\"bench\":\"allocations\",\"bare\":%.2f,\"library\":%.2f,"
+           "\"library_incoming_id\":%.2f,\"with_id_header\":%.2f,"
+           "\"with_id_header_and_access_line\":%.2f}\n",
+           bare_plain, library - bare_plain, library_id - bare_plain, echo - bare_plain,
+           echo_line - bare_plain);
 }
 
 struct log_job {

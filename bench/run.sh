@@ -16,9 +16,16 @@ if grep -q "define MHDCTX_HAVE_LIBPQ 1" "$top_builddir/config.h" &&
     [ "$(id -u)" = 0 ] && pg_as="runuser -u postgres --" || pg_as=""
 fi
 "$top_builddir/bench/sql_bench"
+# The Node peers (Express + AsyncLocalStorage, pino) from the npm registry, pinned by
+# bench/node/package-lock.json; without node or the registry their rows are left out.
+sh "$top_srcdir/bench/node/install.sh"
+export top_builddir top_srcdir
+quick=""
+[ "${BENCH_QUICK:-0}" = 1 ] && quick=--quick
+/usr/bin/python3 "$top_srcdir/bench/micro.py" $quick
 # Request overhead against bare MHD (needs wrk and two cores).
 if command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
-    top_builddir=$top_builddir /usr/bin/python3 "$top_srcdir/bench/load.py" \
+    /usr/bin/python3 "$top_srcdir/bench/load.py" \
         --rounds "${BENCH_ROUNDS:-5}" --seconds "${BENCH_SECONDS:-5}"
 else
     echo "load: wrk or taskset missing (apt-get install wrk)"

@@ -2,8 +2,11 @@
 // benchmark's route: the Node peer of bench/hello.c (hello-mhdctx).
 //
 //   --port N             listen port on 127.0.0.1, 0 = ephemeral (default 0)
-//   --log none|app       none: context only; app: one JSON line per request, written
-//                        with pino from the store's fields (default none)
+//   --log none|access|app  none: context only; access: one access line per finished
+//                        request (status, duration, as pino-http's autoLogging); app:
+//                        the access line plus one line from the handler - the same
+//                        lines as bench/hello-mhdctx, written with pino from the
+//                        store's fields (default none)
 //   --log-file PATH      where --log app writes (default /dev/null)
 //
 // As in the article: one module-level AsyncLocalStorage; a middleware runs next() inside
@@ -24,7 +27,7 @@ import pino from 'pino';
 
 function usage(message) {
   process.stderr.write(`express-als: ${message}\n` +
-    'usage: node express-als.js [--port N] [--log none|app] [--log-file PATH]\n');
+    'usage: node express-als.js [--port N] [--log none|access|app] [--log-file PATH]\n');
   process.exit(2);
 }
 
@@ -42,14 +45,14 @@ try {
 }
 const port = Number(args.port);
 if (!/^\d+$/.test(args.port) || port > 65535) usage(`bad --port ${args.port}`);
-if (args.log !== 'none' && args.log !== 'app') usage(`bad --log ${args.log}`);
+if (!['none', 'access', 'app'].includes(args.log)) usage(`bad --log ${args.log}`);
 
 // context.js
 const asyncLocalStorage = new AsyncLocalStorage();
 const getRequestContext = () => asyncLocalStorage.getStore();
 
 // logger.js: pino, enriched from the store at log time.
-const destination = args.log === 'app'
+const destination = args.log !== 'none'
   ? pino.destination({ dest: args['log-file'], sync: true })
   : null;
 const logger = destination && pino({
@@ -71,13 +74,21 @@ app.use((req, res, next) => {
   store.set('startTime', performance.now());
   store.set('userId', null); // populated later by auth middleware
   res.set('X-Request-Id', store.get('requestId'));
+  if (logger) {
+    res.on('finish', () => {
+      asyncLocalStorage.run(store, () => {
+        logger.info({ method: req.method, path: req.path, status: res.statusCode,
+          duration_ms: performance.now() - store.get('startTime') }, 'request completed');
+      });
+    });
+  }
   asyncLocalStorage.run(store, () => {
     next();
   });
 });
 
 app.get('/', (req, res) => {
-  if (logger) logger.info('saying hello');
+  if (logger && args.log === 'app') logger.info('saying hello');
   res.type('text/plain').send('hello, world');
 });
 
