@@ -389,7 +389,9 @@ MHDCTX_EXPORT json_t *mhdctx_roles_json(const mhdctx_context *ctx) MHDCTX_WARN_U
 
 /**
  * Sets the user key @p key (e.g. "tenant_id") to @p value, which it steals, also on
- * failure. A NULL value removes the key. Every log line of the request carries the key.
+ * failure. A NULL value removes the key. Every log line of the request carries the key,
+ * as the value's JSON text at the time of the call: changing a shared json_t later does
+ * not change the lines (set the key again), and no log line reads it while you do.
  * Keys are 1..MHDCTX_MAX_KEY_LEN bytes of [A-Za-z0-9_.-]; names the library writes
  * itself ("request_id", "user_id", "time", ...) are refused with MHDCTX_ERESERVED.
  * @return MHDCTX_OK, MHDCTX_EINVAL (bad key or value), MHDCTX_ERESERVED, MHDCTX_ELIMIT
