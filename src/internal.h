@@ -156,6 +156,13 @@ bool mhdctx__context_has_key_locked(const mhdctx_context *ctx, const char *key);
 enum MHD_Result mhdctx__queue_deferred(mhdctx_context *ctx, struct MHD_Connection *connection);
 void mhdctx__drop_deferred(mhdctx_context *ctx);
 
+/* ---- random bytes (random.c) ------------------------------------------------------ */
+/* @n random bytes for ids from the calling thread's generator (ChaCha8, kernel-keyed). */
+void mhdctx__random_bytes(unsigned char *buf, size_t n);
+/* One ChaCha block (RFC 8439 layout: 32-bit counter, 96-bit nonce) with @rounds rounds. */
+void mhdctx__chacha_block(const unsigned char key[32], uint32_t counter,
+                          const unsigned char nonce[12], int rounds, unsigned char out[64]);
+
 /* ---- random ids (request_id.c) ---------------------------------------------------- */
 /* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */
 void mhdctx__random_hex(char *out, size_t nbytes);

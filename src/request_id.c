@@ -1,18 +1,10 @@
 /*
- * request_id.c - validation of incoming request ids (pure) and fast UUID v4 generation.
- *
- * Ids are generated from a per-thread pool of random bytes filled from getrandom(2) in
- * bulk: one system call per 256 ids instead of one per id. A forked child must not
- * reuse its parent's pool (it would repeat the parent's next ids), so a fork bumps a
- * generation counter that invalidates every inherited pool.
+ * request_id.c - validation of incoming request ids (pure) and fast UUID v4 and hex id
+ * generation, from random.c's per-thread generator (no system call per id).
  */
 #include "internal.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/random.h>
-#include <uuid/uuid.h>
 
 /* [A-Za-z0-9._~:@+/=-]: unreserved URL characters plus the ones base64 and common
  * tracing ids use; nothing that can break out of a header, a JSON string, a shell word
@@ -58,86 +50,22 @@ const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict)
     return "unknown";
 }
 
-/* ---- random pool -------------------------------------------------------------------- */
+/* Two lowercase hex digits per byte, copied from a table of all 256 pairs: no shift,
+ * no division, no printf. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
-#define POOL_SIZE 8192 /* 200 requests per refill (16 + 16 + 8 bytes each) */
-
-static atomic_uint fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void on_fork_child(void)
-{
-    atomic_fetch_add(&fork_generation, 1);
-}
-
-static void register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, on_fork_child);
-}
-
-struct random_pool {
-    unsigned char bytes[POOL_SIZE];
-    size_t used;
-    unsigned generation;
-    bool filled;
-};
-
-static _Thread_local struct random_pool pool;
-
-static bool pool_refill(void)
-{
-    size_t got = 0;
-    while (got < POOL_SIZE) {
-        ssize_t n = getrandom(pool.bytes + got, POOL_SIZE - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        got += (size_t)n;
-    }
-    pool.used = 0;
-    pool.filled = true;
-    pool.generation = atomic_load_explicit(&fork_generation, memory_order_relaxed);
-    return true;
-}
-
-/* Copies @n (<= 64) random bytes to @out. */
-static bool pool_take(unsigned char *out, size_t n)
-{
-    unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
-    if (!pool.filled || pool.used + n > POOL_SIZE || pool.generation != gen) {
-        pthread_once(&atfork_once, register_atfork);
-        if (!pool_refill())
-            return false;
-    }
-    memcpy(out, pool.bytes + pool.used, n);
-    /* Wipe what was handed out: a later memory disclosure cannot recover past ids. */
-    memset(pool.bytes + pool.used, 0, n);
-    pool.used += n;
-    return true;
-}
-
-static void random_bytes(unsigned char *out, size_t n)
-{
-    if (!pool_take(out, n)) {
-        /* No getrandom (seccomp, ancient kernel): libuuid has its own fallbacks. */
-        for (size_t done = 0; done < n; done += 16) {
-            uuid_t u;
-            uuid_generate_random(u);
-            memcpy(out + done, u, n - done < 16 ? n - done : 16);
-        }
-    }
-}
-
-/* Two lowercase hex digits per byte, from a table: no division, no printf. */
 static void put_hex(char *out, const unsigned char *bytes, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 0xf];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * bytes[i], 2);
 }
 
 mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1])
@@ -145,7 +73,7 @@ mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1])
     unsigned char u[16];
     if (out == NULL)
         return MHDCTX_EINVAL;
-    random_bytes(u, sizeof u);
+    mhdctx__random_bytes(u, sizeof u);
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     /* 8-4-4-4-12 */
@@ -169,7 +97,7 @@ void mhdctx__random_hex(char *out, size_t nbytes)
         nbytes = sizeof bytes;
     static const unsigned char zero[64];
     do { /* an all-zero trace or span id is invalid: draw again */
-        random_bytes(bytes, nbytes);
+        mhdctx__random_bytes(bytes, nbytes);
     } while (memcmp(bytes, zero, nbytes) == 0);
     put_hex(out, bytes, nbytes);
     out[2 * nbytes] = '\0';

@@ -1,0 +1,167 @@
+/*
+ * random.c - random bytes for request, trace and span ids: 40 bytes per request.
+ *
+ * Asking the kernel for them costs about 3.5 ns per byte on the machines we measured
+ * (getrandom(2) runs a generic ChaCha20), more than the rest of the id. Instead each
+ * thread runs ChaCha8 in user space, keyed from getrandom(2): the construction of Go's
+ * runtime (ChaCha8Rand) and, with 20 rounds, of OpenBSD's arc4random. ChaCha8 keeps a
+ * wide margin (the best known attacks reach 7 rounds) at 2.5 times ChaCha20's speed.
+ *
+ * Fast key erasure: each refill computes BLOCKS blocks, takes the first 32 bytes as the
+ * next key and hands out the rest; a disclosed state cannot recover earlier output.
+ * Bytes handed out are wiped from the buffer. Every RESEED_REFILLS refills fresh kernel
+ * randomness is mixed into the key, and a fork bumps a generation counter that makes
+ * every inherited state rekey from the kernel, so parent and child never share output.
+ * Without getrandom (seccomp, old kernels) the key comes from libuuid's generator.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <uuid/uuid.h>
+
+#define BLOCKS 16
+#define KEY_BYTES 32
+#define RESEED_REFILLS 64 /* about 63 KiB of output per kernel reseed */
+
+static inline uint32_t rotl(uint32_t v, int n)
+{
+    return (v << n) | (v >> (32 - n));
+}
+
+#define QUARTER(a, b, c, d)                                                                \
+    do {                                                                                   \
+        a += b, d = rotl(d ^ a, 16);                                                       \
+        c += d, b = rotl(b ^ c, 12);                                                       \
+        a += b, d = rotl(d ^ a, 8);                                                        \
+        c += d, b = rotl(b ^ c, 7);                                                        \
+    } while (0)
+
+static uint32_t load32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void store32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+void mhdctx__chacha_block(const unsigned char key[32], uint32_t counter,
+                          const unsigned char nonce[12], int rounds, unsigned char out[64])
+{
+    uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574}; /* "expand 32-byte k" */
+    for (int i = 0; i < 8; i++)
+        in[4 + i] = load32(key + 4 * i);
+    in[12] = counter;
+    for (int i = 0; i < 3; i++)
+        in[13 + i] = load32(nonce + 4 * i);
+    uint32_t x[16];
+    memcpy(x, in, sizeof x);
+    for (int r = 0; r < rounds; r += 2) {
+        QUARTER(x[0], x[4], x[8], x[12]);
+        QUARTER(x[1], x[5], x[9], x[13]);
+        QUARTER(x[2], x[6], x[10], x[14]);
+        QUARTER(x[3], x[7], x[11], x[15]);
+        QUARTER(x[0], x[5], x[10], x[15]);
+        QUARTER(x[1], x[6], x[11], x[12]);
+        QUARTER(x[2], x[7], x[8], x[13]);
+        QUARTER(x[3], x[4], x[9], x[14]);
+    }
+    for (int i = 0; i < 16; i++)
+        store32(out + 4 * i, x[i] + in[i]);
+}
+
+/* ---- per-thread state ------------------------------------------------------------------ */
+
+static atomic_uint fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+struct rng {
+    unsigned char key[KEY_BYTES];
+    unsigned char out[BLOCKS * 64]; /* key material first, then output */
+    size_t used;                    /* bytes of out consumed (KEY_BYTES: fresh) */
+    unsigned refills;               /* since the last kernel reseed */
+    unsigned generation;
+    bool keyed;
+};
+
+static _Thread_local struct rng rng;
+
+static bool kernel_bytes(unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* Mixes fresh randomness into the key (XOR: as strong as the stronger of the two). */
+static void reseed(void)
+{
+    unsigned char fresh[KEY_BYTES];
+    if (!kernel_bytes(fresh, sizeof fresh)) {
+        uuid_generate_random(fresh);
+        uuid_generate_random(fresh + 16);
+    }
+    for (size_t i = 0; i < KEY_BYTES; i++)
+        rng.key[i] ^= fresh[i];
+    memset(fresh, 0, sizeof fresh);
+    rng.refills = 0;
+}
+
+static void refill(void)
+{
+    unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    if (!rng.keyed || rng.generation != gen || ++rng.refills >= RESEED_REFILLS) {
+        pthread_once(&atfork_once, register_atfork);
+        reseed();
+        rng.keyed = true;
+        rng.generation = gen;
+    }
+    static const unsigned char nonce[12];
+    for (uint32_t b = 0; b < BLOCKS; b++)
+        mhdctx__chacha_block(rng.key, b, nonce, 8, rng.out + 64 * b);
+    memcpy(rng.key, rng.out, KEY_BYTES); /* the next key; never handed out */
+    memset(rng.out, 0, KEY_BYTES);
+    rng.used = KEY_BYTES;
+}
+
+void mhdctx__random_bytes(unsigned char *buf, size_t n)
+{
+    unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    while (n > 0) {
+        if (!rng.keyed || rng.used == sizeof rng.out || rng.generation != gen)
+            refill();
+        size_t take = sizeof rng.out - rng.used;
+        if (take > n)
+            take = n;
+        memcpy(buf, rng.out + rng.used, take);
+        memset(rng.out + rng.used, 0, take); /* handed out: gone from here */
+        rng.used += take;
+        buf += take;
+        n -= take;
+    }
+}

@@ -1,0 +1,166 @@
+/*
+ * check_random.c - the id generator: the ChaCha block function against RFC 8439's test
+ * vectors (the same code runs 8 rounds for ids), byte statistics of the output, large
+ * and odd-sized draws across refills, threads and fork.
+ * (UUID and hex-id formatting on top of it: check_request_id.c.)
+ */
+#include "internal.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void unhex(const char *hex, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        ck_assert_int_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+        out[i] = (unsigned char)v;
+    }
+}
+
+/* RFC 8439 appendix A.1, test vector #1: all-zero key and nonce, counter 0. */
+START_TEST(chacha20_zero_key_vector)
+{
+    unsigned char key[32] = {0}, nonce[12] = {0}, out[64], expected[64];
+    unhex("76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
+          "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586",
+          expected, 64);
+    mhdctx__chacha_block(key, 0, nonce, 20, out);
+    ck_assert_mem_eq(out, expected, 64);
+}
+END_TEST
+
+/* RFC 8439 section 2.3.2: key 00..1f, nonce 000000090000004a00000000, counter 1. */
+START_TEST(chacha20_rfc_block_vector)
+{
+    unsigned char key[32], nonce[12], out[64], expected[64];
+    for (int i = 0; i < 32; i++)
+        key[i] = (unsigned char)i;
+    unhex("000000090000004a00000000", nonce, 12);
+    unhex("10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
+          "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e",
+          expected, 64);
+    mhdctx__chacha_block(key, 1, nonce, 20, out);
+    ck_assert_mem_eq(out, expected, 64);
+}
+END_TEST
+
+START_TEST(fewer_rounds_give_another_stream)
+{
+    unsigned char key[32] = {1}, nonce[12] = {0}, eight[64], twenty[64];
+    mhdctx__chacha_block(key, 0, nonce, 8, eight);
+    mhdctx__chacha_block(key, 0, nonce, 20, twenty);
+    ck_assert(memcmp(eight, twenty, 64) != 0);
+}
+END_TEST
+
+/* 1 MiB of output, drawn in odd sizes across many refills: every byte value appears
+ * close to 1/256 of the time (a broken generator - zeros, repeats, a stuck block -
+ * fails this by orders of magnitude), and no 16-byte draw repeats. */
+START_TEST(output_is_evenly_spread_and_never_repeats)
+{
+    enum { TOTAL = 1 << 20 };
+    unsigned char *buf = malloc(TOTAL);
+    ck_assert_ptr_nonnull(buf);
+    size_t sizes[] = {1, 7, 16, 40, 64, 100, 991, 5000};
+    size_t done = 0;
+    for (size_t i = 0; done < TOTAL; i++) {
+        size_t n = sizes[i % 8];
+        if (n > TOTAL - done)
+            n = TOTAL - done;
+        mhdctx__random_bytes(buf + done, n);
+        done += n;
+    }
+    unsigned long counts[256] = {0};
+    for (size_t i = 0; i < TOTAL; i++)
+        counts[buf[i]]++;
+    for (int v = 0; v < 256; v++) /* expected 4096 each; 5 sigma is about 320 */
+        ck_assert_msg(counts[v] > 3600 && counts[v] < 4600, "byte %d seen %lu times", v,
+                      counts[v]);
+    for (size_t i = 16; i + 16 <= TOTAL; i += 4096) /* sampled: no block repeats */
+        ck_assert(memcmp(buf, buf + i, 16) != 0);
+    free(buf);
+}
+END_TEST
+
+struct draw {
+    pthread_t thread;
+    unsigned char bytes[64];
+};
+
+static void *draw_main(void *arg)
+{
+    struct draw *d = arg;
+    mhdctx__random_bytes(d->bytes, sizeof d->bytes);
+    return NULL;
+}
+
+START_TEST(threads_draw_different_bytes)
+{
+    struct draw draws[8];
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(pthread_create(&draws[i].thread, NULL, draw_main, &draws[i]), 0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(draws[i].thread, NULL);
+    for (int i = 0; i < 8; i++) {
+        for (int j = i + 1; j < 8; j++)
+            ck_assert(memcmp(draws[i].bytes, draws[j].bytes, 64) != 0);
+    }
+}
+END_TEST
+
+/* After a fork, parent and child draw different bytes from the same inherited state. */
+START_TEST(forked_child_draws_other_bytes)
+{
+    unsigned char first[16];
+    mhdctx__random_bytes(first, sizeof first); /* the state is keyed now */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        unsigned char child[64];
+        mhdctx__random_bytes(child, sizeof child);
+        _exit(write(fds[1], child, sizeof child) == (ssize_t)sizeof child ? 0 : 1);
+    }
+    unsigned char parent[64], child[64];
+    mhdctx__random_bytes(parent, sizeof parent);
+    ck_assert_int_eq(read(fds[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    ck_assert(memcmp(parent, child, sizeof child) != 0);
+}
+END_TEST
+
+static Suite *random_suite(void)
+{
+    Suite *s = suite_create("random");
+    TCase *tc = tcase_create("chacha");
+    tcase_add_test(tc, chacha20_zero_key_vector);
+    tcase_add_test(tc, chacha20_rfc_block_vector);
+    tcase_add_test(tc, fewer_rounds_give_another_stream);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("generator");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, output_is_evenly_spread_and_never_repeats);
+    tcase_add_test(tc, threads_draw_different_bytes);
+    tcase_add_test(tc, forked_child_draws_other_bytes);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(random_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failures = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failures ? 1 : 0;
+}
