@@ -57,7 +57,9 @@ bool mhdctx_secret_equal(const void *given, size_t given_len, const void *secret
         unsigned char x = given_len ? a[i % given_len] : 0;
         diff |= (unsigned char)(x ^ b[i]);
     }
-    return diff == 0 && given != NULL && secret != NULL;
+    /* & rather than &&: no branch on the secret-derived difference (check_auth runs
+     * this under valgrind with the secret marked undefined to prove it). */
+    return (diff == 0) & (given != NULL) & (secret != NULL);
 }
 
 /* ---- the hook ------------------------------------------------------------------------- */
