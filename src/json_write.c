@@ -217,9 +217,14 @@ void mhdctx__json_value(mhdctx__buf *b, const json_t *v)
     }
     /* JSON_ENSURE_ASCII: jansson escapes every non-ASCII character, and it refuses
      * invalid UTF-8 at construction, so the output is always valid JSON. */
+    size_t start = b->len;
     if (json_dump_callback(v, dump_callback, b,
-                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0)
-        mhdctx__buf_put(b, "null", 4);
+                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0) {
+        /* Out of memory (or a value that contains itself): jansson may have written
+         * part of it. Never a value that is not the caller's: the line is dropped. */
+        b->len = start;
+        b->failed = true;
+    }
 }
 
 bool mhdctx__utf8_valid(const char *s, size_t len)

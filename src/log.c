@@ -201,7 +201,7 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
             mhdctx__json_string(b, big, (size_t)n);
             mhdctx__free(big);
         } else {
-            mhdctx__json_string(b, small, sizeof small - 1); /* truncated, still valid */
+            b->failed = true; /* out of memory: the line is dropped and counted, not cut */
         }
     }
 }

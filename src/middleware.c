@@ -294,6 +294,7 @@ struct joined_values {
     size_t len;
     unsigned count;
     bool failed;
+    bool no_memory; /* failed for want of memory, not because the list is invalid */
 };
 
 static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -313,6 +314,7 @@ static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const cha
     char *grown = mhdctx__realloc(j->text, need);
     if (grown == NULL) {
         j->failed = true;
+        j->no_memory = true;
         return MHD_NO;
     }
     if (j->len)
@@ -337,6 +339,10 @@ static mhdctx_error assign_trace(mhdctx_context *ctx, struct MHD_Connection *con
         return mhdctx__context_set_trace(ctx, NULL, NULL, 0);
     struct joined_values state = {.name = "tracestate"};
     MHD_get_connection_values_n(connection, MHD_HEADER_KIND, join_header, &state);
+    if (state.no_memory) { /* not an invalid list: dropping it would lose the caller's */
+        mhdctx__free(state.text);
+        return MHDCTX_ENOMEM;
+    }
     char normalized[MHDCTX_TRACESTATE_MAX_LEN + 1];
     size_t normalized_len = 0;
     if (state.text && !state.failed)
