@@ -5,6 +5,8 @@
 //   --log none|app       none: context only; app: one JSON line per request, written
 //                        with pino from the store's fields (default none)
 //   --log-file PATH      where --log app writes (default /dev/null)
+//   --mode M             accepted and ignored (Node has one event loop), so that
+//                        bench/load.py starts it as it starts the C servers
 //
 // As in the article: one module-level AsyncLocalStorage; a middleware runs next() inside
 // asyncLocalStorage.run() with a Map per request holding requestId (X-Request-Id or
@@ -24,7 +26,7 @@ import pino from 'pino';
 
 function usage(message) {
   process.stderr.write(`express-als: ${message}\n` +
-    'usage: node express-als.js [--port N] [--log none|app] [--log-file PATH]\n');
+    'usage: node express-als.js [--port N] [--log none|app] [--log-file PATH] [--mode M]\n');
   process.exit(2);
 }
 
@@ -35,6 +37,7 @@ try {
       port: { type: 'string', default: '0' },
       log: { type: 'string', default: 'none' },
       'log-file': { type: 'string', default: '/dev/null' },
+      mode: { type: 'string' },
     },
   }).values;
 } catch (err) {
