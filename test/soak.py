@@ -4,7 +4,7 @@
 usage: soak.py [--seconds S] [--warmup S] [--clients N] [--mode MODE] [--demo-timeout S]
                [--max-rss-growth-kib K] [--seed N] [--keep]
 Environment: SOAK_SECONDS (default 180), SOAK_MODE (epoll), SOAK_CLIENTS (32),
-SOAK_SEED (random; printed, to replay a run); top_builddir, MHDCTX_TEST_WRAPPER as for
+SOAK_SEED (random, printed: a seed fixes the request mix, not the interleaving); top_builddir, MHDCTX_TEST_WRAPPER as for
 integration.py. make soak runs it; test/soak-short.sh runs a 12-second cut in make check.
 
 Starts demo/mhdctx-demo (--port 0, --tokens with a tokens file of its own, its log sent
@@ -659,7 +659,6 @@ def main():
               "rss %d KiB, fds %d, threads %d" % (
                   idle["rss_kib"], idle["fds"], idle["threads"], load.sent, start["rss_kib"],
                   start["fds"], start["threads"]))
-        progress = []
 
         async def main_phase():
             task = asyncio.ensure_future(load.run(args.seconds - warmup, last=True))
@@ -668,7 +667,6 @@ def main():
                 await asyncio.wait([task], timeout=step)
                 if not task.done():
                     s = sample(proc.pid)
-                    progress.append((load.sent, s))
                     print("  t=%3.0fs %8d requests, rss %d KiB, fds %d (under load)" % (
                         time.monotonic() - t0, load.sent, s["rss_kib"], s["fds"]))
             await task
