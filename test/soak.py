@@ -3,9 +3,10 @@
 
 usage: soak.py [--seconds S] [--warmup S] [--clients N] [--mode MODE] [--demo-timeout S]
                [--max-rss-growth-kib K] [--seed N] [--keep]
-Environment: SOAK_SECONDS (default 180), SOAK_MODE (epoll), SOAK_CLIENTS (32),
-SOAK_SEED (random, printed: a seed fixes the request mix, not the interleaving); top_builddir, MHDCTX_TEST_WRAPPER as for
-integration.py. make soak runs it; test/soak-short.sh runs a 12-second cut in make check.
+Environment: SOAK_SECONDS (default 180), SOAK_MODE (epoll), SOAK_CLIENTS (32), SOAK_SEED
+(random, printed: a seed fixes the request mix, not the interleaving); top_builddir and
+MHDCTX_TEST_WRAPPER as for integration.py. make soak runs it; test/soak-short.sh runs a
+12-second cut in make check.
 
 Starts demo/mhdctx-demo (--port 0, --tokens with a tokens file of its own, its log sent
 to a file) and drives it from an asyncio load generator over raw sockets: keep-alive
