@@ -8,6 +8,8 @@
 //                        lines as bench/hello-mhdctx, written with pino from the
 //                        store's fields (default none)
 //   --log-file PATH      where --log app writes (default /dev/null)
+//   --mode M             accepted and ignored (Node has one event loop), so that
+//                        bench/load.py starts it as it starts the C servers
 //
 // As in the article: one module-level AsyncLocalStorage; a middleware runs next() inside
 // asyncLocalStorage.run() with a Map per request holding requestId (X-Request-Id or
@@ -27,7 +29,7 @@ import pino from 'pino';
 
 function usage(message) {
   process.stderr.write(`express-als: ${message}\n` +
-    'usage: node express-als.js [--port N] [--log none|access|app] [--log-file PATH]\n');
+    'usage: node express-als.js [--port N] [--log none|access|app] [--log-file PATH] [--mode M]\n');
   process.exit(2);
 }
 
@@ -38,6 +40,7 @@ try {
       port: { type: 'string', default: '0' },
       log: { type: 'string', default: 'none' },
       'log-file': { type: 'string', default: '/dev/null' },
+      mode: { type: 'string' },
     },
   }).values;
 } catch (err) {
