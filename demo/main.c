@@ -158,7 +158,8 @@ static bool mode_flags(const char *mode, unsigned *flags)
     return false;
 }
 
-/* Blocks the stop signals in every thread (MHD's inherit the mask) and waits here. */
+/* Waits for a stop signal: main() blocked them before any thread was created, so
+ * every thread inherited the mask and only this sigwait() takes them. */
 static void wait_for_stop_signal(const sigset_t *stop)
 {
     int sig = 0;
@@ -189,13 +190,8 @@ static int configure(mhdctx_middleware *mw, mhdctx_token_table *tokens,
 }
 
 static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
-                 workers *workers_pool, const struct db *db)
+                 workers *workers_pool, const struct db *db, const sigset_t *stop)
 {
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
     bool pool = strcmp(o->mode, "pool") == 0;
     struct MHD_OptionItem more[] = {
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)o->timeout_s, NULL},
@@ -221,9 +217,11 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
                                     MHDCTX_F_STR("version", mhdctx_version_string())),
                       "listening");
     mhdctx_log_set_level(threshold);
-    wait_for_stop_signal(&stop);
-    workers_stop(workers_pool); /* finishes queued work, which resumes its connections */
-    MHD_stop_daemon(daemon);
+    wait_for_stop_signal(stop);
+    work_stop_begin();          /* work in flight ends at its next deadline check... */
+    workers_stop(workers_pool); /* ...queued work too, quickly now */
+    work_stop_finish();         /* its suspended connections are resumed, unanswered */
+    MHD_stop_daemon(daemon);    /* and closed: their access lines say "shutdown" */
     mhdctx_log(MHDCTX_LOG_INFO, "stopped");
     return 0;
 }
@@ -271,6 +269,14 @@ int main(int argc, char **argv)
         cfg.upstream = upstream;
     }
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill the server */
+    /* Before the first thread (the workers, MHD's, libcurl's resolver threads): a thread
+     * that left them unblocked would take a SIGTERM with the default action, killing
+     * the process instead of stopping it (seen under valgrind, possible at any time). */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
 #ifdef MHDCTX_HAVE_CURL
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 #endif
@@ -287,7 +293,7 @@ int main(int argc, char **argv)
     mhdctx_middleware *mw = mhdctx_middleware_new(demo_handler, &cfg);
     int status = 1;
     if (cfg.pool && tokens && mw && configure(mw, tokens, &o) == 0)
-        status = serve(mw, &o, flags, cfg.pool, cfg.db);
+        status = serve(mw, &o, flags, cfg.pool, cfg.db, &stop);
     else
         workers_stop(cfg.pool);
     mhdctx_middleware_free(mw);

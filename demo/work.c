@@ -24,9 +24,13 @@ struct job {
     enum work_kind kind;
     struct MHD_Connection *connection;
     const struct demo_config *cfg;
+    mhdctx_context *ctx;     /* a reference: the stop shortens its deadline */
+    struct job *prev, *next; /* in the in-flight list, guarded by inflight_lock */
+    bool listed;
     pthread_mutex_t lock;
     pthread_cond_t finished;
     enum job_phase phase; /* guarded by lock */
+    bool cancelled;       /* guarded by lock: the server stopped it, no answer */
     unsigned status;      /* the answer, set by the worker */
     json_t *answer;
     unsigned slow_ms; /* GET /slow?ms=N */
@@ -36,9 +40,33 @@ struct job {
     bool body_too_large;
 };
 
+/* Jobs submitted to the pool and not yet finished, or finished during a stop and
+ * waiting for work_stop_finish() to resume their connection. */
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct job *inflight;
+static bool stopping; /* guarded by inflight_lock */
+
+static void inflight_remove(struct job *job) /* inflight_lock held */
+{
+    if (!job->listed)
+        return;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        inflight = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+    job->listed = false;
+}
+
 static void job_free(struct demo_state *state)
 {
     struct job *job = (struct job *)state;
+    pthread_mutex_lock(&inflight_lock);
+    inflight_remove(job);
+    pthread_mutex_unlock(&inflight_lock);
+    mhdctx_context_unref(job->ctx);
     json_decref(job->answer);
     free(job->body);
     pthread_cond_destroy(&job->finished);
@@ -56,6 +84,7 @@ static struct job *job_new(struct MHD_Connection *connection, const struct demo_
     job->kind = kind;
     job->connection = connection;
     job->cfg = cfg;
+    job->ctx = mhdctx_context_ref(mhdctx_current());
     pthread_mutex_init(&job->lock, NULL);
     pthread_cond_init(&job->finished, NULL);
     return job;
@@ -162,12 +191,61 @@ static void run_job(void *arg)
      * connection mode) answers and the request may complete and free the job. */
     bool resume = job->cfg->can_suspend;
     struct MHD_Connection *connection = job->connection;
+    pthread_mutex_lock(&inflight_lock);
+    bool cancelled = stopping;
+    if (cancelled && resume)
+        resume = false; /* stays listed: work_stop_finish() resumes it */
+    else
+        inflight_remove(job);
+    pthread_mutex_unlock(&inflight_lock);
+    if (cancelled)
+        mhdctx_log(MHDCTX_LOG_INFO, "work cancelled: the server is stopping");
     pthread_mutex_lock(&job->lock);
     job->phase = JOB_DONE;
+    job->cancelled = cancelled;
     pthread_cond_signal(&job->finished);
     pthread_mutex_unlock(&job->lock);
     if (resume) /* a suspended connection cannot complete: the job lives until here */
         MHD_resume_connection(connection);
+}
+
+void work_stop_begin(void)
+{
+    pthread_mutex_lock(&inflight_lock);
+    stopping = true;
+    for (struct job *job = inflight; job; job = job->next)
+        mhdctx_set_deadline_in(job->ctx, 1);
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void work_stop_finish(void)
+{
+    /* Every worker has finished (workers_stop): what is listed is suspended. Unlisted
+     * first, and resumed outside the lock: a resumed connection may complete at once,
+     * and its completion frees the job (job_free takes the lock). */
+    for (;;) {
+        pthread_mutex_lock(&inflight_lock);
+        struct job *job = inflight;
+        struct MHD_Connection *connection = job ? job->connection : NULL;
+        if (job)
+            inflight_remove(job);
+        pthread_mutex_unlock(&inflight_lock);
+        if (connection == NULL)
+            return;
+        MHD_resume_connection(connection);
+    }
+}
+
+/* A request whose work the stop cancelled gets no answer: MHD_stop_daemon() closes it.
+ * Until then MHD calls the handler again and again (a request without a response);
+ * in thread-per-connection mode that is this connection's own thread: let it breathe. */
+static enum MHD_Result wait_for_stop(const struct job *job)
+{
+    if (!job->cfg->can_suspend) {
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return MHD_YES;
 }
 
 /* ---- the handler side ------------------------------------------------------------------ */
@@ -191,11 +269,25 @@ static enum MHD_Result answer(struct job *job)
 
 static enum MHD_Result start(struct job *job)
 {
-    mhdctx_task *task = mhdctx_task_bind(NULL, run_job, job);
+    /* Listed before it is submitted, so that a stop never misses running work. */
+    pthread_mutex_lock(&inflight_lock);
+    bool refused = stopping;
+    if (!refused) {
+        job->next = inflight;
+        if (inflight)
+            inflight->prev = job;
+        inflight = job;
+        job->listed = true;
+    }
+    pthread_mutex_unlock(&inflight_lock);
+    mhdctx_task *task = refused ? NULL : mhdctx_task_bind(NULL, run_job, job);
     job->phase = JOB_RUNNING;
     if (job->cfg->can_suspend)
         MHD_suspend_connection(job->connection);
     if (task == NULL || !workers_submit(job->cfg->pool, task)) {
+        pthread_mutex_lock(&inflight_lock);
+        inflight_remove(job);
+        pthread_mutex_unlock(&inflight_lock);
         if (job->cfg->can_suspend)
             MHD_resume_connection(job->connection);
         job->phase = JOB_DONE;
@@ -207,8 +299,9 @@ static enum MHD_Result start(struct job *job)
     pthread_mutex_lock(&job->lock);
     while (job->phase != JOB_DONE)
         pthread_cond_wait(&job->finished, &job->lock);
+    bool cancelled = job->cancelled;
     pthread_mutex_unlock(&job->lock);
-    return answer(job);
+    return cancelled ? wait_for_stop(job) : answer(job);
 }
 
 static bool collect_body(struct job *job, const char *data, size_t len)
@@ -267,8 +360,11 @@ enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_
         return mhdctx_respond_error(connection, MHD_HTTP_BAD_REQUEST, "ms_must_be_0_to_60000");
     pthread_mutex_lock(&job->lock);
     enum job_phase phase = job->phase;
+    bool cancelled = job->cancelled;
     pthread_mutex_unlock(&job->lock);
     if (phase == JOB_COLLECTING)
         return start(job);
+    if (cancelled)
+        return wait_for_stop(job);
     return phase == JOB_DONE ? answer(job) : MHD_YES;
 }

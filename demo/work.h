@@ -27,4 +27,16 @@ enum MHD_Result work_route(struct MHD_Connection *connection, const struct demo_
                            enum work_kind kind, const char *upload_data,
                            size_t *upload_data_size, void **req_cls);
 
+/* Stopping with work in flight, in this order (demo/main.c):
+ *   work_stop_begin()   - the work of every request in flight gets a deadline of now, so
+ *                         it ends at its next check (the SQLite progress handler, /slow's
+ *                         steps); those requests are never answered; new work is refused.
+ *   workers_stop()      - runs what is queued, quickly now.
+ *   work_stop_finish()  - resumes the suspended connections of that work.
+ *   MHD_stop_daemon()   - closes them: their access lines say outcome "shutdown".
+ * Answering them instead would make MHD_stop_daemon() wait for nothing but would log
+ * "completed" for requests the stop cut short. */
+void work_stop_begin(void);
+void work_stop_finish(void);
+
 #endif

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Bad input against the demo in --mode pool (see bad_input.py).
+exec /usr/bin/python3 "${top_srcdir:-.}/test/bad_input.py" pool
