@@ -33,6 +33,7 @@ struct options {
     bool trace_test;
     const char *db;
     unsigned deadline_ms;
+    bool log_sync;
 };
 
 static void usage(FILE *out)
@@ -54,6 +55,8 @@ static void usage(FILE *out)
             "  --trace-context-test  add POST /test for the W3C Trace Context suite\n"
             "  --db SPEC           sqlite::memory: (default), sqlite:PATH, postgresql://...\n"
             "  --deadline-ms N     budget of every request (default 30000; 0 = none)\n"
+            "  --log-sync          write each log line at once (default: batched by a\n"
+            "                      writer thread, at most 50 ms late)\n"
             "  --help              this text\n");
 }
 
@@ -80,6 +83,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"workers", required_argument, NULL, 'w'}, {"upstream", required_argument, NULL, 'u'},
         {"trace-context-test", no_argument, NULL, 'x'}, {"db", required_argument, NULL, 'D'},
         {"deadline-ms", required_argument, NULL, 'L'},
+        {"log-sync", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0}};
     int c;
     int index = 0;
@@ -122,6 +126,9 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'L':
             ok = parse_uint(optarg, 3600000, &o->deadline_ms);
+            break;
+        case 'S':
+            o->log_sync = true;
             break;
         case 'h':
             return 1;
@@ -217,12 +224,17 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
                                     MHDCTX_F_STR("version", mhdctx_version_string())),
                       "listening");
     mhdctx_log_set_level(threshold);
+    mhdctx_log_flush(); /* scripts wait for that line */
     wait_for_stop_signal(stop);
+    mhdctx_middleware_stopping(mw); /* what ends unanswered from here on is a shutdown */
     work_stop_begin();          /* work in flight ends at its next deadline check... */
     workers_stop(workers_pool); /* ...queued work too, quickly now */
     work_stop_finish();         /* its suspended connections are resumed, unanswered */
     MHD_stop_daemon(daemon);    /* and closed: their access lines say "shutdown" */
-    mhdctx_log(MHDCTX_LOG_INFO, "stopped");
+    /* Lines the sink could not take (full disk, a reader gone, a stalled pipe). */
+    mhdctx_log_fields(MHDCTX_LOG_INFO,
+                      MHDCTX_FIELDS(MHDCTX_F_UINT("log_lines_dropped", mhdctx_log_dropped())),
+                      "stopped");
     return 0;
 }
 
@@ -280,11 +292,19 @@ int main(int argc, char **argv)
 #ifdef MHDCTX_HAVE_CURL
     curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread: not thread-safe */
 #endif
+    /* Lines are batched by a writer thread: no system call per line on MHD's threads.
+     * A reader that stalls makes lines drop (counted), never requests wait. */
+    mhdctx_log_async_options batched = {.when_full = MHDCTX_LOG_FULL_DROP};
+    if (!o.log_sync && mhdctx_log_async_start(&batched) != MHDCTX_OK) {
+        fprintf(stderr, "mhdctx-demo: cannot start the log writer\n");
+        return 1;
+    }
     char err[512] = "";
     cfg.db = db_open(o.db, err, sizeof err);
     if (cfg.db == NULL) {
         mhdctx_log_fields(MHDCTX_LOG_ERROR, MHDCTX_FIELDS(MHDCTX_F_STR("error", err)),
                           "cannot open the database");
+        mhdctx_log_shutdown(); /* writes the queued lines, this one too */
         return 1;
     }
     users_set_db(cfg.db);

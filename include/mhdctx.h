@@ -705,6 +705,14 @@ MHDCTX_EXPORT mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback
                                                        void *handler_cls)
     MHDCTX_WARN_UNUSED;
 MHDCTX_EXPORT void mhdctx_middleware_free(mhdctx_middleware *mw);
+/**
+ * Says that the server is stopping: every request that ends from now on without a
+ * response is logged with outcome "shutdown" (in thread-per-connection mode MHD reports
+ * the connections it closes on a stop as client aborts). Call it right before
+ * MHD_stop_daemon() (or before the application cancels its in-flight work). Safe from
+ * any thread; NULL is ignored.
+ */
+MHDCTX_EXPORT void mhdctx_middleware_stopping(mhdctx_middleware *mw);
 
 /**
  * The access handler to give MHD_start_daemon(), with the middleware as its cls.

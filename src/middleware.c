@@ -47,6 +47,12 @@ void mhdctx_middleware_free(mhdctx_middleware *mw)
     mhdctx__free(mw);
 }
 
+void mhdctx_middleware_stopping(mhdctx_middleware *mw)
+{
+    if (mw)
+        atomic_store(&mw->stopping, true);
+}
+
 const struct MHD_OptionItem *mhdctx_mhd_options(mhdctx_middleware *mw)
 {
     return mw ? mw->options : NULL;

@@ -32,6 +32,7 @@ struct mhdctx_middleware {
     uint64_t deadline_ms; /* default budget, 0 = none */
     bool log_query;
     atomic_bool started; /* set by the first request: configuration is frozen */
+    atomic_bool stopping; /* mhdctx_middleware_stopping(): unanswered ends are shutdowns */
     struct mhdctx__hook *hooks;
     size_t n_hooks;
     struct mhdctx__route *routes;
