@@ -11,56 +11,13 @@
  *        [--log none|access|app] [--log-file PATH] [--sink async|sync]
  * First stdout line: {"port": N}. SIGINT/SIGTERM stop it.
  */
+#include "handlers.h"
+
 #include <mhdctx.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char body[] = "hello, world";
-static struct MHD_Response *shared_response;
-static bool app_line;
-
-static enum MHD_Result bare(void *cls, struct MHD_Connection *connection, const char *url,
-                            const char *method, const char *version, const char *upload_data,
-                            size_t *upload_data_size, void **req_cls)
-{
-    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &shared_response;
-        return MHD_YES;
-    }
-    *upload_data_size = 0;
-    return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
-}
-
-static enum MHD_Result with_context(void *cls, struct MHD_Connection *connection,
-                                    const char *url, const char *method, const char *version,
-                                    const char *upload_data, size_t *upload_data_size,
-                                    void **req_cls)
-{
-    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &shared_response;
-        return MHD_YES;
-    }
-    *upload_data_size = 0;
-    if (app_line)
-        mhdctx_log(MHDCTX_LOG_INFO, "saying hello");
-    /* The bare server's response plus the request id header: the response is per
-     * request because the id is (MHD 0.9 keeps headers on the response). */
-    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
-        sizeof body - 1, (void *)body, NULL, NULL);
-    if (response == NULL ||
-        mhdctx_response_add_request_id(response, mhdctx_current()) != MHDCTX_OK) {
-        if (response)
-            MHD_destroy_response(response);
-        return MHD_NO;
-    }
-    enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
-    MHD_destroy_response(response);
-    return result;
-}
 
 static unsigned mode_flags(const char *mode, unsigned *pool)
 {
@@ -106,22 +63,23 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    shared_response = MHD_create_response_from_buffer_with_free_callback_cls(
-        sizeof body - 1, (void *)body, NULL, NULL);
-    app_line = strcmp(log, "app") == 0;
+    if (!bench_handlers_init())
+        return 1;
+    bench_app_line = strcmp(log, "app") == 0;
     if (mhdctx_log_to_file(log_file) != MHDCTX_OK ||
         (strcmp(sink, "async") == 0 && mhdctx_log_async_start(NULL) != MHDCTX_OK)) {
         fprintf(stderr, "%s: cannot log to %s\n", argv[0], log_file);
         return 1;
     }
     mhdctx_log_set_level(strcmp(log, "none") == 0 ? MHDCTX_LOG_OFF : MHDCTX_LOG_INFO);
-    mhdctx_middleware *mw = mhdctx ? mhdctx_middleware_new(with_context, NULL) : NULL;
+    mhdctx_middleware *mw = mhdctx ? mhdctx_middleware_new(bench_with_id, NULL) : NULL;
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
     struct MHD_OptionItem threads[] = {
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)pool, NULL},
         {MHD_OPTION_END, 0, NULL}};
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, mhdctx ? &mhdctx_access_handler : &bare, mw,
+        flags, (uint16_t)port, NULL, NULL,
+        mhdctx ? &mhdctx_access_handler : &bench_bare, mw,
         MHD_OPTION_ARRAY, mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_ARRAY, threads,
         MHD_OPTION_END);
     if (d == NULL)
@@ -132,7 +90,7 @@ int main(int argc, char **argv)
     sigwait(&stop, &sig);
     MHD_stop_daemon(d);
     mhdctx_middleware_free(mw);
-    MHD_destroy_response(shared_response);
+    bench_handlers_free();
     mhdctx_log_shutdown();
     return 0;
 }

@@ -14,6 +14,8 @@
  * usage: micro [--quick]     (--quick: a few ms per figure, for the CI smoke run)
  */
 #define _GNU_SOURCE
+#include "handlers.h"
+
 #include <mhdctx.h>
 
 #include <arpa/inet.h>
@@ -162,56 +164,6 @@ static void bench_log(const char *dest, bool async)
 
 /* ---- allocations per request ------------------------------------------------------------ */
 
-static const char body[] = "hello, world";
-static struct MHD_Response *shared_response;
-
-static enum MHD_Result bare(void *cls, struct MHD_Connection *connection, const char *url,
-                            const char *method, const char *version, const char *upload_data,
-                            size_t *upload_data_size, void **req_cls)
-{
-    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &shared_response;
-        return MHD_YES;
-    }
-    *upload_data_size = 0;
-    return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
-}
-
-/* The library alone: the bare server's shared response, no id header. */
-static enum MHD_Result context_only(void *cls, struct MHD_Connection *connection,
-                                    const char *url, const char *method, const char *version,
-                                    const char *upload_data, size_t *upload_data_size,
-                                    void **req_cls)
-{
-    return bare(cls, connection, url, method, version, upload_data, upload_data_size, req_cls);
-}
-
-/* As bench/hello-mhdctx: the same response per request, with the id header. */
-static enum MHD_Result with_id_header(void *cls, struct MHD_Connection *connection,
-                                      const char *url, const char *method,
-                                      const char *version, const char *upload_data,
-                                      size_t *upload_data_size, void **req_cls)
-{
-    (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &shared_response;
-        return MHD_YES;
-    }
-    *upload_data_size = 0;
-    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
-        sizeof body - 1, (void *)body, NULL, NULL);
-    if (response == NULL ||
-        mhdctx_response_add_request_id(response, mhdctx_current()) != MHDCTX_OK) {
-        if (response)
-            MHD_destroy_response(response);
-        return MHD_NO;
-    }
-    enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
-    MHD_destroy_response(response);
-    return result;
-}
-
 static bool one_request(int fd, const char *request)
 {
     size_t len = strlen(request);
@@ -272,14 +224,14 @@ static void bench_allocations(void)
     const char *with_id =
         "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 0b5cfa4e-6a67-4d8a-9d5e-8c6f7e2a1b3c\r\n\r\n";
     mhdctx_log_set_level(MHDCTX_LOG_OFF);
-    double bare_plain = allocations_per_request(bare, false, plain);
-    double library = allocations_per_request(context_only, true, plain);
-    double library_id = allocations_per_request(context_only, true, with_id);
-    double echo = allocations_per_request(with_id_header, true, plain);
+    double bare_plain = allocations_per_request(bench_bare, false, plain);
+    double library = allocations_per_request(bench_bare, true, plain);
+    double library_id = allocations_per_request(bench_bare, true, with_id);
+    double echo = allocations_per_request(bench_with_id, true, plain);
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
     mhdctx_log_to_file("/dev/null");
     mhdctx_log_async_start(NULL);
-    double echo_line = allocations_per_request(with_id_header, true, plain);
+    double echo_line = allocations_per_request(bench_with_id, true, plain);
     mhdctx_log_shutdown();
     printf("{\"bench\":\"allocations\",\"bare\":%.2f,\"library\":%.2f,"
            "\"library_incoming_id\":%.2f,\"with_id_header\":%.2f,"
@@ -302,8 +254,8 @@ static void run_log_job(void *arg)
 int main(int argc, char **argv)
 {
     quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    shared_response = MHD_create_response_from_buffer_with_free_callback_cls(
-        sizeof body - 1, (void *)body, NULL, NULL);
+    if (!bench_handlers_init())
+        return 1;
     /* A context as a request has it after the auth hook and a user key. */
     mhdctx_context *ctx = mhdctx_context_new();
     mhdctx_set_user_id(ctx, "42");
@@ -328,6 +280,6 @@ int main(int argc, char **argv)
     unlink(path);
     mhdctx_context_unref(ctx);
     bench_allocations();
-    MHD_destroy_response(shared_response);
+    bench_handlers_free();
     return 0;
 }

@@ -20,6 +20,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rawhttp import Checks, wait_for_port  # noqa: E402
+
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TOKEN = "demo-admin-token"
 HOSTILE_IDS = {  # raw header value -> reason the access line must give
@@ -52,19 +56,8 @@ class Demo:
         self.base = "http://127.0.0.1:%d" % self.port
 
     def _wait_for_port(self, timeout):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("demo exited early: %s" % open(self.err_path).read())
-            with open(self.log_path, "rb") as f:
-                first = f.readline()
-            if first.endswith(b"\n"):
-                line = json.loads(first)
-                if line.get("message") != "listening":
-                    raise RuntimeError("first line is not the listening line: %r" % first)
-                return int(line["port"])
-            time.sleep(0.05)
-        raise RuntimeError("demo did not print its port in %ds" % timeout)
+        return wait_for_port(self.proc, self.log_path, timeout,
+                             lambda: open(self.err_path).read())
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -107,21 +100,6 @@ def curl(url, headers=(), method=None, data_file=None, extra=()):
         k, _, v = line.partition(":")
         hdrs.setdefault(k.strip().lower(), []).append(v.strip())
     return status, hdrs, body
-
-
-class Checks:
-    def __init__(self, mode):
-        self.mode = mode
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, condition, detail=""):
-        if condition:
-            self.passed += 1
-            print("ok - %s: %s" % (self.mode, name))
-        else:
-            self.failed += 1
-            print("not ok - %s: %s %s" % (self.mode, name, detail))
 
 
 def access_lines(lines, request_id):

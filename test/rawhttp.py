@@ -27,6 +27,24 @@ ACCESS = "request completed"  # the access line's message (src/access_log.c)
 TOKENS = ("demo-admin-token", "demo-reader-token")  # demo/tokens.json
 
 
+def wait_for_port(proc, log_path, timeout, stderr):
+    """The port of the demo's first line ("listening"), read from its log file; raises
+    if the demo exits first (with stderr()) or says nothing within timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("demo exited early: %s" % stderr())
+        with open(log_path, "rb") as f:
+            first = f.readline()
+        if first.endswith(b"\n"):
+            line = json.loads(first)
+            if line.get("message") != "listening":
+                raise RuntimeError("first line is not the listening line: %r" % first)
+            return int(line["port"])
+        time.sleep(0.02)
+    raise RuntimeError("demo did not print its port in %ds" % timeout)
+
+
 class Demo:
     """demo/mhdctx-demo --port 0 --mode MODE --tokens demo/tokens.json ARGS, stdout (the
     log) and stderr (valgrind's report) in files of WORKDIR."""
@@ -46,19 +64,7 @@ class Demo:
         self.port = self._wait_for_port(10 * SLOW)
 
     def _wait_for_port(self, timeout):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("demo exited early: %s" % self.stderr())
-            with open(self.log_path, "rb") as f:
-                first = f.readline()
-            if first.endswith(b"\n"):
-                line = json.loads(first)
-                if line.get("message") != "listening":
-                    raise RuntimeError("first line is not the listening line: %r" % first)
-                return int(line["port"])
-            time.sleep(0.02)
-        raise RuntimeError("demo did not print its port in %ds" % timeout)
+        return wait_for_port(self.proc, self.log_path, timeout, self.stderr)
 
     def stop(self, timeout=None, sig=signal.SIGTERM):
         """Signals the demo (by PID), waits for it: (exit code or None if it had to be
@@ -302,29 +308,19 @@ def get(port, path="/", headers=(), timeout=3.0):
 
 
 class Checks:
-    """ok/not ok lines; a case passes when all its checks pass."""
+    """ok / not ok lines under a label ("shutdown epoll: ..."), counted."""
 
-    def __init__(self, name):
-        self.name = name
-        self.cases = 0
-        self.failed_cases = []
-        self.current = None
-        self.current_failed = False
-
-    def begin(self, case):
-        self.current = case
-        self.current_failed = False
-        self.cases += 1
-
-    def end(self):
-        if self.current_failed:
-            self.failed_cases.append(self.current)
-        else:
-            print("ok - %s: %s" % (self.name, self.current))
+    def __init__(self, label):
+        self.label = label
+        self.passed = 0
+        self.failed = 0
 
     def check(self, what, cond, detail=""):
-        if not cond:
-            self.current_failed = True
-            print("not ok - %s: %s: %s %s" % (self.name, self.current, what,
-                                               str(detail)[:400]))
+        if cond:
+            self.passed += 1
+            print("ok - %s: %s" % (self.label, what))
+        else:
+            self.failed += 1
+            print("not ok - %s: %s %s" % (self.label, what, str(detail)[:600]))
         return bool(cond)
+

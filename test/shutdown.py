@@ -24,27 +24,11 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rawhttp import (SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
+from rawhttp import (Checks, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
                      check_log, get)
 
 MODES = ["epoll", "poll", "select", "pool", "thread-per-connection"]
 EXIT_WITHIN = 3.0  # seconds from SIGTERM to exit (times SLOW under valgrind)
-
-
-class Checks:
-    def __init__(self, mode):
-        self.mode = mode
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, what, cond, detail=""):
-        if cond:
-            self.passed += 1
-            print("ok - shutdown %s: %s" % (self.mode, what))
-        else:
-            self.failed += 1
-            print("not ok - shutdown %s: %s %s" % (self.mode, what, str(detail)[:800]))
-        return bool(cond)
 
 
 def in_flight(port, rid, data, out):
@@ -63,7 +47,7 @@ def in_flight(port, rid, data, out):
 
 
 def run_mode(mode, workdir):
-    t = Checks(mode)
+    t = Checks("shutdown %s" % mode)
     t0 = time.time()
     demo = Demo(mode, workdir, ["--workers", "2"])
     port = demo.port

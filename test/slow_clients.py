@@ -24,28 +24,12 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rawhttp import (ACCESS, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
+from rawhttp import (Checks, ACCESS, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
                      check_log, get)
 
 MODES = ["epoll", "poll", "select", "pool", "thread-per-connection"]
 TIMEOUT = 1  # the demo's --timeout, seconds
 STALLED = 5  # stalled clients of each kind
-
-
-class Checks:
-    def __init__(self, mode):
-        self.mode = mode
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, what, cond, detail=""):
-        if cond:
-            self.passed += 1
-            print("ok - slow-clients %s: %s" % (self.mode, what))
-        else:
-            self.failed += 1
-            print("not ok - slow-clients %s: %s %s" % (self.mode, what, str(detail)[:600]))
-        return bool(cond)
 
 
 def stall(port, data, out, key):
@@ -103,7 +87,7 @@ def keep_alive_idle(port, out):
 
 
 def run_mode(mode, workdir):
-    t = Checks(mode)
+    t = Checks("slow-clients %s" % mode)
     t0 = time.time()
     demo = Demo(mode, workdir, ["--timeout", str(TIMEOUT)])
     port = demo.port

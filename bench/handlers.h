@@ -1,0 +1,27 @@
+/* handlers.h - the hello handlers shared by the benchmark programs (hello.c, micro.c). */
+#ifndef MHDCTX_BENCH_HANDLERS_H
+#define MHDCTX_BENCH_HANDLERS_H
+
+#include <mhdctx.h>
+#include <stdbool.h>
+
+/* Creates the shared "hello, world" response; false on allocation failure. */
+bool bench_handlers_init(void);
+void bench_handlers_free(void);
+
+/* When true, bench_with_id logs one line per request ("saying hello"). */
+extern bool bench_app_line;
+
+/* Bare MHD: the one shared response, no header of ours. */
+enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const char *url,
+                           const char *method, const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **req_cls);
+
+/* Behind the middleware: the same body in a response per request, because it carries
+ * the request id header (MHD 0.9 keeps headers on the response). */
+enum MHD_Result bench_with_id(void *cls, struct MHD_Connection *connection, const char *url,
+                              const char *method, const char *version,
+                              const char *upload_data, size_t *upload_data_size,
+                              void **req_cls);
+
+#endif
