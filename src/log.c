@@ -175,6 +175,8 @@ static void put_field_value(mhdctx__buf *b, const mhdctx_field *f)
     }
 }
 
+static void put_message(mhdctx__buf *b, const char *fmt, va_list ap) MHDCTX_PRINTF(2, 0);
+
 static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 {
     if (fmt == NULL) {
