@@ -3,8 +3,9 @@
 
 For each threading mode, all servers (bare, mhdctx --log none|access|app) run at once,
 pinned to CPU 1; wrk, pinned to CPU 0, loads them in turn, round after round, so that
-drift hits every server alike. Per round each server's figures are divided by bare
-MHD's of the same round; the table shows medians over rounds. Server CPU time per
+drift hits every server alike. Every round starts fresh processes and shuffles the
+order. Per round each server's figures are divided by bare MHD's of the same round;
+the table shows medians over rounds. Server CPU time per
 request comes from /proc/PID/task/*/schedstat, or /proc/PID/stat where threads come and
 go (the steady figure; requests/s is noisier because wrk nearly saturates its core).
 
@@ -18,6 +19,7 @@ usage: load.py [--rounds N] [--seconds S] [--modes epoll,pool,thread-per-connect
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -126,22 +128,38 @@ def print_rows(mode, with_id, servers, rounds, results):
 
 
 def run_mode(mode, servers, args, work, results):
-    procs = {}
-    try:
-        for name, kind, log in servers:
-            procs[name] = start(server_cmd(kind, mode, log, os.path.join(work, name + ".log")))
-        for name, _, _ in servers:  # warm-up: caches, allocator, JIT
-            wrk(procs[name][1], 1, False)
-        for with_id in (False, True):
-            rounds = {name: [] for name, _, _ in servers}
-            for _ in range(args.rounds):
-                for name, _, _ in servers:
-                    rounds[name].append(measure(*procs[name], args.seconds, with_id))
-            print_rows(mode, with_id, servers, rounds, results)
-    finally:
-        for proc, _ in procs.values():
-            proc.terminate()
-            proc.wait()
+    """Each round starts fresh server processes (a process's own luck - where its
+    memory landed, what it shares a cache with - moves its figures by up to 10% on this
+    kind of machine, so it must not follow one server through every round), warms each
+    up, then loads them in turn, in an order shuffled per round, without and with an
+    incoming id."""
+    rounds = {(name, with_id): [] for name, _, _ in servers for with_id in (False, True)}
+    order = list(servers)
+    for round_no in range(args.rounds):
+        procs = {}
+        try:
+            for name, kind, log in servers:
+                procs[name] = start(server_cmd(kind, mode, log,
+                                               os.path.join(work, "%s.log" % name)))
+            for name, _, _ in servers:  # warm-up: caches, allocator, JIT
+                wrk(procs[name][1], 1, False)
+            random.Random(round_no).shuffle(order)
+            for with_id in (False, True):
+                for name, _, _ in order:
+                    rounds[(name, with_id)].append(
+                        measure(*procs[name], args.seconds, with_id))
+        finally:
+            for proc, _ in procs.values():
+                proc.terminate()
+                proc.wait()
+            for name, _, _ in servers:  # gigabytes of access lines otherwise
+                try:
+                    os.unlink(os.path.join(work, "%s.log" % name))
+                except OSError:
+                    pass
+    for with_id in (False, True):
+        print_rows(mode, with_id, servers,
+                   {name: rounds[(name, with_id)] for name, _, _ in servers}, results)
 
 
 def main():
@@ -152,8 +170,9 @@ def main():
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     node = node_peer_ready()
-    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1, %d rounds x %d s after a 1 s "
-          "warm-up, medians of per-round ratios to bare MHD" % (args.rounds, args.seconds))
+    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1, %d rounds of fresh processes, "
+          "%d s each after a 1 s warm-up, medians of per-round ratios to bare MHD"
+          % (args.rounds, args.seconds))
     if not node:
         print("node peer not available (bench/node/install.sh): Express rows left out")
     print(ROW % ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "p50 us",

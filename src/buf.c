@@ -4,22 +4,6 @@
 
 #include <string.h>
 
-void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap)
-{
-    b->data = storage;
-    b->len = 0;
-    b->cap = storage ? cap : 0;
-    b->on_heap = false;
-    b->failed = false;
-}
-
-void mhdctx__buf_release(mhdctx__buf *b)
-{
-    if (b->on_heap)
-        mhdctx__free(b->data);
-    mhdctx__buf_init(b, NULL, 0);
-}
-
 bool mhdctx__buf_grow(mhdctx__buf *b, size_t extra)
 {
     if (b->failed)

@@ -32,8 +32,22 @@ typedef struct mhdctx__buf {
     bool failed;  /* an append did not fit and could not grow: content is truncated */
 } mhdctx__buf;
 
-void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap);
-void mhdctx__buf_release(mhdctx__buf *b);
+static inline void mhdctx__buf_init(mhdctx__buf *b, char *storage, size_t cap)
+{
+    b->data = storage;
+    b->len = 0;
+    b->cap = storage ? cap : 0;
+    b->on_heap = false;
+    b->failed = false;
+}
+
+/* Frees what the buffer allocated (caller storage is the caller's); empty again. */
+static inline void mhdctx__buf_release(mhdctx__buf *b)
+{
+    if (b->on_heap)
+        mhdctx__free(b->data);
+    mhdctx__buf_init(b, NULL, 0);
+}
 /* Makes room for @extra more bytes; false (and b->failed) when it cannot. */
 bool mhdctx__buf_grow(mhdctx__buf *b, size_t extra);
 

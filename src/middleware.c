@@ -203,17 +203,31 @@ struct header_scan {
     unsigned count;
 };
 
-static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    size_t key_size, const char *value, size_t value_size)
+/* The headers the middleware reads at the first call, found in one pass. */
+enum { SCAN_ID, SCAN_TRACEPARENT, SCAN_TIMEOUT, SCAN_COUNT };
+
+struct header_scans {
+    struct header_scan of[SCAN_COUNT];
+    size_t n;
+};
+
+static void note_value(struct header_scan *scan, const char *value, size_t value_size)
+{
+    if (scan->count++ == 0) {
+        scan->first = value;
+        scan->first_len = value ? value_size : 0;
+    }
+}
+
+static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
     (void)key_size;
-    struct header_scan *scan = cls;
-    if (key && strcasecmp(key, scan->name) == 0) {
-        if (scan->count++ == 0) {
-            scan->first = value;
-            scan->first_len = value ? value_size : 0;
-        }
+    struct header_scans *scans = cls;
+    for (size_t i = 0; key && i < scans->n; i++) {
+        if (strcasecmp(key, scans->of[i].name) == 0)
+            note_value(&scans->of[i], value, value_size);
     }
     return MHD_YES;
 }
@@ -223,19 +237,19 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 unsigned mhdctx__header_values(struct MHD_Connection *connection, const char *name,
                                const char **first, size_t *first_len)
 {
-    struct header_scan scan = {.name = name};
-    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_header, &scan);
-    *first = scan.first;
-    *first_len = scan.first_len;
-    return scan.count;
+    struct header_scans scans = {.of = {{.name = name}}, .n = 1};
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_headers, &scans);
+    *first = scans.of[0].first;
+    *first_len = scans.of[0].first_len;
+    return scans.of[0].count;
 }
 
 static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                              struct MHD_Connection *connection)
+                              const struct header_scan *id)
 {
-    const char *value;
-    size_t len;
-    unsigned count = mhdctx__header_values(connection, mw->id_header, &value, &len);
+    const char *value = id->first;
+    size_t len = id->first_len;
+    unsigned count = id->count;
     /* MHD strips leading blanks but keeps trailing ones; neither is part of the value
      * (RFC 9110 section 5.5). */
     while (count == 1 && len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
@@ -259,11 +273,11 @@ static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
 /* ---- deadline --------------------------------------------------------------------------- */
 
 /* A caller's budget: 1..limit decimal digits-only milliseconds, else ignored. */
-static uint64_t incoming_budget_ms(struct MHD_Connection *connection, uint64_t limit)
+static uint64_t incoming_budget_ms(const struct header_scan *timeout, uint64_t limit)
 {
-    const char *value;
-    size_t len;
-    if (mhdctx__header_values(connection, "X-Request-Timeout-Ms", &value, &len) != 1)
+    const char *value = timeout->first;
+    size_t len = timeout->first_len;
+    if (timeout->count != 1)
         return 0;
     while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
         len--; /* trailing blanks are not part of the value (RFC 9110 5.5) */
@@ -279,12 +293,12 @@ static uint64_t incoming_budget_ms(struct MHD_Connection *connection, uint64_t l
 }
 
 static void assign_deadline(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                            struct MHD_Connection *connection)
+                            const struct header_scan *timeout)
 {
     const struct mhdctx__route *route = mhdctx__route_find(mw, ctx->text);
     uint64_t budget = route && route->has_deadline ? route->deadline_ms : mw->deadline_ms;
     if (mw->trust_incoming_deadline) {
-        uint64_t asked = incoming_budget_ms(connection, budget);
+        uint64_t asked = incoming_budget_ms(timeout, budget);
         if (asked)
             budget = asked;
     }
@@ -334,13 +348,13 @@ static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const cha
 
 /* Several traceparent headers restart the trace; several tracestate headers are one
  * list. MHD's plain lookup returns only the first value, so every value is read. */
-static mhdctx_error assign_trace(mhdctx_context *ctx, struct MHD_Connection *connection)
+static mhdctx_error assign_trace(mhdctx_context *ctx, struct MHD_Connection *connection,
+                                 const struct header_scan *traceparent)
 {
-    const char *value;
-    size_t len;
     mhdctx_trace_parent parent;
-    bool valid = mhdctx__header_values(connection, "traceparent", &value, &len) == 1 &&
-                 mhdctx_traceparent_parse(value, len, &parent) == MHDCTX_OK;
+    bool valid = traceparent->count == 1 &&
+                 mhdctx_traceparent_parse(traceparent->first, traceparent->first_len,
+                                          &parent) == MHDCTX_OK;
     if (!valid)
         return mhdctx__context_set_trace(ctx, NULL, NULL, 0);
     struct joined_values state = {.name = "tracestate"};
@@ -383,10 +397,15 @@ static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
                           struct MHD_Connection *connection, const char *method)
 {
     ctx->id_header = mw->id_header;
-    assign_request_id(mw, ctx, connection);
-    assign_deadline(mw, ctx, connection);
+    struct header_scans scans = {.of = {[SCAN_ID] = {.name = mw->id_header},
+                                        [SCAN_TRACEPARENT] = {.name = "traceparent"},
+                                        [SCAN_TIMEOUT] = {.name = "X-Request-Timeout-Ms"}},
+                                 .n = mw->trust_incoming_deadline ? 3 : 2};
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_headers, &scans);
+    assign_request_id(mw, ctx, &scans.of[SCAN_ID]);
+    assign_deadline(mw, ctx, &scans.of[SCAN_TIMEOUT]);
     if (mhdctx__context_set_method(ctx, method ? method : "") != MHDCTX_OK ||
-        assign_trace(ctx, connection) != MHDCTX_OK)
+        assign_trace(ctx, connection, &scans.of[SCAN_TRACEPARENT]) != MHDCTX_OK)
         return false;
     switch (run_hooks(mw, connection, ctx)) {
     case MHDCTX_HOOK_CONTINUE:
