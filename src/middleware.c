@@ -492,6 +492,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
 /* Routes MHD's own error messages through the JSON logger, so that they are escaped
  * like everything else (MHD quotes client bytes in some of them). */
+static void on_mhd_message(void *cls, const char *fmt, va_list ap) MHDCTX_PRINTF(2, 0);
+
 static void on_mhd_message(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
