@@ -227,21 +227,7 @@ static void *json_malloc(size_t size)
 
 /* ==== the server ====================================================================== */
 
-struct mode {
-    const char *name;
-    unsigned flags;
-    unsigned pool;
-};
-
-static const struct mode modes[] = {
-    {"epoll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0},
-    {"poll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0},
-    {"select", MHD_USE_INTERNAL_POLLING_THREAD, 0},
-    {"pool", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 2},
-    {"thread-per-connection", MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
-     0},
-};
-#define N_MODES (sizeof modes / sizeof modes[0])
+/* The threading modes: support_modes (test/support.c). */
 
 struct fixture {
     support_server server;
@@ -249,7 +235,7 @@ struct fixture {
     mhdctx_token_table *tokens;
 };
 
-static void fixture_start(struct fixture *f, const struct mode *m)
+static void fixture_start(struct fixture *f, const support_mode *m)
 {
     memset(key_value, 'v', KEY_LEN);
     memset(long_text, 'm', LONG_TEXT);
@@ -528,7 +514,7 @@ static void print_walk(const char *what, const struct walk *w)
 
 START_TEST(test_walk_library_allocations)
 {
-    const struct mode *m = &modes[_i];
+    const support_mode *m = &support_modes[_i];
     support_capture_start_info();
     struct fixture f;
     fixture_start(&f, m);
@@ -550,7 +536,7 @@ START_TEST(test_walk_library_and_jansson_allocations)
 {
     support_capture_start_info();
     struct fixture f;
-    fixture_start(&f, &modes[0]);
+    fixture_start(&f, &support_modes[0]);
     json_set_alloc_funcs(json_malloc, free);
     atomic_store(&json_faults, true);
     assert_normal_request(f.server.port, "warm-up");
@@ -569,7 +555,7 @@ static Suite *alloc_fault_suite(void)
 {
     Suite *suite = suite_create("alloc_fault");
     TCase *tc = support_tcase(suite, "walk", TEST_TIMEOUT_S, disarm, disarm);
-    tcase_add_loop_test(tc, test_walk_library_allocations, 0, (int)N_MODES);
+    tcase_add_loop_test(tc, test_walk_library_allocations, 0, (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_walk_library_and_jansson_allocations);
     return suite;
 }

@@ -384,21 +384,7 @@ static mhdctx_hook_result order_hook(struct MHD_Connection *connection, mhdctx_c
 
 /* ==== the server ===================================================================== */
 
-struct mode {
-    const char *name;
-    unsigned flags;
-    unsigned pool;
-};
-
-static const struct mode modes[] = {
-    {"epoll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0},
-    {"poll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0},
-    {"select", MHD_USE_INTERNAL_POLLING_THREAD, 0},
-    {"pool", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 2},
-    {"thread-per-connection", MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
-     0},
-};
-#define N_MODES    (sizeof modes / sizeof modes[0])
+/* The threading modes: support_modes (test/support.c). */
 #define MODE_EPOLL 0
 
 /* MHD calls this on its own threads outside any request callback (a connection opens or
@@ -420,8 +406,8 @@ static void notify_connection(void *cls, struct MHD_Connection *connection,
 static void server_start_ex(support_server *s, mhdctx_middleware *mw, unsigned mode,
                             unsigned extra_flags, struct app *watch)
 {
-    ck_assert_uint_lt(mode, N_MODES);
-    const struct mode *m = &modes[mode];
+    ck_assert_uint_lt(mode, SUPPORT_N_MODES);
+    const support_mode *m = &support_modes[mode];
     const unsigned flags = m->flags | extra_flags;
     struct MHD_OptionItem extra[3];
     size_t n = 0;
@@ -1613,7 +1599,7 @@ START_TEST(test_concurrency)
         ck_assert_int_eq(pthread_join(threads[i], NULL), 0);
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         ck_assert_msg(jobs[i].failures == 0, "mode %s client %u: %u failures, first: %s",
-                      modes[mode].name, i, jobs[i].failures, jobs[i].first_failure);
+                      support_modes[mode].name, i, jobs[i].failures, jobs[i].first_failure);
         ck_assert_uint_eq(jobs[i].ok, N_REQUESTS);
     }
     const size_t total = N_CLIENTS * N_REQUESTS;
@@ -1669,7 +1655,7 @@ static Suite *middleware_suite(void)
 {
     Suite *suite = suite_create("middleware");
     TCase *tc = support_tcase(suite, "request_id", TEST_TIMEOUT_S, NULL, NULL);
-    tcase_add_loop_test(tc, test_current_context, 0, (int)N_MODES);
+    tcase_add_loop_test(tc, test_current_context, 0, (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_slot_preserved_across_body_calls);
     tcase_add_test(tc, test_hostile_request_ids);
     tcase_add_test(tc, test_valid_request_id_boundaries);
@@ -1692,7 +1678,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_mhd_messages_routed);
 
     tc = support_tcase(suite, "modes", TEST_TIMEOUT_S, NULL, NULL);
-    tcase_add_loop_test(tc, test_concurrency, 0, (int)N_MODES);
+    tcase_add_loop_test(tc, test_concurrency, 0, (int)SUPPORT_N_MODES);
     return suite;
 }
 

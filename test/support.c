@@ -331,6 +331,15 @@ bool support_capture_contains(const char *needle)
 
 /* ==== an MHD daemon with the middleware ================================================ */
 
+const support_mode support_modes[SUPPORT_N_MODES] = {
+    {"epoll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0},
+    {"poll", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0},
+    {"select", MHD_USE_INTERNAL_POLLING_THREAD, 0},
+    {"pool", MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 2},
+    {"thread-per-connection", MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
+     0},
+};
+
 void support_server_start(support_server *s, mhdctx_middleware *mw, unsigned flags,
                           struct MHD_OptionItem *extra)
 {

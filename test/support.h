@@ -164,6 +164,18 @@ typedef struct support_server {
 /** MHD flags of the usual daemon: its own polling thread, epoll. */
 #define SUPPORT_MHD_EPOLL (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL)
 
+/** An MHD threading mode the suites run in: its name, daemon flags, pool size (0: none). */
+typedef struct support_mode {
+    const char *name;
+    unsigned flags;
+    unsigned pool;
+} support_mode;
+
+/** Every threading mode the library claims: epoll, poll, select, a thread pool,
+ * thread-per-connection (in that order; support_modes[0] is epoll). */
+extern const support_mode support_modes[];
+#define SUPPORT_N_MODES 5
+
 /**
  * Starts a daemon on port 0 (the kernel picks one, read back into s->port) with @p flags,
  * mhdctx_access_handler() in front of @p mw, the middleware's options and then @p extra
