@@ -200,22 +200,28 @@ static void release_buffers(void)
     writer.active = writer.spare = NULL;
 }
 
-/* Timed waits on CLOCK_MONOTONIC: a step of the wall clock must not stall the writer.
- * Done once (lock held): the conditions are never destroyed. */
-static void use_monotonic_conditions(void)
+/* Timed waits on CLOCK_MONOTONIC: a step of the wall clock must not stall the writer. */
+static bool conditions_ready;
+
+static void init_conditions(void)
 {
-    static bool done;
-    if (done)
-        return;
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_destroy(&writer.work);
-    pthread_cond_destroy(&writer.space);
     pthread_cond_init(&writer.work, &attr);
     pthread_cond_init(&writer.space, &attr);
     pthread_condattr_destroy(&attr);
-    done = true;
+    conditions_ready = true;
+}
+
+/* Once, lock held: the statically initialized conditions have never had a waiter. */
+static void use_monotonic_conditions(void)
+{
+    if (conditions_ready)
+        return;
+    pthread_cond_destroy(&writer.work);
+    pthread_cond_destroy(&writer.space);
+    init_conditions();
 }
 
 static void after_fork_child(void);
@@ -289,16 +295,17 @@ void mhdctx_log_async_stop(void)
 }
 
 /* A child of fork() has no writer thread: it writes synchronously, and the parent's
- * queued lines (the parent writes them) are forgotten. The lock may have been held by a
- * thread that does not exist in the child, so everything is re-initialized. */
+ * queued lines (the parent writes them) are forgotten. The lock and the conditions may
+ * have been held or waited on by threads that do not exist in the child, so they are
+ * made anew (not destroyed: glibc would wait for the phantom waiters). The child may
+ * start a writer of its own. */
 static void after_fork_child(void)
 {
     mhdctx__sink_after_fork_child();
-    if (!atomic_load(&writer_on))
-        return;
     atomic_store(&writer_on, false);
     pthread_mutex_init(&writer.lock, NULL);
-    writer.running = writer.stopping = false;
+    init_conditions();
+    writer.running = writer.stopping = writer.flush_asked = false;
     writer.len = writer.lines = 0;
     release_buffers(); /* the child is single-threaded: nobody else touches them */
 }

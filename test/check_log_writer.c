@@ -304,12 +304,19 @@ START_TEST(child_of_fork_logs_synchronously)
     if (child == 0) {
         /* No writer thread here: a queued line would never be written. */
         log_numbered(1, 2);
-        _exit(mhdctx_log_async_running() ? 3 : 0);
+        if (mhdctx_log_async_running())
+            _exit(3);
+        /* A writer of its own works (lock and conditions made anew). */
+        if (mhdctx_log_async_start(&o) != MHDCTX_OK)
+            _exit(4);
+        log_numbered(2, 3);
+        mhdctx_log_shutdown();
+        _exit(0);
     }
     int status;
     ck_assert_int_eq(waitpid(child, &status, 0), child);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    assert_numbered_file(path, 2);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    assert_numbered_file(path, 3);
 }
 END_TEST
 
