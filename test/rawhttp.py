@@ -13,6 +13,8 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 
 WRAPPER = shlex.split(os.environ.get("MHDCTX_TEST_WRAPPER", ""))
@@ -23,6 +25,7 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 # What the library lets through as a request id (README, "Request-id rules").
 SAFE_ID = re.compile(r"^[A-Za-z0-9._~:@+/=-]{1,256}$")
 OUTCOMES = {"completed", "client_abort", "timeout", "error", "shutdown"}
+MODES = ["epoll", "poll", "select", "pool", "thread-per-connection"]  # the demo's --mode
 ACCESS = "request completed"  # the access line's message (src/access_log.c)
 TOKENS = ("demo-admin-token", "demo-reader-token")  # demo/tokens.json
 
@@ -324,3 +327,17 @@ class Checks:
             print("not ok - %s: %s %s" % (self.label, what, str(detail)[:600]))
         return bool(cond)
 
+
+def run_modes(run_mode, prefix, usage):
+    """main() of a test over the demo's modes: the modes named on the command line (all
+    when none), each run as run_mode(mode, workdir) in one temporary directory.
+    Exit status: 0 all passed, 1 a mode failed, 2 an unknown mode (usage printed)."""
+    modes = sys.argv[1:] or MODES
+    if [m for m in modes if m not in MODES]:
+        print(usage)
+        return 2
+    ok = True
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        for mode in modes:
+            ok = run_mode(mode, workdir) and ok
+    return 0 if ok else 1

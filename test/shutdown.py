@@ -18,16 +18,14 @@ Exit status: 0 pass, 1 fail.
 """
 import os
 import sys
-import tempfile
 import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rawhttp import (Checks, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
+from rawhttp import (Checks, run_modes, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
                      check_log, get)
 
-MODES = ["epoll", "poll", "select", "pool", "thread-per-connection"]
 EXIT_WITHIN = 3.0  # seconds from SIGTERM to exit (times SLOW under valgrind)
 
 
@@ -129,15 +127,7 @@ def run_mode(mode, workdir):
 
 
 def main():
-    modes = sys.argv[1:] or MODES
-    if [m for m in modes if m not in MODES]:
-        print(__doc__)
-        return 2
-    ok = True
-    with tempfile.TemporaryDirectory(prefix="mhdctx-sd-") as workdir:
-        for mode in modes:
-            ok = run_mode(mode, workdir) and ok
-    return 0 if ok else 1
+    return run_modes(run_mode, "mhdctx-sd-", __doc__)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,14 @@ Exit status: 0 pass, 1 fail.
 """
 import os
 import sys
-import tempfile
 import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rawhttp import (Checks, ACCESS, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
+from rawhttp import (Checks, run_modes, ACCESS, SLOW, Client, Demo, Hang, Malformed, access_lines,  # noqa: E402
                      check_log, get)
 
-MODES = ["epoll", "poll", "select", "pool", "thread-per-connection"]
 TIMEOUT = 1  # the demo's --timeout, seconds
 STALLED = 5  # stalled clients of each kind
 
@@ -200,16 +198,7 @@ def run_mode(mode, workdir):
 
 
 def main():
-    modes = sys.argv[1:] or MODES
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        print(__doc__)
-        return 2
-    ok = True
-    with tempfile.TemporaryDirectory(prefix="mhdctx-sc-") as workdir:
-        for mode in modes:
-            ok = run_mode(mode, workdir) and ok
-    return 0 if ok else 1
+    return run_modes(run_mode, "mhdctx-sc-", __doc__)
 
 
 if __name__ == "__main__":
