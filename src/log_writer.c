@@ -160,18 +160,13 @@ static void wait_written(void)
     }
 }
 
-void mhdctx__writer_flush(void)
+void mhdctx_log_flush(void)
 {
     if (!atomic_load_explicit(&writer_on, memory_order_acquire))
         return;
     pthread_mutex_lock(&writer.lock);
     wait_written();
     pthread_mutex_unlock(&writer.lock);
-}
-
-void mhdctx_log_flush(void)
-{
-    mhdctx__writer_flush();
 }
 
 static mhdctx_log_async_options effective(const mhdctx_log_async_options *asked)

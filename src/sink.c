@@ -167,7 +167,7 @@ void mhdctx__sink_after_fork_child(void)
 
 static void replace_sink(struct sink next)
 {
-    mhdctx__writer_flush(); /* queued lines go where they were meant to go */
+    mhdctx_log_flush(); /* queued lines go where they were meant to go */
     pthread_mutex_lock(&sink_lock);
     struct sink old = active;
     active = next;

@@ -24,7 +24,6 @@ enum mhdctx__queued {
     MHDCTX__NOT_QUEUED  /* asynchronous mode is off, or the line is larger than a buffer */
 };
 enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len);
-/* Returns once every line queued before the call has been written (no-op when off). */
-void mhdctx__writer_flush(void);
+/* Flushing is public: mhdctx_log_flush() (a no-op when the writer is off). */
 
 #endif
