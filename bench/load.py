@@ -2,19 +2,21 @@
 """bench/load.py - bare MHD against mhdctx, side by side, in paired rounds.
 
 For each threading mode, all servers (bare, mhdctx --log none|access|app) run at once,
-pinned to CPU 1; wrk, pinned to CPU 0, loads them in turn, round after round, so that
-drift hits every server alike. Every round starts fresh processes and shuffles the
-order. Per round each server's figures are divided by bare MHD's of the same round;
-the table shows medians over rounds. Server CPU time per
-request comes from /proc/PID/task/*/schedstat, or /proc/PID/stat where threads come and
-go (the steady figure; requests/s is noisier because wrk nearly saturates its core).
+pinned to CPU 1; wrk, pinned to CPU 0, loads them in turn, so that drift hits every
+server alike. Every round starts fresh processes; within a round, passes load each
+server for a short slice in a shuffled order. Each server's figures are divided by
+bare MHD's of the same pass (at most a few seconds apart: on this kind of VM the same
+process drifts by 10-30% within ten seconds); the table shows medians over all passes.
+Server CPU time per request comes from /proc/PID/task/*/schedstat, or /proc/PID/stat
+where threads come and go (the steady figure; requests/s is noisier because wrk nearly
+saturates its core).
 
 The Node peer (bench/node/express-als.js, Express + AsyncLocalStorage as in the seed
 article) runs beside the C servers in the epoll round when bench/node/node_modules exists
 (bench/node/install.sh).
 
-usage: load.py [--rounds N] [--seconds S] [--modes epoll,pool,thread-per-connection]
-               [--json FILE]
+usage: load.py [--rounds N] [--passes P] [--seconds S]
+               [--modes epoll,pool,thread-per-connection] [--json FILE]
 """
 import argparse
 import json
@@ -112,11 +114,11 @@ NODE_SERVERS = [("express-none", "node", "none"), ("express-app", "node", "app")
 ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
 
 
-def print_rows(mode, with_id, servers, rounds, results):
+def print_rows(mode, with_id, servers, passes, results):
     for name, _, _ in servers:
         ratio = lambda key: statistics.median(
-            r[key] / b[key] for r, b in zip(rounds[name], rounds["bare"]))
-        med = lambda key: statistics.median(r[key] for r in rounds[name])
+            r[key] / b[key] for r, b in zip(passes[name], passes["bare"]))
+        med = lambda key: statistics.median(r[key] for r in passes[name])
         row = {"mode": mode, "server": name, "incoming_id": with_id, "rps": med("rps"),
                "rps_x": ratio("rps"), "cpu_us": med("cpu_us"), "cpu_x": ratio("cpu_us"),
                "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99")}
@@ -129,13 +131,14 @@ def print_rows(mode, with_id, servers, rounds, results):
 
 def run_mode(mode, servers, args, work, results):
     """Each round starts fresh server processes (a process's own luck - where its
-    memory landed, what it shares a cache with - moves its figures by up to 10% on this
-    kind of machine, so it must not follow one server through every round), warms each
-    up, then loads them in turn, in an order shuffled per round, without and with an
-    incoming id."""
-    rounds = {(name, with_id): [] for name, _, _ in servers for with_id in (False, True)}
+    memory landed, what it shares a cache with - must not follow one server through
+    every round) and warms each up. Then, pass after pass, wrk loads every server for
+    one slice, in an order shuffled per pass, without and with an incoming id: a ratio
+    compares two slices of the same pass."""
+    passes = {(name, with_id): [] for name, _, _ in servers for with_id in (False, True)}
     order = list(servers)
-    for round_no in range(args.rounds):
+    shuffle = random.Random(1)
+    for _ in range(args.rounds):
         procs = {}
         try:
             for name, kind, log in servers:
@@ -143,11 +146,12 @@ def run_mode(mode, servers, args, work, results):
                                                os.path.join(work, "%s.log" % name)))
             for name, _, _ in servers:  # warm-up: caches, allocator, JIT
                 wrk(procs[name][1], 1, False)
-            random.Random(round_no).shuffle(order)
-            for with_id in (False, True):
-                for name, _, _ in order:
-                    rounds[(name, with_id)].append(
-                        measure(*procs[name], args.seconds, with_id))
+            for _ in range(args.passes):
+                for with_id in (False, True):
+                    shuffle.shuffle(order)
+                    for name, _, _ in order:
+                        passes[(name, with_id)].append(
+                            measure(*procs[name], args.seconds, with_id))
         finally:
             for proc, _ in procs.values():
                 proc.terminate()
@@ -159,20 +163,22 @@ def run_mode(mode, servers, args, work, results):
                     pass
     for with_id in (False, True):
         print_rows(mode, with_id, servers,
-                   {name: rounds[(name, with_id)] for name, _, _ in servers}, results)
+                   {name: passes[(name, with_id)] for name, _, _ in servers}, results)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--passes", type=int, default=4)
+    ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--modes", default="epoll,pool,thread-per-connection")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     node = node_peer_ready()
-    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1, %d rounds of fresh processes, "
-          "%d s each after a 1 s warm-up, medians of per-round ratios to bare MHD"
-          % (args.rounds, args.seconds))
+    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1; %d rounds of fresh processes "
+          "warmed up for 1 s, %d passes each loading every server for %d s in a shuffled "
+          "order; medians over passes of the ratio to bare MHD in the same pass"
+          % (args.rounds, args.passes, args.seconds))
     if not node:
         print("node peer not available (bench/node/install.sh): Express rows left out")
     print(ROW % ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "p50 us",

@@ -23,10 +23,19 @@ export top_builddir top_srcdir
 quick=""
 [ "${BENCH_QUICK:-0}" = 1 ] && quick=--quick
 /usr/bin/python3 "$top_srcdir/bench/micro.py" $quick
+# Instructions per request, counted by callgrind: the figure no neighbour can move.
+if command -v valgrind >/dev/null 2>&1; then
+    requests=1000,3000
+    [ -n "$quick" ] && requests=100,300
+    /usr/bin/python3 "$top_srcdir/bench/instructions.py" --requests "$requests"
+else
+    echo "instructions: valgrind missing (apt-get install valgrind)"
+fi
 # Request overhead against bare MHD (needs wrk and two cores).
 if command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
     /usr/bin/python3 "$top_srcdir/bench/load.py" \
-        --rounds "${BENCH_ROUNDS:-5}" --seconds "${BENCH_SECONDS:-5}"
+        --rounds "${BENCH_ROUNDS:-3}" --passes "${BENCH_PASSES:-4}" \
+        --seconds "${BENCH_SECONDS:-2}"
 else
     echo "load: wrk or taskset missing (apt-get install wrk)"
 fi

@@ -94,7 +94,7 @@ if [ "$full" = yes ]; then
     echo "== fuzzing: every target ${FUZZ_SECONDS:-60} s under libFuzzer + ASan + UBSan"
     sh fuzz/run.sh "${FUZZ_SECONDS:-60}" || { echo "$totals_pass passed, $((totals_fail + 1)) failed"; exit 1; }
     echo "== benchmark smoke run (seconds, no thresholds: it must not rot)"
-    make -C build bench BENCH_ROUNDS=1 BENCH_SECONDS=1 BENCH_QUICK=1 2>&1 | tail -n 60
+    make -C build bench BENCH_ROUNDS=1 BENCH_PASSES=1 BENCH_SECONDS=1 BENCH_QUICK=1 2>&1 | tail -n 60
     echo "== every optional adapter left out: the library, the demo and make check"
     mkdir -p build-minimal
     (cd build-minimal && ../configure --enable-werror --without-libcurl --without-sqlite \

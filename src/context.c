@@ -91,17 +91,19 @@ mhdctx_context *mhdctx_context_new(void)
 mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
                                        const char *tracestate, size_t tracestate_len)
 {
+    unsigned draw = MHDCTX__DRAW_SPAN;
     if (parent) {
         memcpy(ctx->trace_id, parent->trace_id, sizeof ctx->trace_id);
         memcpy(ctx->parent_span_id, parent->parent_id, sizeof ctx->parent_span_id);
         /* Only the sampled flag is defined by Level 1: unknown flags are not passed on. */
         ctx->trace_flags = parent->flags & MHDCTX_TRACE_FLAG_SAMPLED;
     } else {
-        mhdctx__random_hex(ctx->trace_id, MHDCTX_TRACE_ID_LEN / 2);
+        draw |= MHDCTX__DRAW_TRACE;
         ctx->parent_span_id[0] = '\0';
         ctx->trace_flags = MHDCTX_TRACE_FLAG_SAMPLED; /* a root span is recorded */
     }
-    mhdctx__random_hex(ctx->span_id, MHDCTX_SPAN_ID_LEN / 2);
+    /* Before any other thread can see the context: no lock needed. */
+    atomic_store_explicit(&ctx->ids_to_draw, draw, memory_order_release);
     if (parent && tracestate && tracestate_len) {
         ctx->tracestate = mhdctx__malloc(tracestate_len + 1);
         if (ctx->tracestate == NULL)
@@ -112,14 +114,41 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     return MHDCTX_OK;
 }
 
+void mhdctx__context_draw_ids_locked(const mhdctx_context *ctx)
+{
+    mhdctx_context *c = (mhdctx_context *)ctx; /* drawing completes the ids, once */
+    unsigned draw = atomic_load_explicit(&c->ids_to_draw, memory_order_acquire);
+    if (draw == 0)
+        return;
+    if (draw & MHDCTX__DRAW_TRACE)
+        mhdctx__random_hex(c->trace_id, MHDCTX_TRACE_ID_LEN / 2);
+    if (draw & MHDCTX__DRAW_SPAN)
+        mhdctx__random_hex(c->span_id, MHDCTX_SPAN_ID_LEN / 2);
+    /* release: a reader that sees 0 without the lock sees the ids written above */
+    atomic_store_explicit(&c->ids_to_draw, 0, memory_order_release);
+}
+
+void mhdctx__context_draw_ids_slow(const mhdctx_context *ctx)
+{
+    lock(ctx);
+    mhdctx__context_draw_ids_locked(ctx);
+    unlock(ctx);
+}
+
 const char *mhdctx_trace_id(const mhdctx_context *ctx)
 {
-    return ctx ? ctx->trace_id : "";
+    if (ctx == NULL)
+        return "";
+    mhdctx__context_draw_ids(ctx);
+    return ctx->trace_id;
 }
 
 const char *mhdctx_span_id(const mhdctx_context *ctx)
 {
-    return ctx ? ctx->span_id : "";
+    if (ctx == NULL)
+        return "";
+    mhdctx__context_draw_ids(ctx);
+    return ctx->span_id;
 }
 
 const char *mhdctx_parent_span_id(const mhdctx_context *ctx)
@@ -612,6 +641,7 @@ void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
     static const char hex[] = "0123456789abcdef";
     MHDCTX__PUT_LITERAL(b, ",\"request_id\":");
     mhdctx__json_string(b, ctx->request_id, strlen(ctx->request_id));
+    mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) { /* OpenTelemetry log data model names; ids are plain hex */
         char flags[5] = {'"', hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '"'};
         MHDCTX__PUT_LITERAL(b, ",\"trace_id\":\"");

@@ -71,6 +71,7 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
     static const char hex[] = "0123456789abcdef";
     char flags[3] = {hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '\0'};
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    mhdctx__context_draw_ids_locked(ctx);
     json_t *user = ctx->user_id ? json_string(ctx->user_id) : json_null();
     json_t *keys = export_keys(ctx);
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
@@ -146,6 +147,7 @@ static mhdctx_error import_trace(mhdctx_context *ctx, json_t *doc)
         return MHDCTX_EINVAL;
     memcpy(ctx->trace_id, tp.trace_id, sizeof ctx->trace_id);
     memcpy(ctx->span_id, tp.parent_id, sizeof ctx->span_id); /* same span: same work */
+    atomic_store(&ctx->ids_to_draw, 0); /* given, not to be drawn */
     snprintf(ctx->parent_span_id, sizeof ctx->parent_span_id, "%s", parent ? parent : "");
     ctx->trace_flags = tp.flags;
     if (state_len) {

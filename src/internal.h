@@ -128,6 +128,7 @@ struct mhdctx_context {
     char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
     char trace_id[MHDCTX_TRACE_ID_LEN + 1];       /* "" until the trace is assigned */
     char span_id[MHDCTX_SPAN_ID_LEN + 1];
+    atomic_uint ids_to_draw; /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
     char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* "" for a new trace */
     unsigned char trace_flags;
     char *tracestate;     /* normalized incoming tracestate, NULL when none */
@@ -146,6 +147,18 @@ void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t 
 /* Continues the trace of @parent (NULL: starts a new one) with a new span id. */
 mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
                                        const char *tracestate, size_t tracestate_len);
+/* New trace and span ids are drawn at their first reader, not at the request line: a
+ * request whose ids nobody reads (no line, no outgoing call) never pays for them.
+ * Every reader of trace_id/span_id calls one of these first; after it returns, the
+ * ids never change. The _locked form is for callers holding the context lock. */
+enum { MHDCTX__DRAW_TRACE = 1u, MHDCTX__DRAW_SPAN = 2u };
+void mhdctx__context_draw_ids_locked(const mhdctx_context *ctx);
+void mhdctx__context_draw_ids_slow(const mhdctx_context *ctx);
+static inline void mhdctx__context_draw_ids(const mhdctx_context *ctx)
+{
+    if (atomic_load_explicit(&ctx->ids_to_draw, memory_order_acquire) != 0)
+        mhdctx__context_draw_ids_slow(ctx);
+}
 uint64_t mhdctx__monotonic_ns(void);
 /* @start_ns + @ms, or 0 (no deadline) for 0 or a budget that would overflow. */
 uint64_t mhdctx__deadline_after(uint64_t start_ns, uint64_t ms);

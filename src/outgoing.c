@@ -26,6 +26,8 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
         ctx = mhdctx_current();
     char trace_id[MHDCTX_TRACE_ID_LEN + 1];
     unsigned char flags = MHDCTX_TRACE_FLAG_SAMPLED;
+    if (ctx)
+        mhdctx__context_draw_ids(ctx);
     if (ctx && ctx->trace_id[0]) {
         memcpy(trace_id, ctx->trace_id, sizeof trace_id);
         memcpy(call->parent_span_id, ctx->span_id, sizeof call->parent_span_id);

@@ -135,6 +135,7 @@ static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *trace
     pairs[n++] = (struct pair){"request_id", ctx->request_id, strlen(ctx->request_id), NULL};
     const char *route = ctx->route ? ctx->route : ctx->text;
     pairs[n++] = (struct pair){"route", route, strlen(route), NULL};
+    mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) {
         mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id, ctx->trace_flags);
         pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN, NULL};

@@ -919,6 +919,70 @@ START_TEST(threads_share_one_context_consistently)
 }
 END_TEST
 
+/* Trace and span ids are drawn at their first reader: every reader, whichever thread
+ * comes first, sees the same valid ids, and they never change afterwards. */
+struct id_reader {
+    mhdctx_context *ctx;
+    pthread_barrier_t *start;
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1];
+    char span_id[MHDCTX_SPAN_ID_LEN + 1];
+};
+
+static void *read_ids(void *arg)
+{
+    struct id_reader *r = arg;
+    pthread_barrier_wait(r->start);
+    snprintf(r->trace_id, sizeof r->trace_id, "%s", mhdctx_trace_id(r->ctx));
+    snprintf(r->span_id, sizeof r->span_id, "%s", mhdctx_span_id(r->ctx));
+    return NULL;
+}
+
+START_TEST(threads_drawing_trace_ids_agree)
+{
+    for (int round = 0; round < 50; round++) {
+        mhdctx_context *ctx = new_context();
+        struct id_reader readers[N_THREADS];
+        pthread_t threads[N_THREADS];
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, N_THREADS);
+        for (int t = 0; t < N_THREADS; t++) {
+            readers[t] = (struct id_reader){.ctx = ctx, .start = &start};
+            ck_assert_int_eq(pthread_create(&threads[t], NULL, read_ids, &readers[t]), 0);
+        }
+        for (int t = 0; t < N_THREADS; t++)
+            pthread_join(threads[t], NULL);
+        pthread_barrier_destroy(&start);
+        ck_assert(is_hex_id(mhdctx_trace_id(ctx), MHDCTX_TRACE_ID_LEN));
+        ck_assert(is_hex_id(mhdctx_span_id(ctx), MHDCTX_SPAN_ID_LEN));
+        for (int t = 0; t < N_THREADS; t++) {
+            ck_assert_str_eq(readers[t].trace_id, mhdctx_trace_id(ctx));
+            ck_assert_str_eq(readers[t].span_id, mhdctx_span_id(ctx));
+        }
+        mhdctx_context_unref(ctx);
+    }
+}
+END_TEST
+
+START_TEST(continued_trace_keeps_the_callers_trace_id_and_draws_a_span)
+{
+    static const char header[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    mhdctx_trace_parent parent;
+    ck_assert_int_eq(mhdctx_traceparent_parse(header, sizeof header - 1, &parent), MHDCTX_OK);
+    mhdctx_context *ctx = mhdctx__context_create("/");
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(mhdctx__context_set_trace(ctx, &parent, NULL, 0), MHDCTX_OK);
+    ck_assert_str_eq(mhdctx_trace_id(ctx), "0af7651916cd43dd8448eb211c80319c");
+    ck_assert_str_eq(mhdctx_parent_span_id(ctx), "b7ad6b7169203331");
+    const char *span = mhdctx_span_id(ctx);
+    ck_assert(is_hex_id(span, MHDCTX_SPAN_ID_LEN));
+    ck_assert_str_ne(span, "b7ad6b7169203331");
+    char first[MHDCTX_SPAN_ID_LEN + 1];
+    snprintf(first, sizeof first, "%s", span);
+    ck_assert_str_eq(mhdctx_span_id(ctx), first); /* drawn once */
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 START_TEST(threads_last_unref_on_a_worker_frees_the_context)
 {
     atomic_int errors = 0;
@@ -937,6 +1001,7 @@ static Suite *context_suite(void)
     TCase *tc = tcase_create("lifetime");
     tcase_add_test(tc, context_new_has_refcount_one_and_fresh_uuid);
     tcase_add_test(tc, context_new_ids_differ);
+    tcase_add_test(tc, continued_trace_keeps_the_callers_trace_id_and_draws_a_span);
     tcase_add_test(tc, context_ref_and_unref_count);
     tcase_add_test(tc, context_ref_and_unref_accept_null);
     tcase_add_test(tc, context_last_unref_frees_everything);
@@ -990,6 +1055,7 @@ static Suite *context_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");
+    tcase_add_test(tc, threads_drawing_trace_ids_agree);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, threads_share_one_context_consistently);
     tcase_add_test(tc, threads_last_unref_on_a_worker_frees_the_context);

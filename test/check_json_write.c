@@ -297,6 +297,44 @@ START_TEST(string_only_len_bytes_are_read)
 }
 END_TEST
 
+/* The escape of one byte standing alone, by the rules (the oracle of the test below). */
+static void escape_of_lone_byte(unsigned char c, char *out)
+{
+    if (c >= 0x80)
+        strcpy(out, "\\ufffd"); /* alone, never valid UTF-8 */
+    else if (c == '"' || c == '\\')
+        sprintf(out, "\\%c", c);
+    else if (c == '\n' || c == '\r' || c == '\t')
+        sprintf(out, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+    else if (c < 0x20 || c == 0x7f)
+        sprintf(out, "\\u%04x", c);
+    else
+        sprintf(out, "%c", c);
+}
+
+/* Plain bytes are copied eight at a time: every byte value, at every offset from the
+ * 8-byte blocks and in strings of every length up to three blocks, must still be
+ * escaped exactly as it is alone. */
+START_TEST(string_block_copy_escapes_every_byte_at_every_offset)
+{
+    for (size_t len = 1; len <= 24; len++) {
+        for (size_t at = 0; at < len; at++) {
+            for (unsigned c = 0; c < 256; c++) {
+                unsigned char in[24];
+                memset(in, 'a', len);
+                in[at] = (unsigned char)c;
+                char escaped[8], expected[64];
+                escape_of_lone_byte((unsigned char)c, escaped);
+                snprintf(expected, sizeof expected, "\"%.*s%s%.*s\"", (int)at,
+                         "aaaaaaaaaaaaaaaaaaaaaaaa", escaped, (int)(len - at - 1),
+                         "aaaaaaaaaaaaaaaaaaaaaaaa");
+                assert_encodes_to(in, len, expected);
+            }
+        }
+    }
+}
+END_TEST
+
 /* Every single byte value gives one JSON string that jansson reads back. */
 START_TEST(string_every_single_byte_is_valid_json)
 {
@@ -749,6 +787,7 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, string_above_u10ffff_is_replaced);
     tcase_add_test(tc, string_line_separators_are_escaped);
     tcase_add_test(tc, string_only_len_bytes_are_read);
+    tcase_add_test(tc, string_block_copy_escapes_every_byte_at_every_offset);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("string_exhaustive");
