@@ -5,6 +5,7 @@
 static const char body[] = "hello, world";
 static struct MHD_Response *shared_response;
 bool bench_app_line;
+bool bench_echo_id;
 
 bool bench_handlers_init(void)
 {
@@ -40,10 +41,10 @@ enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const c
     return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
 }
 
-enum MHD_Result bench_with_id(void *cls, struct MHD_Connection *connection, const char *url,
-                              const char *method, const char *version,
-                              const char *upload_data, size_t *upload_data_size,
-                              void **req_cls)
+enum MHD_Result bench_mhdctx(void *cls, struct MHD_Connection *connection, const char *url,
+                             const char *method, const char *version,
+                             const char *upload_data, size_t *upload_data_size,
+                             void **req_cls)
 {
     (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
     if (first_call(req_cls))
@@ -51,6 +52,8 @@ enum MHD_Result bench_with_id(void *cls, struct MHD_Connection *connection, cons
     *upload_data_size = 0;
     if (bench_app_line)
         mhdctx_log(MHDCTX_LOG_INFO, "saying hello");
+    if (!bench_echo_id)
+        return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
     struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
         sizeof body - 1, (void *)body, NULL, NULL);
     if (response == NULL ||

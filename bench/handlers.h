@@ -9,19 +9,22 @@
 bool bench_handlers_init(void);
 void bench_handlers_free(void);
 
-/* When true, bench_with_id logs one line per request ("saying hello"). */
+/* When true, bench_mhdctx logs one line per request ("saying hello"). */
 extern bool bench_app_line;
+/* When true, bench_mhdctx echoes the request id in a response of its own. */
+extern bool bench_echo_id;
 
 /* Bare MHD: the one shared response, no header of ours. */
 enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const char *url,
                            const char *method, const char *version, const char *upload_data,
                            size_t *upload_data_size, void **req_cls);
 
-/* Behind the middleware: the same body in a response per request, because it carries
- * the request id header (MHD 0.9 keeps headers on the response). */
-enum MHD_Result bench_with_id(void *cls, struct MHD_Connection *connection, const char *url,
-                              const char *method, const char *version,
-                              const char *upload_data, size_t *upload_data_size,
-                              void **req_cls);
+/* Behind the middleware: the shared response as bare MHD answers, or, with
+ * bench_echo_id, the same body in a response per request, because it carries the
+ * request id header (MHD 0.9 keeps headers on the response). */
+enum MHD_Result bench_mhdctx(void *cls, struct MHD_Connection *connection, const char *url,
+                             const char *method, const char *version,
+                             const char *upload_data, size_t *upload_data_size,
+                             void **req_cls);
 
 #endif

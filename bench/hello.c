@@ -7,8 +7,11 @@
  *                 --log app     the access line plus one line from the handler
  *                 --sink async  lines batched by the writer thread (default)
  *                 --sink sync   one write(2) per line
+ *                 --echo-id yes the request id header in a response per request
+ *                               (default no: bare MHD's shared response)
  * usage: hello-{bare,mhdctx} --port N --mode epoll|pool|thread-per-connection
  *        [--log none|access|app] [--log-file PATH] [--sink async|sync]
+ *        [--echo-id yes|no]
  * First stdout line: {"port": N}. SIGINT/SIGTERM stop it.
  */
 #include "handlers.h"
@@ -34,7 +37,7 @@ static unsigned mode_flags(const char *mode, unsigned *pool)
 int main(int argc, char **argv)
 {
     unsigned port = 0;
-    const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async";
+    const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async", *echo = "no";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0)
             port = (unsigned)atoi(argv[i + 1]);
@@ -46,14 +49,18 @@ int main(int argc, char **argv)
             log_file = argv[i + 1];
         else if (strcmp(argv[i], "--sink") == 0)
             sink = argv[i + 1];
+        else if (strcmp(argv[i], "--echo-id") == 0)
+            echo = argv[i + 1];
     }
     unsigned pool;
     unsigned flags = mode_flags(mode, &pool);
     bool mhdctx = strstr(argv[0], "mhdctx") != NULL;
     if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
-        (strcmp(sink, "async") && strcmp(sink, "sync"))) {
+        (strcmp(sink, "async") && strcmp(sink, "sync")) ||
+        (strcmp(echo, "yes") && strcmp(echo, "no"))) {
         fprintf(stderr, "usage: %s --port N --mode epoll|pool|thread-per-connection "
-                        "[--log none|access|app] [--log-file PATH] [--sink async|sync]\n",
+                        "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
+                        "[--echo-id yes|no]\n",
                 argv[0]);
         return 2;
     }
@@ -66,13 +73,14 @@ int main(int argc, char **argv)
     if (!bench_handlers_init())
         return 1;
     bench_app_line = strcmp(log, "app") == 0;
+    bench_echo_id = strcmp(echo, "yes") == 0;
     if (mhdctx_log_to_file(log_file) != MHDCTX_OK ||
         (strcmp(sink, "async") == 0 && mhdctx_log_async_start(NULL) != MHDCTX_OK)) {
         fprintf(stderr, "%s: cannot log to %s\n", argv[0], log_file);
         return 1;
     }
     mhdctx_log_set_level(strcmp(log, "none") == 0 ? MHDCTX_LOG_OFF : MHDCTX_LOG_INFO);
-    mhdctx_middleware *mw = mhdctx ? mhdctx_middleware_new(bench_with_id, NULL) : NULL;
+    mhdctx_middleware *mw = mhdctx ? mhdctx_middleware_new(bench_mhdctx, NULL) : NULL;
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
     struct MHD_OptionItem threads[] = {
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)pool, NULL},

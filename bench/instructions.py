@@ -4,7 +4,7 @@ the load table that no neighbour on the machine can move.
 
 Times on a shared 2-core VM drift by 10% within seconds; the instructions a request
 executes in user space do not. Each server (bare MHD, hello-mhdctx --log
-none|access|app, epoll mode) runs under `valgrind --tool=callgrind` twice, serving
+none|access|app and "none" echoing the id, epoll mode) runs under `valgrind --tool=callgrind` twice, serving
 N1 and then N2 keep-alive requests on one connection; (Ir(N2) - Ir(N1)) / (N2 - N1) is
 the cost of one request with start-up and shutdown cancelled out. The kernel's share
 (system calls: recv, send, epoll_wait, the batched writer's write) is not counted:
@@ -25,8 +25,12 @@ import time
 
 BUILD = os.environ.get("top_builddir", ".")
 
-SERVERS = [("bare", "hello-bare", "none"), ("none", "hello-mhdctx", "none"),
-           ("access", "hello-mhdctx", "access"), ("app", "hello-mhdctx", "app")]
+# (name, program, options), as in load.py: bare MHD first.
+SERVERS = [("bare", "hello-bare", ["--log", "none"]),
+           ("none", "hello-mhdctx", ["--log", "none"]),
+           ("echo", "hello-mhdctx", ["--log", "none", "--echo-id", "yes"]),
+           ("access", "hello-mhdctx", ["--log", "access"]),
+           ("app", "hello-mhdctx", ["--log", "app"])]
 
 
 def send_requests(port, n, with_id):
@@ -45,14 +49,14 @@ def send_requests(port, n, with_id):
             pending = pending.split(b"hello, world", 1)[1]
 
 
-def total_instructions(program, log, n, with_id, work):
+def total_instructions(program, options, n, with_id, work):
     """Ir of a whole run of @program serving @n requests."""
     out = os.path.join(work, "callgrind.out")
     for old in glob.glob(out + "*"):
         os.unlink(old)
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out + ".%p",
            os.path.join(BUILD, "bench", program), "--port", "0", "--mode", "epoll",
-           "--log", log, "--log-file", os.path.join(work, "access.log")]
+           "--log-file", os.path.join(work, "access.log")] + options
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:
@@ -87,9 +91,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="mhdctx-ir-") as work:
         for with_id in (False, True):
             bare = None
-            for name, program, log in SERVERS:
-                per_request = (total_instructions(program, log, n2, with_id, work) -
-                               total_instructions(program, log, n1, with_id, work)) / (n2 - n1)
+            for name, program, options in SERVERS:
+                per_request = (total_instructions(program, options, n2, with_id, work) -
+                               total_instructions(program, options, n1, with_id, work)) / (n2 - n1)
                 bare = bare or per_request
                 results.append({"server": name, "incoming_id": with_id,
                                 "ir_per_request": per_request, "x_bare": per_request / bare,

@@ -64,13 +64,13 @@ def start(cmd):
     return proc, json.loads(line)["port"]
 
 
-def server_cmd(kind, mode, log, log_file):
+def server_cmd(kind, mode, options, log_file):
     """The command line of one server: a C hello server or the Node peer."""
     if kind == "node":
         return ["node", os.path.join(SRC, "bench", "node", "express-als.js"), "--port", "0",
-                "--log", log, "--log-file", log_file]
+                "--log-file", log_file] + options
     return [os.path.join(BUILD, "bench", kind), "--port", "0", "--mode", mode,
-            "--log", log, "--log-file", log_file]
+            "--log-file", log_file] + options
 
 
 def node_peer_ready():
@@ -103,13 +103,19 @@ def measure(proc, port, seconds, with_id):
             "p50": p50, "p99": p99}
 
 
-# (name, program, --log): bare MHD first, the baseline of every ratio.
-C_SERVERS = [("bare", "hello-bare", "none"), ("none", "hello-mhdctx", "none"),
-             ("access", "hello-mhdctx", "access"), ("app", "hello-mhdctx", "app")]
+# (name, program, options): bare MHD first, the baseline of every ratio. The mhdctx
+# servers answer with bare MHD's shared response; "echo" is "none" echoing the request
+# id, which takes a response per request (MHD 0.9 keeps headers on the response).
+C_SERVERS = [("bare", "hello-bare", ["--log", "none"]),
+             ("none", "hello-mhdctx", ["--log", "none"]),
+             ("echo", "hello-mhdctx", ["--log", "none", "--echo-id", "yes"]),
+             ("access", "hello-mhdctx", ["--log", "access"]),
+             ("app", "hello-mhdctx", ["--log", "app"])]
 # The seed article's Express + AsyncLocalStorage app: no line, and the same two lines
 # per request as mhdctx's "app" (access line + handler line). Node is single-threaded:
 # it runs with the epoll round only.
-NODE_SERVERS = [("express-none", "node", "none"), ("express-app", "node", "app")]
+NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
+                ("express-app", "node", ["--log", "app"])]
 
 ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
 
@@ -141,8 +147,8 @@ def run_mode(mode, servers, args, work, results):
     for _ in range(args.rounds):
         procs = {}
         try:
-            for name, kind, log in servers:
-                procs[name] = start(server_cmd(kind, mode, log,
+            for name, kind, options in servers:
+                procs[name] = start(server_cmd(kind, mode, options,
                                                os.path.join(work, "%s.log" % name)))
             for name, _, _ in servers:  # warm-up: caches, allocator, JIT
                 wrk(procs[name][1], 1, False)

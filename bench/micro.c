@@ -228,11 +228,13 @@ static void bench_allocations(void)
     double bare_plain = allocations_per_request(bench_bare, false, plain);
     double library = allocations_per_request(bench_bare, true, plain);
     double library_id = allocations_per_request(bench_bare, true, with_id);
-    double echo = allocations_per_request(bench_with_id, true, plain);
+    bench_echo_id = true;
+    double echo = allocations_per_request(bench_mhdctx, true, plain);
     mhdctx_log_set_level(MHDCTX_LOG_INFO);
     mhdctx_log_to_file("/dev/null");
     mhdctx_log_async_start(NULL);
-    double echo_line = allocations_per_request(bench_with_id, true, plain);
+    double echo_line = allocations_per_request(bench_mhdctx, true, plain);
+    bench_echo_id = false;
     mhdctx_log_shutdown();
     printf("{\"bench\":\"allocations\",\"bare\":%.2f,\"library\":%.2f,"
            "\"library_incoming_id\":%.2f,\"with_id_header\":%.2f,"

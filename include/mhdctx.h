@@ -891,7 +891,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const 
 /**
  * Full control (pino-http's customLogLevel): returns the level of the access line for
  * @p ctx with @p status, or MHDCTX_LOG_OFF for none. @p suggested is the level the
- * status and the routes give.
+ * status and the routes give. Called on MHD's thread in the completion callback, for
+ * every request while the log level is not MHDCTX_LOG_OFF (with logging off no line
+ * can be written, and it is not asked).
  */
 typedef mhdctx_log_level (*mhdctx_access_level_fn)(const mhdctx_context *ctx,
                                                    unsigned int status,

@@ -125,6 +125,8 @@ void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
                         struct MHD_Connection *connection,
                         enum MHD_RequestTerminationCode toe)
 {
+    if (mhdctx_log_get_level() == MHDCTX_LOG_OFF)
+        return; /* no line can be written: nothing to work out */
     unsigned status = response_status(connection, ctx);
     const char *outcome = request_outcome(mw, ctx, connection, status, toe);
     mhdctx_log_level level = level_for(mw, ctx, status, outcome);
@@ -146,5 +148,6 @@ void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
     mhdctx_id_verdict verdict = mhdctx_request_id_verdict(ctx);
     if (verdict != MHDCTX_ID_VALID && verdict != MHDCTX_ID_MISSING)
         fields[n++] = MHDCTX_F_STR("request_id_replaced", mhdctx_id_verdict_name(verdict));
-    mhdctx_log_ctx(ctx, level, fields, n, "request completed");
+    /* every key above is reserved (context.c): no user key repeats one */
+    mhdctx__log_reserved_fields(ctx, level, fields, n, "request completed");
 }

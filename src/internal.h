@@ -204,6 +204,11 @@ struct mhdctx__line_ids {
     const char *trace_id;   /* used when there is no context */
     const char *request_id; /* used when there is no context */
 };
+/* As mhdctx_log_ctx() with a constant @message, for the library's own lines whose
+ * field keys are all reserved names (mhdctx__key_is_reserved): no user key can repeat
+ * them and they need no escaping, so they are written as they are. */
+void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
+                                 const mhdctx_field *fields, size_t n, const char *message);
 /* As mhdctx_log_ctx() with the line's ids taken from @ids. */
 void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
                       mhdctx_log_level level, const mhdctx_field *fields, size_t n,

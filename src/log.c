@@ -213,14 +213,40 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 #define LINE_STORAGE 8192
 static _Thread_local char line_storage[LINE_STORAGE];
 
+/* Who wrote a line's message and call fields. */
+enum line_origin {
+    CALLER_LINE, /* a printf message; keys checked against the library's and the
+                    context's, and escaped */
+    LIBRARY_LINE /* the library's own: a plain message and reserved keys (no user key
+                    can repeat them), written as they are */
+};
+
 static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                     const char *fmt, va_list ap) MHDCTX_PRINTF(6, 0);
+                     enum line_origin origin, const char *fmt, va_list ap)
+    MHDCTX_PRINTF(7, 0);
 
 void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
                       const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
 {
-    log_line(ctx, NULL, level, fields, n, fmt, ap);
+    log_line(ctx, NULL, level, fields, n, CALLER_LINE, fmt, ap);
+}
+
+/* Variadic only to have a va_list for log_line: a library line's message is not a
+ * format, and nothing reads the list. */
+static void log_library_line(mhdctx_context *ctx, mhdctx_log_level level,
+                             const mhdctx_field *fields, size_t n, const char *message, ...)
+{
+    va_list ap;
+    va_start(ap, message);
+    log_line(ctx, NULL, level, fields, n, LIBRARY_LINE, message, ap);
+    va_end(ap);
+}
+
+void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
+                                 const mhdctx_field *fields, size_t n, const char *message)
+{
+    log_library_line(ctx, level, fields, n, message);
 }
 
 void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
@@ -229,7 +255,7 @@ void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
 {
     va_list ap;
     va_start(ap, fmt);
-    log_line(ctx, ids, level, fields, n, fmt, ap);
+    log_line(ctx, ids, level, fields, n, CALLER_LINE, fmt, ap);
     va_end(ap);
 }
 
@@ -246,9 +272,17 @@ static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
     }
 }
 
+/* A reserved key: always after the time, level and message members. */
+static void put_reserved_key(mhdctx__buf *b, const char *key)
+{
+    MHDCTX__PUT_LITERAL(b, ",\"");
+    mhdctx__buf_puts(b, key);
+    MHDCTX__PUT_LITERAL(b, "\":");
+}
+
 static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                     const char *fmt, va_list ap)
+                     enum line_origin origin, const char *fmt, va_list ap)
 {
     if (!mhdctx_log_enabled(level))
         return;
@@ -259,7 +293,10 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
     MHDCTX__PUT_LITERAL(&b, ",\"level\":\"");
     mhdctx__buf_puts(&b, level_names[level]);
     MHDCTX__PUT_LITERAL(&b, "\",\"message\":");
-    put_message(&b, fmt, ap);
+    if (origin == LIBRARY_LINE)
+        mhdctx__json_string(&b, fmt, strlen(fmt));
+    else
+        put_message(&b, fmt, ap);
     /* One lock for the context's fields and the check of the call's keys against its
      * user keys. */
     if (ctx) {
@@ -269,7 +306,10 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
         put_ids(&b, ids);
     }
     for (size_t i = 0; i < n && fields; i++) {
-        put_field_key(&b, ctx, fields[i].key);
+        if (origin == LIBRARY_LINE)
+            put_reserved_key(&b, fields[i].key);
+        else
+            put_field_key(&b, ctx, fields[i].key);
         put_field_value(&b, &fields[i]);
     }
     if (ctx)

@@ -8,6 +8,7 @@
  * struct app, under its lock, and the test checks it afterwards.
  */
 #include "http_client.h"
+#include "internal.h"
 #include "mhdctx.h"
 #include "support.h"
 
@@ -1288,6 +1289,55 @@ START_TEST(test_access_log_level_fn_and_query)
 }
 END_TEST
 
+/* The access line writes its keys as they are, trusting that each is reserved: with
+ * every optional field present, each key is the library's or reserved, and none is
+ * repeated (parsed with JSON_REJECT_DUPLICATES). */
+START_TEST(test_access_line_keys_are_reserved_and_unique)
+{
+    static const char *const core[] = {"time",    "level",    "message",     "request_id",
+                                       "trace_id", "span_id", "trace_flags", "user_id"};
+    support_capture_start_info();
+    struct app *app = app_new();
+    mhdctx_middleware *mw = app_middleware(app);
+    ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_OK);
+    support_server s;
+    server_start(&s, mw, MODE_EPOLL);
+    http_response *r = support_http_get(
+        s.port, "/q?a=1",
+        "X-Request-Id: has space\r\n"
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n");
+    ck_assert_int_eq(r->status, 200);
+    http_response_free(r);
+    ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
+    support_server_stop(&s);
+
+    json_t *line = NULL;
+    for (size_t i = 0; i < support_capture_n() && line == NULL; i++) {
+        json_t *candidate = support_capture_json(i, JSON_REJECT_DUPLICATES);
+        if (strcmp(jstr(candidate, "message"), ACCESS_MSG) == 0)
+            line = candidate;
+        else
+            json_decref(candidate);
+    }
+    ck_assert_ptr_nonnull(line);
+    ck_assert_str_eq(jstr(line, "query"), "a=1");
+    ck_assert_str_eq(jstr(line, "parent_span_id"), "b7ad6b7169203331");
+    ck_assert_str_eq(jstr(line, "request_id_replaced"), "invalid_character");
+    const char *key;
+    json_t *value;
+    json_object_foreach(line, key, value) {
+        bool known = mhdctx__key_is_reserved(key);
+        for (size_t i = 0; i < sizeof core / sizeof *core; i++)
+            known = known || strcmp(key, core[i]) == 0;
+        ck_assert_msg(known, "access line key %s is neither core nor reserved", key);
+    }
+    json_decref(line);
+    mhdctx_middleware_free(mw);
+    app_free(app);
+    support_capture_stop();
+}
+END_TEST
+
 /* ==== tests: lifecycle =============================================================== */
 
 START_TEST(test_completion_callback)
@@ -1670,6 +1720,7 @@ static Suite *middleware_suite(void)
     tc = support_tcase(suite, "access_log", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_access_log_lines);
     tcase_add_test(tc, test_access_log_level_fn_and_query);
+    tcase_add_test(tc, test_access_line_keys_are_reserved_and_unique);
 
     tc = support_tcase(suite, "lifecycle", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_completion_callback);
