@@ -112,16 +112,42 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     return MHDCTX_OK;
 }
 
+static bool all_zero_digits(const char *hex, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (hex[i] != '0')
+            return false;
+    }
+    return true;
+}
+
+/* Both ids from one draw: half the generator's per-call cost. Neither may be all
+ * zero (W3C Trace Context), so a draw with a zero part is thrown away. */
+static void draw_trace_and_span(mhdctx_context *ctx)
+{
+    char hex[MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN + 1];
+    do {
+        mhdctx__random_hex(hex, (MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN) / 2);
+    } while (all_zero_digits(hex, MHDCTX_TRACE_ID_LEN) ||
+             all_zero_digits(hex + MHDCTX_TRACE_ID_LEN, MHDCTX_SPAN_ID_LEN));
+    memcpy(ctx->trace_id, hex, MHDCTX_TRACE_ID_LEN);
+    ctx->trace_id[MHDCTX_TRACE_ID_LEN] = '\0';
+    memcpy(ctx->span_id, hex + MHDCTX_TRACE_ID_LEN, MHDCTX_SPAN_ID_LEN + 1);
+}
+
 void mhdctx__context_draw_ids_locked(const mhdctx_context *ctx)
 {
     mhdctx_context *c = (mhdctx_context *)ctx; /* drawing completes the ids, once */
     unsigned draw = atomic_load_explicit(&c->ids_to_draw, memory_order_acquire);
     if (draw == 0)
         return;
-    if (draw & MHDCTX__DRAW_TRACE)
+    if (draw == (MHDCTX__DRAW_TRACE | MHDCTX__DRAW_SPAN)) {
+        draw_trace_and_span(c);
+    } else if (draw & MHDCTX__DRAW_TRACE) {
         mhdctx__random_hex(c->trace_id, MHDCTX_TRACE_ID_LEN / 2);
-    if (draw & MHDCTX__DRAW_SPAN)
+    } else {
         mhdctx__random_hex(c->span_id, MHDCTX_SPAN_ID_LEN / 2);
+    }
     /* release: a reader that sees 0 without the lock sees the ids written above */
     atomic_store_explicit(&c->ids_to_draw, 0, memory_order_release);
 }

@@ -151,16 +151,19 @@ static void refill(void)
 
 void mhdctx__random_bytes(unsigned char *buf, size_t n)
 {
+    /* The thread's state found once: in a shared library each access to a
+     * thread-local variable may otherwise cost a __tls_get_addr call. */
+    struct rng *r = &rng;
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
     while (n > 0) {
-        if (!rng.keyed || rng.used == sizeof rng.out || rng.generation != gen)
+        if (!r->keyed || r->used == sizeof r->out || r->generation != gen)
             refill();
-        size_t take = sizeof rng.out - rng.used;
+        size_t take = sizeof r->out - r->used;
         if (take > n)
             take = n;
-        memcpy(buf, rng.out + rng.used, take);
-        memset(rng.out + rng.used, 0, take); /* handed out: gone from here */
-        rng.used += take;
+        memcpy(buf, r->out + r->used, take);
+        memset(r->out + r->used, 0, take); /* handed out: gone from here */
+        r->used += take;
         buf += take;
         n -= take;
     }
