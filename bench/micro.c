@@ -97,8 +97,17 @@ static void bench_current(void *unused)
     long n = scaled(200000000);
     mhdctx_context *volatile sink;
     double t0 = now_s();
-    for (long i = 0; i < n; i++)
+    /* Eight calls per turn: the loop's own counter and branch are not the figure. */
+    for (long i = 0; i < n; i += 8) {
         sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+        sink = mhdctx_current();
+    }
     double t = now_s() - t0;
     (void)sink;
     printf("{\"bench\":\"current\",\"ns\":%.2f,\"calls\":%ld}\n", t * 1e9 / (double)n, n);

@@ -75,10 +75,10 @@ static bool peer_gone(struct MHD_Connection *connection)
 
 /*
  * How the request ended, as the access line says it. Two corrections to MHD's code:
- * MHD 0.9.75 reports a client that closed after sending a whole request, before its
- * answer, as an error in poll and select modes - it is a client abort; and once the
- * application said the server is stopping, a request that ends without an answer
- * ended because of the stop, however MHD saw it.
+ * MHD 0.9.75 reports a client that closed after sending a whole request - before its
+ * answer, or while the answer was being sent - as an error in poll and select modes:
+ * it is a client abort; and once the application said the server is stopping, a
+ * request that ends without an answer ended because of the stop, however MHD saw it.
  */
 static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_context *ctx,
                                    struct MHD_Connection *connection, unsigned status,
@@ -89,7 +89,7 @@ static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_con
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0 &&
         atomic_load(&mw->stopping))
         return "shutdown";
-    if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && status == 0 && peer_gone(connection))
+    if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && peer_gone(connection))
         return "client_abort";
     return outcome_name(toe);
 }

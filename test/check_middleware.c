@@ -15,11 +15,13 @@
 #include <check.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #define ACCESS_MSG     "request completed"
 #define HANDLER_MSG    "handler"
 #define COMPLETED_MSG  "app completed"
+#define BIG_BODY_BYTES (64u << 20) /* the /big route's answer: more than loopback buffers */
 
 /* ==== captured log lines (support.h), as a JSON array ============================== */
 
@@ -256,6 +259,16 @@ static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connect
         return mhdctx_respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad_request");
     if (strcmp(url, "/shared") == 0)
         return MHD_queue_response(connection, MHD_HTTP_NOT_FOUND, app->shared);
+    if (strcmp(url, "/big") == 0) {
+        static char zeros[BIG_BODY_BYTES]; /* in .bss: never written */
+        struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+            sizeof zeros, zeros, NULL, NULL);
+        if (response == NULL)
+            return MHD_NO;
+        enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_OK, response);
+        MHD_destroy_response(response);
+        return result;
+    }
     if (strcmp(url, "/plain") == 0) {
         struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
             strlen(plain_body), plain_body, NULL, NULL);
@@ -1532,6 +1545,52 @@ START_TEST(test_client_abort)
 }
 END_TEST
 
+/* Sends a GET for @p path on a raw socket, reads the first bytes of the answer, then
+ * resets the connection (SO_LINGER 0): the server is left writing to a closed peer. */
+static void get_and_reset_mid_answer(uint16_t port, const char *path, const char *id)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    char request[256];
+    int n = snprintf(request, sizeof request,
+                     "GET %s HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n\r\n", path, id);
+    ck_assert_int_eq(send(fd, request, (size_t)n, 0), n);
+    char first[4096];
+    ck_assert_int_gt(recv(fd, first, sizeof first, 0), 0); /* the answer has begun */
+    sleep_ms(100); /* the server fills the socket buffers and waits to write more */
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset), 0);
+    close(fd);
+}
+
+/* A client that leaves while its answer is being sent ended the request itself: MHD
+ * 0.9.75 reports an error in some modes, the access line says client_abort with the
+ * status that was being sent. */
+START_TEST(test_client_gone_mid_answer_is_client_abort)
+{
+    const unsigned mode = (unsigned)_i;
+    support_capture_start_info();
+    struct app *app = app_new();
+    mhdctx_middleware *mw = app_middleware(app);
+    support_server s;
+    server_start(&s, mw, mode);
+    get_and_reset_mid_answer(s.port, "/big", "gone-mid-answer");
+    ck_assert(support_capture_wait(ACCESS_MSG, 1, 10000));
+    support_server_stop(&s);
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "gone-mid-answer");
+    ck_assert_ptr_nonnull(line);
+    assert_access_line(line, "GET", "/big", 200, "info", "client_abort");
+    json_decref(all);
+    mhdctx_middleware_free(mw);
+    app_free(app);
+    support_capture_stop();
+}
+END_TEST
+
 /* MHD's own messages (MHD_USE_ERROR_LOG) arrive as JSON lines through the logger. */
 START_TEST(test_mhd_messages_routed)
 {
@@ -1726,6 +1785,8 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_completion_callback);
     tcase_add_test(tc, test_keep_alive_and_pipelining);
     tcase_add_test(tc, test_client_abort);
+    tcase_add_loop_test(tc, test_client_gone_mid_answer_is_client_abort, 0,
+                        (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_mhd_messages_routed);
 
     tc = support_tcase(suite, "modes", TEST_TIMEOUT_S, NULL, NULL);
