@@ -1,15 +1,15 @@
 #!/usr/bin/python3
 """bench/load.py - bare MHD against mhdctx, side by side, in paired rounds.
 
-For each threading mode, all servers (bare, mhdctx --log none|access|app) run at once,
-pinned to CPU 1; wrk, pinned to CPU 0, loads them in turn, so that drift hits every
-server alike. Every round starts fresh processes; within a round, passes load each
-server for a short slice in a shuffled order. Each server's figures are divided by
-bare MHD's of the same pass (at most a few seconds apart: on this kind of VM the same
-process drifts by 10-30% within ten seconds); the table shows medians over all passes.
-Server CPU time per request comes from /proc/PID/task/*/schedstat, or /proc/PID/stat
-where threads come and go (the steady figure; requests/s is noisier because wrk nearly
-saturates its core).
+For each threading mode, all servers (bare, mhdctx --log none|access|app, "none"
+echoing the id) run at once, pinned to CPU 1; wrk, pinned to CPU 0, loads them in
+turn. Every round starts fresh processes; within a round, passes load each server for
+a short slice next to a slice of bare MHD (before it or after it, in turn), in a
+shuffled order, and the ratio is taken between those two adjacent slices: on this kind
+of VM the same process drifts by 10-30% within ten seconds, less within two. The table
+shows medians over all passes. Server CPU time per request comes from
+/proc/PID/task/*/schedstat, or /proc/PID/stat where threads come and go (the steady
+figure; requests/s is noisier because wrk nearly saturates its core).
 
 The Node peer (bench/node/express-als.js, Express + AsyncLocalStorage as in the seed
 article) runs beside the C servers in the epoll round when bench/node/node_modules exists
@@ -120,14 +120,15 @@ NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
 ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
 
 
-def print_rows(mode, with_id, servers, passes, results):
+def print_rows(mode, with_id, servers, pairs, results):
+    """@pairs: per server, (its slice, bare MHD's adjacent slice) pairs."""
     for name, _, _ in servers:
-        ratio = lambda key: statistics.median(
-            r[key] / b[key] for r, b in zip(passes[name], passes["bare"]))
-        med = lambda key: statistics.median(r[key] for r in passes[name])
+        ratio = lambda key: statistics.median(x[key] / b[key] for x, b in pairs[name])
+        med = lambda key: statistics.median(x[key] for x, _ in pairs[name])
         row = {"mode": mode, "server": name, "incoming_id": with_id, "rps": med("rps"),
                "rps_x": ratio("rps"), "cpu_us": med("cpu_us"), "cpu_x": ratio("cpu_us"),
-               "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99")}
+               "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99"),
+               "pairs": len(pairs[name])}
         results.append(row)
         print(ROW % (mode, name, "yes" if with_id else "no", "%.0f" % row["rps"],
                      "%.2f" % row["rps_x"], "%.2f" % row["cpu_us"], "%.2f" % row["cpu_x"],
@@ -135,14 +136,29 @@ def print_rows(mode, with_id, servers, passes, results):
         sys.stdout.flush()
 
 
+def run_pass(procs, others, seconds, with_id, pairs, shuffle):
+    """Every server once, each next to a slice of bare MHD (before it or after it, in
+    turn), in a shuffled order."""
+    shuffle.shuffle(others)
+    for k, name in enumerate(others):
+        if k % 2 == 0:
+            bare = measure(*procs["bare"], seconds, with_id)
+            other = measure(*procs[name], seconds, with_id)
+        else:
+            other = measure(*procs[name], seconds, with_id)
+            bare = measure(*procs["bare"], seconds, with_id)
+        pairs[(name, with_id)].append((other, bare))
+        pairs[("bare", with_id)].append((bare, bare))
+
+
 def run_mode(mode, servers, args, work, results):
     """Each round starts fresh server processes (a process's own luck - where its
     memory landed, what it shares a cache with - must not follow one server through
     every round) and warms each up. Then, pass after pass, wrk loads every server for
-    one slice, in an order shuffled per pass, without and with an incoming id: a ratio
-    compares two slices of the same pass."""
-    passes = {(name, with_id): [] for name, _, _ in servers for with_id in (False, True)}
-    order = list(servers)
+    one slice next to a slice of bare MHD, without and with an incoming id: a ratio
+    compares two adjacent slices."""
+    pairs = {(name, with_id): [] for name, _, _ in servers for with_id in (False, True)}
+    others = [name for name, _, _ in servers if name != "bare"]
     shuffle = random.Random(1)
     for _ in range(args.rounds):
         procs = {}
@@ -154,10 +170,7 @@ def run_mode(mode, servers, args, work, results):
                 wrk(procs[name][1], 1, False)
             for _ in range(args.passes):
                 for with_id in (False, True):
-                    shuffle.shuffle(order)
-                    for name, _, _ in order:
-                        passes[(name, with_id)].append(
-                            measure(*procs[name], args.seconds, with_id))
+                    run_pass(procs, others, args.seconds, with_id, pairs, shuffle)
         finally:
             for proc, _ in procs.values():
                 proc.terminate()
@@ -169,21 +182,21 @@ def run_mode(mode, servers, args, work, results):
                     pass
     for with_id in (False, True):
         print_rows(mode, with_id, servers,
-                   {name: passes[(name, with_id)] for name, _, _ in servers}, results)
+                   {name: pairs[(name, with_id)] for name, _, _ in servers}, results)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--passes", type=int, default=4)
-    ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--seconds", type=int, default=1)
     ap.add_argument("--modes", default="epoll,pool,thread-per-connection")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     node = node_peer_ready()
     print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1; %d rounds of fresh processes "
-          "warmed up for 1 s, %d passes each loading every server for %d s in a shuffled "
-          "order; medians over passes of the ratio to bare MHD in the same pass"
+          "warmed up for 1 s, %d passes each loading every server for %d s next to a "
+          "slice of bare MHD; medians over passes of the ratio between adjacent slices"
           % (args.rounds, args.passes, args.seconds))
     if not node:
         print("node peer not available (bench/node/install.sh): Express rows left out")

@@ -34,8 +34,8 @@ fi
 # Request overhead against bare MHD (needs wrk and two cores).
 if command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
     /usr/bin/python3 "$top_srcdir/bench/load.py" \
-        --rounds "${BENCH_ROUNDS:-3}" --passes "${BENCH_PASSES:-4}" \
-        --seconds "${BENCH_SECONDS:-2}"
+        --rounds "${BENCH_ROUNDS:-3}" --passes "${BENCH_PASSES:-6}" \
+        --seconds "${BENCH_SECONDS:-1}"
 else
     echo "load: wrk or taskset missing (apt-get install wrk)"
 fi
