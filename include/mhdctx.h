@@ -327,7 +327,10 @@ MHDCTX_EXPORT mhdctx_id_verdict mhdctx_request_id_verdict(const mhdctx_context *
 /**
  * Trace ids of the request's server span (lowercase hex, borrowed, fixed for the life
  * of the context). A request with a valid traceparent continues its trace, with a new
- * span id whose parent is the caller's; any other request starts a new trace.
+ * span id whose parent is the caller's; any other request starts a new trace. New ids
+ * are drawn by their first reader (this call, a log line, an outgoing call, an SQL
+ * tag, an export), under the context's lock: safe from any thread holding a
+ * reference, and every reader sees the same ids.
  */
 MHDCTX_EXPORT const char *mhdctx_trace_id(const mhdctx_context *ctx);
 MHDCTX_EXPORT const char *mhdctx_span_id(const mhdctx_context *ctx);
