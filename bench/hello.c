@@ -37,7 +37,8 @@ static unsigned mode_flags(const char *mode, unsigned *pool)
 int main(int argc, char **argv)
 {
     unsigned port = 0;
-    const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async", *echo = "no";
+    const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async";
+    const char *echo = "no";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0)
             port = (unsigned)atoi(argv[i + 1]);

@@ -75,10 +75,11 @@ static bool peer_gone(struct MHD_Connection *connection)
 
 /*
  * How the request ended, as the access line says it. Two corrections to MHD's code:
- * MHD 0.9.75 reports a client that closed after sending a whole request - before its
- * answer, or while the answer was being sent - as an error in poll and select modes:
- * it is a client abort; and once the application said the server is stopping, a
- * request that ends without an answer ended because of the stop, however MHD saw it.
+ * MHD 0.9.75 reports a client that closed after sending a whole request as an error -
+ * before its answer in poll and select modes, while the answer was being sent in every
+ * mode (the send failed): it is a client abort; and once the application said the
+ * server is stopping, a request that ends without an answer ended because of the stop,
+ * however MHD saw it.
  */
 static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_context *ctx,
                                    struct MHD_Connection *connection, unsigned status,
