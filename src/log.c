@@ -213,51 +213,11 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 #define LINE_STORAGE 8192
 static _Thread_local char line_storage[LINE_STORAGE];
 
-/* Who wrote a line's message and call fields. */
+/* Who wrote a line's call fields. */
 enum line_origin {
-    CALLER_LINE, /* a printf message; keys checked against the library's and the
-                    context's, and escaped */
-    LIBRARY_LINE /* the library's own: a plain message and reserved keys (no user key
-                    can repeat them), written as they are */
+    CALLER_LINE, /* keys checked against the library's and the context's, and escaped */
+    LIBRARY_LINE /* reserved keys (no user key can repeat them), written as they are */
 };
-
-static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
-                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                     enum line_origin origin, const char *fmt, va_list ap)
-    MHDCTX_PRINTF(7, 0);
-
-void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
-                      const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
-{
-    log_line(ctx, NULL, level, fields, n, CALLER_LINE, fmt, ap);
-}
-
-/* Variadic only to have a va_list for log_line: a library line's message is not a
- * format, and nothing reads the list. */
-static void log_library_line(mhdctx_context *ctx, mhdctx_log_level level,
-                             const mhdctx_field *fields, size_t n, const char *message, ...)
-{
-    va_list ap;
-    va_start(ap, message);
-    log_line(ctx, NULL, level, fields, n, LIBRARY_LINE, message, ap);
-    va_end(ap);
-}
-
-void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
-                                 const mhdctx_field *fields, size_t n, const char *message)
-{
-    log_library_line(ctx, level, fields, n, message);
-}
-
-void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
-                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    log_line(ctx, ids, level, fields, n, CALLER_LINE, fmt, ap);
-    va_end(ap);
-}
 
 /* Without a context, a line about a client span still names its ids. */
 static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
@@ -280,46 +240,88 @@ static void put_reserved_key(mhdctx__buf *b, const char *key)
     MHDCTX__PUT_LITERAL(b, "\":");
 }
 
-static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
-                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                     enum line_origin origin, const char *fmt, va_list ap)
+/* {"time":..,"level":..,"message": - the message is the caller's to write. */
+static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
 {
-    if (!mhdctx_log_enabled(level))
-        return;
-    mhdctx__buf b;
-    mhdctx__buf_init(&b, line_storage, sizeof line_storage);
-    MHDCTX__PUT_LITERAL(&b, "{\"time\":");
-    put_time(&b);
-    MHDCTX__PUT_LITERAL(&b, ",\"level\":\"");
-    mhdctx__buf_puts(&b, level_names[level]);
-    MHDCTX__PUT_LITERAL(&b, "\",\"message\":");
-    if (origin == LIBRARY_LINE)
-        mhdctx__json_string(&b, fmt, strlen(fmt));
-    else
-        put_message(&b, fmt, ap);
+    mhdctx__buf_init(b, line_storage, sizeof line_storage);
+    MHDCTX__PUT_LITERAL(b, "{\"time\":");
+    put_time(b);
+    MHDCTX__PUT_LITERAL(b, ",\"level\":\"");
+    mhdctx__buf_puts(b, level_names[level]);
+    MHDCTX__PUT_LITERAL(b, "\",\"message\":");
+}
+
+/* The context's fields, the call's fields, the line's end; then to the sink. */
+static void line_finish(mhdctx__buf *b, mhdctx_context *ctx,
+                        const struct mhdctx__line_ids *ids, mhdctx_log_level level,
+                        const mhdctx_field *fields, size_t n, enum line_origin origin)
+{
     /* One lock for the context's fields and the check of the call's keys against its
      * user keys. */
     if (ctx) {
         mhdctx__context_lock(ctx);
-        mhdctx__context_write_fields_locked(ctx, &b, ids ? ids->span_id : NULL);
+        mhdctx__context_write_fields_locked(ctx, b, ids ? ids->span_id : NULL);
     } else if (ids) {
-        put_ids(&b, ids);
+        put_ids(b, ids);
     }
     for (size_t i = 0; i < n && fields; i++) {
         if (origin == LIBRARY_LINE)
-            put_reserved_key(&b, fields[i].key);
+            put_reserved_key(b, fields[i].key);
         else
-            put_field_key(&b, ctx, fields[i].key);
-        put_field_value(&b, &fields[i]);
+            put_field_key(b, ctx, fields[i].key);
+        put_field_value(b, &fields[i]);
     }
     if (ctx)
         mhdctx__context_unlock(ctx);
-    MHDCTX__PUT_LITERAL(&b, "}\n");
-    if (b.failed)
+    MHDCTX__PUT_LITERAL(b, "}\n");
+    if (b->failed)
         mhdctx__sink_count_drop(); /* out of memory: a truncated line is never written */
     else
-        mhdctx__sink_write(level, b.data, b.len);
-    mhdctx__buf_release(&b);
+        mhdctx__sink_write(level, b->data, b->len);
+    mhdctx__buf_release(b);
+}
+
+static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                     const char *fmt, va_list ap) MHDCTX_PRINTF(6, 0);
+
+static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                     mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                     const char *fmt, va_list ap)
+{
+    if (!mhdctx_log_enabled(level))
+        return;
+    mhdctx__buf b;
+    line_begin(&b, level);
+    put_message(&b, fmt, ap);
+    line_finish(&b, ctx, ids, level, fields, n, CALLER_LINE);
+}
+
+void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
+                      const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
+{
+    log_line(ctx, NULL, level, fields, n, fmt, ap);
+}
+
+void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
+                                 const mhdctx_field *fields, size_t n, const char *message)
+{
+    if (!mhdctx_log_enabled(level))
+        return;
+    mhdctx__buf b;
+    line_begin(&b, level);
+    mhdctx__json_string(&b, message, strlen(message)); /* a plain text, not a format */
+    line_finish(&b, ctx, NULL, level, fields, n, LIBRARY_LINE);
+}
+
+void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
+                      mhdctx_log_level level, const mhdctx_field *fields, size_t n,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(ctx, ids, level, fields, n, fmt, ap);
+    va_end(ap);
 }
 
 void mhdctx_log(mhdctx_log_level level, const char *fmt, ...)
