@@ -23,14 +23,9 @@ import sys
 import tempfile
 import time
 
-BUILD = os.environ.get("top_builddir", ".")
+from load import C_SERVERS as SERVERS  # the load table's servers, bare MHD first
 
-# (name, program, options), as in load.py: bare MHD first.
-SERVERS = [("bare", "hello-bare", ["--log", "none"]),
-           ("none", "hello-mhdctx", ["--log", "none"]),
-           ("echo", "hello-mhdctx", ["--log", "none", "--echo-id", "yes"]),
-           ("access", "hello-mhdctx", ["--log", "access"]),
-           ("app", "hello-mhdctx", ["--log", "app"])]
+BUILD = os.environ.get("top_builddir", ".")
 
 
 def send_requests(port, n, with_id):
