@@ -114,6 +114,10 @@ C_SERVERS = [("bare", "hello-bare", ["--log", "none"]),
 # The seed article's Express + AsyncLocalStorage app: no line, and the same two lines
 # per request as mhdctx's "app" (access line + handler line). Node is single-threaded:
 # it runs with the epoll round only.
+# A second bare MHD process, loaded and paired like every other server: its ratio to bare
+# is what this machine and this pairing give for two identical servers, the yardstick
+# for every other row (an ideal run shows 1.00).
+CONTROL = ("bare-again", "hello-bare", ["--log", "none"])
 NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
                 ("express-app", "node", ["--log", "app"])]
 
@@ -205,7 +209,7 @@ def main():
     results = []
     with tempfile.TemporaryDirectory(prefix="mhdctx-bench-") as work:
         for mode in args.modes.split(","):
-            servers = C_SERVERS + (NODE_SERVERS if node and mode == "epoll" else [])
+            servers = C_SERVERS[:1] + [CONTROL] + C_SERVERS[1:] + (NODE_SERVERS if node and mode == "epoll" else [])
             run_mode(mode, servers, args, work, results)
     peers = {(r["server"], r["incoming_id"]): r for r in results if r["mode"] == "epoll"}
     for with_id in (False, True):

@@ -355,7 +355,9 @@ MHDCTX_EXPORT const char *mhdctx_path(const mhdctx_context *ctx);
 MHDCTX_EXPORT const char *mhdctx_query(const mhdctx_context *ctx);
 /** CLOCK_MONOTONIC time at which the request line arrived, in nanoseconds. */
 MHDCTX_EXPORT uint64_t mhdctx_start_monotonic_ns(const mhdctx_context *ctx);
-/** Wall-clock (CLOCK_REALTIME) time at which the request line arrived. */
+/** Wall-clock (CLOCK_REALTIME) time at which the request line arrived: derived at the
+ *  first call from the wall clock then and the monotonic time elapsed since, so a step
+ *  of the wall clock during the request moves it; every later call returns the same. */
 MHDCTX_EXPORT struct timespec mhdctx_start_realtime(const mhdctx_context *ctx);
 /** Milliseconds since the request line arrived (monotonic clock). */
 MHDCTX_EXPORT double mhdctx_elapsed_ms(const mhdctx_context *ctx);

@@ -111,7 +111,8 @@ struct mhdctx_context {
     atomic_uint refs;
     pthread_mutex_t lock; /* guards user_id, roles and keys */
     uint64_t start_mono_ns;
-    struct timespec start_real;
+    struct timespec start_real; /* derived at its first reader, guarded by lock */
+    bool start_real_known;
     enum mhdctx__phase phase;
     mhdctx_id_verdict id_verdict;
     unsigned int status;  /* status queued by the library's own helpers */
@@ -186,9 +187,10 @@ void mhdctx__drop_deferred(mhdctx_context *ctx);
 /* ---- random bytes (random.c) ------------------------------------------------------ */
 /* @n random bytes for ids from the calling thread's generator (ChaCha8, kernel-keyed). */
 void mhdctx__random_bytes(unsigned char *buf, size_t n);
-/* One ChaCha block (RFC 8439 layout: 32-bit counter, 96-bit nonce) with @rounds rounds. */
-void mhdctx__chacha_block(const unsigned char key[32], uint32_t counter,
-                          const unsigned char nonce[12], int rounds, unsigned char out[64]);
+/* Four consecutive ChaCha blocks (RFC 8439 layout: 32-bit counter, 96-bit nonce), the
+ * blocks of @counter to @counter + 3, with @rounds rounds. */
+void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
+                            const unsigned char nonce[12], int rounds, unsigned char out[256]);
 
 /* ---- random ids (request_id.c) ---------------------------------------------------- */
 /* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */

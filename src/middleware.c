@@ -25,6 +25,7 @@ mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
     mw->handler = handler;
     mw->handler_cls = handler_cls;
     strcpy(mw->id_header, "X-Request-Id");
+    mw->id_header_len = strlen(mw->id_header);
     mw->id_max_len = MHDCTX_REQUEST_ID_DEFAULT_MAX;
     mw->trust_incoming_ids = true;
     mw->deadline_ms = 30000;
@@ -102,6 +103,7 @@ mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw, const char *nam
     if (len >= sizeof mw->id_header)
         return MHDCTX_ELIMIT;
     memcpy(mw->id_header, name, len + 1);
+    mw->id_header_len = len;
     return MHDCTX_OK;
 }
 
@@ -198,6 +200,7 @@ mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn hook, void *c
 
 struct header_scan {
     const char *name;
+    size_t name_len;
     const char *first;
     size_t first_len;
     unsigned count;
@@ -223,10 +226,10 @@ static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const c
                                      size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
-    (void)key_size;
     struct header_scans *scans = cls;
+    /* Lengths first: most headers are none of these, and a length is one compare. */
     for (size_t i = 0; key && i < scans->n; i++) {
-        if (strcasecmp(key, scans->of[i].name) == 0)
+        if (key_size == scans->of[i].name_len && strcasecmp(key, scans->of[i].name) == 0)
             note_value(&scans->of[i], value, value_size);
     }
     return MHD_YES;
@@ -237,7 +240,7 @@ static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const c
 unsigned mhdctx__header_values(struct MHD_Connection *connection, const char *name,
                                const char **first, size_t *first_len)
 {
-    struct header_scans scans = {.of = {{.name = name}}, .n = 1};
+    struct header_scans scans = {.of = {{.name = name, .name_len = strlen(name)}}, .n = 1};
     MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_headers, &scans);
     *first = scans.of[0].first;
     *first_len = scans.of[0].first_len;
@@ -397,10 +400,13 @@ static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
                           struct MHD_Connection *connection, const char *method)
 {
     ctx->id_header = mw->id_header;
-    struct header_scans scans = {.of = {[SCAN_ID] = {.name = mw->id_header},
-                                        [SCAN_TRACEPARENT] = {.name = "traceparent"},
-                                        [SCAN_TIMEOUT] = {.name = "X-Request-Timeout-Ms"}},
-                                 .n = mw->trust_incoming_deadline ? 3 : 2};
+#define NAMED(literal) {.name = literal, .name_len = sizeof literal - 1}
+    struct header_scans scans = {
+        .of = {[SCAN_ID] = {.name = mw->id_header, .name_len = mw->id_header_len},
+               [SCAN_TRACEPARENT] = NAMED("traceparent"),
+               [SCAN_TIMEOUT] = NAMED("X-Request-Timeout-Ms")},
+        .n = mw->trust_incoming_deadline ? 3 : 2};
+#undef NAMED
     MHD_get_connection_values_n(connection, MHD_HEADER_KIND, count_headers, &scans);
     assign_request_id(mw, ctx, &scans.of[SCAN_ID]);
     assign_deadline(mw, ctx, &scans.of[SCAN_TIMEOUT]);

@@ -26,6 +26,7 @@ struct mhdctx_middleware {
     MHD_RequestCompletedCallback completed;
     void *completed_cls;
     char id_header[64];
+    size_t id_header_len;
     size_t id_max_len;
     bool trust_incoming_ids;
     bool trust_incoming_deadline;

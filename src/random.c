@@ -22,21 +22,21 @@
 #include <sys/random.h>
 #include <uuid/uuid.h>
 
-#define BLOCKS 16
+#define BLOCKS 16 /* a multiple of 4: computed four at a time */
 #define KEY_BYTES 32
 #define RESEED_REFILLS 64 /* about 63 KiB of output per kernel reseed */
 
-static inline uint32_t rotl(uint32_t v, int n)
-{
-    return (v << n) | (v >> (32 - n));
-}
+/* Four blocks at once, one per lane: GCC and Clang turn these vectors into SSE2 or NEON
+ * registers (scalar code on targets without), four times the throughput of one block. */
+typedef uint32_t lanes4 __attribute__((vector_size(16)));
 
+#define ROTL(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
 #define QUARTER(a, b, c, d)                                                                \
     do {                                                                                   \
-        a += b, d = rotl(d ^ a, 16);                                                       \
-        c += d, b = rotl(b ^ c, 12);                                                       \
-        a += b, d = rotl(d ^ a, 8);                                                        \
-        c += d, b = rotl(b ^ c, 7);                                                        \
+        a += b, d ^= a, d = ROTL(d, 16);                                                   \
+        c += d, b ^= c, b = ROTL(b, 12);                                                   \
+        a += b, d ^= a, d = ROTL(d, 8);                                                    \
+        c += d, b ^= c, b = ROTL(b, 7);                                                    \
     } while (0)
 
 static uint32_t load32(const unsigned char *p)
@@ -52,16 +52,19 @@ static void store32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)(v >> 24);
 }
 
-void mhdctx__chacha_block(const unsigned char key[32], uint32_t counter,
-                          const unsigned char nonce[12], int rounds, unsigned char out[64])
+void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
+                            const unsigned char nonce[12], int rounds, unsigned char out[256])
 {
-    uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574}; /* "expand 32-byte k" */
+    uint32_t words[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574}; /* "expand 32-byte k" */
     for (int i = 0; i < 8; i++)
-        in[4 + i] = load32(key + 4 * i);
-    in[12] = counter;
+        words[4 + i] = load32(key + 4 * i);
+    words[12] = counter;
     for (int i = 0; i < 3; i++)
-        in[13 + i] = load32(nonce + 4 * i);
-    uint32_t x[16];
+        words[13 + i] = load32(nonce + 4 * i);
+    lanes4 in[16], x[16];
+    for (int i = 0; i < 16; i++)
+        in[i] = (lanes4){words[i], words[i], words[i], words[i]};
+    in[12] += (lanes4){0, 1, 2, 3}; /* lane b computes block counter + b */
     memcpy(x, in, sizeof x);
     for (int r = 0; r < rounds; r += 2) {
         QUARTER(x[0], x[4], x[8], x[12]);
@@ -73,8 +76,11 @@ void mhdctx__chacha_block(const unsigned char key[32], uint32_t counter,
         QUARTER(x[2], x[7], x[8], x[13]);
         QUARTER(x[3], x[4], x[9], x[14]);
     }
-    for (int i = 0; i < 16; i++)
-        store32(out + 4 * i, x[i] + in[i]);
+    for (int i = 0; i < 16; i++) {
+        lanes4 sum = x[i] + in[i];
+        for (int b = 0; b < 4; b++)
+            store32(out + 64 * b + 4 * i, sum[b]);
+    }
 }
 
 /* ---- per-thread state ------------------------------------------------------------------ */
@@ -142,8 +148,8 @@ static void refill(void)
         rng.generation = gen;
     }
     static const unsigned char nonce[12];
-    for (uint32_t b = 0; b < BLOCKS; b++)
-        mhdctx__chacha_block(rng.key, b, nonce, 8, rng.out + 64 * b);
+    for (uint32_t b = 0; b < BLOCKS; b += 4)
+        mhdctx__chacha_4blocks(rng.key, b, nonce, 8, rng.out + 64 * b);
     memcpy(rng.key, rng.out, KEY_BYTES); /* the next key; never handed out */
     memset(rng.out, 0, KEY_BYTES);
     rng.used = KEY_BYTES;

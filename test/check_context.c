@@ -127,6 +127,32 @@ START_TEST(context_times_are_set_at_creation)
 }
 END_TEST
 
+static int64_t realtime_ns(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* The wall-clock start is derived at the first reader: read 20 ms later, it still says
+ * when the context was made, and it never changes afterwards. */
+START_TEST(context_wall_clock_start_is_the_creation_time)
+{
+    struct timespec before, after;
+    clock_gettime(CLOCK_REALTIME, &before);
+    mhdctx_context *ctx = new_context();
+    clock_gettime(CLOCK_REALTIME, &after);
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    int64_t start = realtime_ns(mhdctx_start_realtime(ctx));
+    /* 2 ms of slack: the two clocks are read at slightly different moments */
+    ck_assert_int_ge(start, realtime_ns(before) - 2000000);
+    ck_assert_int_le(start, realtime_ns(after) + 2000000);
+    nanosleep(&pause, NULL);
+    ck_assert_int_eq(realtime_ns(mhdctx_start_realtime(ctx)), start);
+    ck_assert_int_lt(mhdctx_start_realtime(ctx).tv_nsec, 1000000000);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* ---- path and query ------------------------------------------------------------------- */
 
 static const struct {
@@ -1008,6 +1034,7 @@ static Suite *context_suite(void)
     tcase_add_test(tc, context_short_method_is_stored_inline);
     tcase_add_test(tc, context_accessors_accept_null);
     tcase_add_test(tc, context_times_are_set_at_creation);
+    tcase_add_test(tc, context_wall_clock_start_is_the_creation_time);
     tcase_add_loop_test(tc, context_create_splits_path_and_query, 0,
                         (int)(sizeof uri_cases / sizeof *uri_cases));
     tcase_add_test(tc, context_create_with_null_uri_has_empty_path);

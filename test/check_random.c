@@ -22,6 +22,15 @@ static void unhex(const char *hex, unsigned char *out, size_t n)
     }
 }
 
+/* The first of the four blocks the generator computes at once. */
+static void chacha_block(const unsigned char key[32], uint32_t counter,
+                         const unsigned char nonce[12], int rounds, unsigned char out[64])
+{
+    unsigned char four[256];
+    mhdctx__chacha_4blocks(key, counter, nonce, rounds, four);
+    memcpy(out, four, 64);
+}
+
 /* RFC 8439 appendix A.1, test vector #1: all-zero key and nonce, counter 0. */
 START_TEST(chacha20_zero_key_vector)
 {
@@ -29,7 +38,7 @@ START_TEST(chacha20_zero_key_vector)
     unhex("76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
           "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586",
           expected, 64);
-    mhdctx__chacha_block(key, 0, nonce, 20, out);
+    chacha_block(key, 0, nonce, 20, out);
     ck_assert_mem_eq(out, expected, 64);
 }
 END_TEST
@@ -44,16 +53,37 @@ START_TEST(chacha20_rfc_block_vector)
     unhex("10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
           "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e",
           expected, 64);
-    mhdctx__chacha_block(key, 1, nonce, 20, out);
+    chacha_block(key, 1, nonce, 20, out);
     ck_assert_mem_eq(out, expected, 64);
+}
+END_TEST
+
+/* Lane b is the block of counter + b: each of the four equals the first block of a call
+ * starting there (the first block is checked against the RFC above), across the
+ * counter's wrap too. */
+START_TEST(four_blocks_are_consecutive_blocks)
+{
+    unsigned char key[32], nonce[12] = {9, 8, 7}, four[256], one[64];
+    for (int i = 0; i < 32; i++)
+        key[i] = (unsigned char)(3 * i + 1);
+    uint32_t starts[] = {0, 1, 12, 0xfffffffeu};
+    for (size_t s = 0; s < sizeof starts / sizeof starts[0]; s++) {
+        mhdctx__chacha_4blocks(key, starts[s], nonce, 8, four);
+        for (uint32_t b = 0; b < 4; b++) {
+            chacha_block(key, starts[s] + b, nonce, 8, one);
+            ck_assert_mem_eq(four + 64 * b, one, 64);
+        }
+        for (uint32_t b = 1; b < 4; b++)
+            ck_assert(memcmp(four, four + 64 * b, 64) != 0);
+    }
 }
 END_TEST
 
 START_TEST(fewer_rounds_give_another_stream)
 {
     unsigned char key[32] = {1}, nonce[12] = {0}, eight[64], twenty[64];
-    mhdctx__chacha_block(key, 0, nonce, 8, eight);
-    mhdctx__chacha_block(key, 0, nonce, 20, twenty);
+    chacha_block(key, 0, nonce, 8, eight);
+    chacha_block(key, 0, nonce, 20, twenty);
     ck_assert(memcmp(eight, twenty, 64) != 0);
 }
 END_TEST
@@ -145,6 +175,7 @@ static Suite *random_suite(void)
     TCase *tc = tcase_create("chacha");
     tcase_add_test(tc, chacha20_zero_key_vector);
     tcase_add_test(tc, chacha20_rfc_block_vector);
+    tcase_add_test(tc, four_blocks_are_consecutive_blocks);
     tcase_add_test(tc, fewer_rounds_give_another_stream);
     suite_add_tcase(s, tc);
     tc = tcase_create("generator");
