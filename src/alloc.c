@@ -11,6 +11,15 @@
 #ifdef MHDCTX_FAULT_INJECTION
 /* Countdown shared by all threads: when it reaches zero, that allocation fails. */
 atomic_long mhdctx__alloc_countdown = -1;
+/* Blocks allocated here and not yet freed here: a test's leak gauge. */
+atomic_long mhdctx__alloc_live;
+
+static void *counted(void *block, long delta)
+{
+    if (block)
+        atomic_fetch_add(&mhdctx__alloc_live, delta);
+    return block;
+}
 
 static bool should_fail(void)
 {
@@ -26,21 +35,27 @@ static inline bool should_fail(void)
 {
     return false;
 }
+
+static inline void *counted(void *block, long delta)
+{
+    (void)delta;
+    return block;
+}
 #endif
 
 void *mhdctx__malloc(size_t size)
 {
-    return should_fail() ? NULL : malloc(size);
+    return should_fail() ? NULL : counted(malloc(size), 1);
 }
 
 void *mhdctx__calloc(size_t n, size_t size)
 {
-    return should_fail() ? NULL : calloc(n, size);
+    return should_fail() ? NULL : counted(calloc(n, size), 1);
 }
 
 void *mhdctx__realloc(void *ptr, size_t size)
 {
-    return should_fail() ? NULL : realloc(ptr, size);
+    return should_fail() ? NULL : counted(realloc(ptr, size), ptr == NULL);
 }
 
 char *mhdctx__strdup(const char *s)
@@ -54,5 +69,6 @@ char *mhdctx__strdup(const char *s)
 
 void mhdctx__free(void *ptr)
 {
+    counted(ptr, -1);
     free(ptr);
 }

@@ -2,8 +2,9 @@
  * context.c - the per-request context: its fields, reference counting and the
  * thread-local "current" pointer (the C counterpart of AsyncLocalStorage's store).
  *
- * One allocation per request: the struct and the request's path and query share one
- * block. Fields set later (user id, roles, user keys) allocate only when used.
+ * One block per request: the struct and the request's path and query, from the
+ * thread's cache of freed blocks (block_cache.c) when they fit, else one allocation.
+ * Fields set later (user id, roles, user keys) allocate only when used.
  */
 #include "internal.h"
 
@@ -54,10 +55,13 @@ mhdctx_context *mhdctx__context_create(const char *uri)
     if (uri == NULL)
         uri = "";
     size_t uri_len = strlen(uri);
-    mhdctx_context *ctx = mhdctx__malloc(sizeof *ctx + uri_len + 2);
+    size_t size = sizeof(mhdctx_context) + uri_len + 1;
+    bool in_block = size <= MHDCTX__BLOCK_BYTES;
+    mhdctx_context *ctx = in_block ? mhdctx__block_take() : mhdctx__malloc(size);
     if (ctx == NULL)
         return NULL;
     memset(ctx, 0, sizeof *ctx);
+    ctx->in_block = in_block;
     /* A default mutex needs no pthread_mutex_init call (which cannot fail for one). */
     ctx->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     atomic_init(&ctx->refs, 1);
@@ -216,7 +220,10 @@ static void context_destroy(mhdctx_context *ctx)
     if (ctx->deferred)
         MHD_destroy_response(ctx->deferred);
     pthread_mutex_destroy(&ctx->lock);
-    mhdctx__free(ctx);
+    if (ctx->in_block)
+        mhdctx__block_give(ctx);
+    else
+        mhdctx__free(ctx);
 }
 
 void mhdctx_context_unref(mhdctx_context *ctx)

@@ -136,9 +136,17 @@ struct mhdctx_context {
     char *route;          /* the application's name for the route, guarded by lock */
     _Atomic uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
     atomic_bool timed_out;        /* answered 504: the access line says "timeout" */
+    bool in_block;        /* allocated by mhdctx__block_take */
     char *query;          /* points into text, NULL when absent */
     char text[];          /* path '\0' [query '\0'] */
 };
+
+/* Context blocks (block_cache.c): a context whose path and query fit takes one of
+ * these from its thread's cache of freed blocks; longer ones are malloc'ed. */
+#define MHDCTX__BLOCK_BYTES 1024u
+void *mhdctx__block_take(void); /* MHDCTX__BLOCK_BYTES bytes, NULL on ENOMEM */
+void mhdctx__block_give(void *block);
+extern const bool mhdctx__block_cache_on; /* false under AddressSanitizer */
 
 /* New context for @uri (path and optional query), refcount 1. NULL on ENOMEM. */
 mhdctx_context *mhdctx__context_create(const char *uri);
