@@ -686,8 +686,11 @@ void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
                                          const char *span_id)
 {
     static const char hex[] = "0123456789abcdef";
-    MHDCTX__PUT_LITERAL(b, ",\"request_id\":");
-    mhdctx__json_string(b, ctx->request_id, strlen(ctx->request_id));
+    /* Every request id passed mhdctx_request_id_check or is a UUID: its characters
+     * need no escaping (no quote, backslash or control). */
+    MHDCTX__PUT_LITERAL(b, ",\"request_id\":\"");
+    mhdctx__buf_puts(b, ctx->request_id);
+    mhdctx__buf_putc(b, '"');
     mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) { /* OpenTelemetry log data model names; ids are plain hex */
         char flags[5] = {'"', hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '"'};

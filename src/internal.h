@@ -196,7 +196,8 @@ void mhdctx__drop_deferred(mhdctx_context *ctx);
 /* @n random bytes for ids from the calling thread's generator (ChaCha8, kernel-keyed). */
 void mhdctx__random_bytes(unsigned char *buf, size_t n);
 /* Four consecutive ChaCha blocks (RFC 8439 layout: 32-bit counter, 96-bit nonce), the
- * blocks of @counter to @counter + 3, with @rounds rounds. */
+ * blocks of @counter to @counter + 3, with @rounds rounds, word-interleaved: word i of
+ * block b (RFC 8439's bytes 4i..4i+3 of that block) is at @out + 16 * i + 4 * b. */
 void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
                             const unsigned char nonce[12], int rounds, unsigned char out[256]);
 

@@ -44,6 +44,7 @@ static uint32_t load32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
 static void store32(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)v;
@@ -51,6 +52,7 @@ static void store32(unsigned char *p, uint32_t v)
     p[2] = (unsigned char)(v >> 16);
     p[3] = (unsigned char)(v >> 24);
 }
+#endif
 
 void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
                             const unsigned char nonce[12], int rounds, unsigned char out[256])
@@ -78,8 +80,12 @@ void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
     }
     for (int i = 0; i < 16; i++) {
         lanes4 sum = x[i] + in[i];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(out + 16 * i, &sum, sizeof sum); /* one store for four little-endian words */
+#else
         for (int b = 0; b < 4; b++)
-            store32(out + 64 * b + 4 * i, sum[b]);
+            store32(out + 16 * i + 4 * b, sum[b]);
+#endif
     }
 }
 
@@ -108,6 +114,10 @@ struct rng {
 };
 
 static _Thread_local struct rng rng;
+/* &rng once the thread's generator is keyed. initial-exec: one load, where each access
+ * to rng may cost a __tls_get_addr call (rng is too big for the scarce static TLS a
+ * dlopen()ed library can have). */
+static _Thread_local struct rng *keyed_rng __attribute__((tls_model("initial-exec")));
 
 static bool kernel_bytes(unsigned char *buf, size_t n)
 {
@@ -155,22 +165,41 @@ static void refill(void)
     rng.used = KEY_BYTES;
 }
 
+/* Copies @n bytes out and wipes them, 8 at a time: ids take 16 or 24 bytes, for which
+ * a call to memcpy and one to memset cost more than the copy. */
+static inline void take(struct rng *r, unsigned char *buf, size_t n)
+{
+    unsigned char *from = r->out + r->used;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(buf + i, from + i, 8);
+        memset(from + i, 0, 8);
+    }
+    for (; i < n; i++) {
+        buf[i] = from[i];
+        from[i] = 0;
+    }
+    r->used += n;
+}
+
 void mhdctx__random_bytes(unsigned char *buf, size_t n)
 {
-    /* The thread's state found once: in a shared library each access to a
-     * thread-local variable may otherwise cost a __tls_get_addr call. */
-    struct rng *r = &rng;
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    struct rng *r = keyed_rng;
+    if (r && r->generation == gen && n <= sizeof r->out - r->used) {
+        take(r, buf, n);
+        return;
+    }
+    r = &rng;
     while (n > 0) {
         if (!r->keyed || r->used == sizeof r->out || r->generation != gen)
             refill();
-        size_t take = sizeof r->out - r->used;
-        if (take > n)
-            take = n;
-        memcpy(buf, r->out + r->used, take);
-        memset(r->out + r->used, 0, take); /* handed out: gone from here */
-        r->used += take;
-        buf += take;
-        n -= take;
+        size_t chunk = sizeof r->out - r->used;
+        if (chunk > n)
+            chunk = n;
+        take(r, buf, chunk); /* handed out: gone from here */
+        buf += chunk;
+        n -= chunk;
     }
+    keyed_rng = r;
 }
