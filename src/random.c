@@ -201,5 +201,6 @@ void mhdctx__random_bytes(unsigned char *buf, size_t n)
         buf += chunk;
         n -= chunk;
     }
-    keyed_rng = r;
+    if (r->keyed)
+        keyed_rng = r; /* never before the first refill: an unkeyed buffer is zeros */
 }

@@ -151,6 +151,26 @@ START_TEST(threads_draw_different_bytes)
 }
 END_TEST
 
+/* A thread whose first draw asks for no bytes, then for some, gets random bytes: the
+ * empty draw must not mark the thread's unkeyed (all-zero) buffer as ready. */
+static void *empty_then_real_draw(void *arg)
+{
+    unsigned char *bytes = arg;
+    mhdctx__random_bytes(bytes, 0);
+    mhdctx__random_bytes(bytes, 64);
+    return NULL;
+}
+
+START_TEST(an_empty_first_draw_leaves_the_generator_to_be_keyed)
+{
+    unsigned char bytes[64], zeros[64] = {0};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, empty_then_real_draw, bytes), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert(memcmp(bytes, zeros, sizeof bytes) != 0);
+}
+END_TEST
+
 /* After a fork, parent and child draw different bytes from the same inherited state. */
 START_TEST(forked_child_draws_other_bytes)
 {
@@ -190,6 +210,7 @@ static Suite *random_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, output_is_evenly_spread_and_never_repeats);
     tcase_add_test(tc, threads_draw_different_bytes);
+    tcase_add_test(tc, an_empty_first_draw_leaves_the_generator_to_be_keyed);
     tcase_add_test(tc, forked_child_draws_other_bytes);
     suite_add_tcase(s, tc);
     return s;
