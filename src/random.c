@@ -114,9 +114,10 @@ struct rng {
 };
 
 static _Thread_local struct rng rng;
-/* &rng once the thread's generator is keyed. initial-exec: one load, where each access
- * to rng may cost a __tls_get_addr call (rng is too big for the scarce static TLS a
- * dlopen()ed library can have). */
+/* &rng once the thread's generator is keyed (set by refill, never before: an unkeyed
+ * buffer is zeros). initial-exec: one load, where each access to rng may cost a
+ * __tls_get_addr call (rng is too big for the scarce static TLS a dlopen()ed library
+ * can have). */
 static _Thread_local struct rng *keyed_rng __attribute__((tls_model("initial-exec")));
 
 static bool kernel_bytes(unsigned char *buf, size_t n)
@@ -163,6 +164,7 @@ static void refill(void)
     memcpy(rng.key, rng.out, KEY_BYTES); /* the next key; never handed out */
     memset(rng.out, 0, KEY_BYTES);
     rng.used = KEY_BYTES;
+    keyed_rng = &rng; /* the fast path's way in, from the first keyed output on */
 }
 
 /* Copies @n bytes out and wipes them, 8 at a time: ids take 16 or 24 bytes, for which
@@ -201,6 +203,4 @@ void mhdctx__random_bytes(unsigned char *buf, size_t n)
         buf += chunk;
         n -= chunk;
     }
-    if (r->keyed)
-        keyed_rng = r; /* never before the first refill: an unkeyed buffer is zeros */
 }
