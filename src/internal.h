@@ -146,7 +146,7 @@ struct mhdctx_context {
 #define MHDCTX__BLOCK_BYTES 1024u
 void *mhdctx__block_take(void); /* MHDCTX__BLOCK_BYTES bytes, NULL on ENOMEM */
 void mhdctx__block_give(void *block);
-extern const bool mhdctx__block_cache_on; /* false under AddressSanitizer */
+extern const bool mhdctx__block_cache_on; /* false under ASan and TSan */
 
 /* New context for @uri (path and optional query), refcount 1. NULL on ENOMEM. */
 mhdctx_context *mhdctx__context_create(const char *uri);

@@ -1,8 +1,9 @@
 /*
  * check_block_cache.c - the per-thread cache of context blocks: a block given back is
  * the next one taken, at most 64 are kept, a thread's blocks are freed at its exit,
- * and contexts live in blocks whatever their path's length. Under AddressSanitizer the
- * cache is off (blocks go back to malloc): the same tests check that instead.
+ * and contexts live in blocks whatever their path's length. Under AddressSanitizer and
+ * ThreadSanitizer the cache is off (blocks go back to malloc): the same tests check
+ * that instead.
  *
  * The fault-injection build's counters make the cache visible: with the allocation
  * countdown at 0 the next allocation fails, so a take that succeeds came from the
@@ -37,7 +38,7 @@ START_TEST(a_block_given_back_is_taken_next)
     if (mhdctx__block_cache_on)
         ck_assert_ptr_eq(again, first);
     else
-        ck_assert_ptr_null(again); /* ASan: given back to malloc */
+        ck_assert_ptr_null(again); /* ASan, TSan: given back to malloc */
     mhdctx__block_give(again);
 }
 END_TEST
