@@ -23,7 +23,8 @@ Checks:
     no connection error, no timeout;
   - the demo's RSS after warm-up and at the end (both sampled with no connection open)
     grows by at most --max-rss-growth-kib (default 1024 KiB, see RSS_RULE; not checked
-    under valgrind or AddressSanitizer, whose leak checks at exit are); its open fds and
+    under valgrind or AddressSanitizer, whose leak checks at exit are, nor under
+    ThreadSanitizer, whose shadow memory is in RSS); its open fds and
     threads are back to their count before any traffic;
   - the access log has exactly one "request completed" line per request sent (GET
     /health excepted: the demo leaves it out of the access log), found by request id,
@@ -506,12 +507,19 @@ def rss_unreliable(pid):
     """Why RSS says nothing about leaks in this process, or None. Under valgrind (via
     MHDCTX_TEST_WRAPPER) RSS is the tool's; AddressSanitizer's quarantine keeps freed
     memory (up to 256 MiB) by design. Both check for leaks at exit instead, and a leak
-    makes the demo's exit status non-zero."""
+    makes the demo's exit status non-zero. Under ThreadSanitizer RSS holds the shadow
+    memory of every address the run has touched (growth of 1.3-2.2 MiB after warm-up in
+    the short soak, with or without the library's changes); the plain build's run of
+    this same test checks the rule."""
     if os.environ.get("MHDCTX_TEST_WRAPPER", "").strip():
-        return "the demo runs under %s" % os.environ["MHDCTX_TEST_WRAPPER"].split()[0]
+        return "the demo runs under %s (its leak check at exit is)" % \
+            os.environ["MHDCTX_TEST_WRAPPER"].split()[0]
     with open("/proc/%d/maps" % pid) as f:
         if "libasan" in f.read():
-            return "AddressSanitizer build"
+            return "AddressSanitizer build (its leak check at exit is)"
+    with open("/proc/%d/exe" % pid, "rb") as f:  # clang links TSan's runtime in
+        if b"__tsan_init" in f.read():
+            return "ThreadSanitizer build (the plain build's run checks it)"
     return None
 
 
@@ -695,7 +703,7 @@ def main():
     fail(load.errors == 0, "every response as expected (%d unexpected)" % load.errors,
          load.error_samples)
     if unreliable:
-        print("ok - rss growth not checked: %s (its leak check at exit is)" % unreliable)
+        print("ok - rss growth not checked: %s" % unreliable)
     else:
         fail(growth <= args.max_rss_growth_kib,
              "rss growth %+d KiB <= %d KiB" % (growth, args.max_rss_growth_kib))
