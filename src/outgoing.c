@@ -8,14 +8,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
 {
@@ -43,7 +35,7 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
     mhdctx__random_hex(call->span_id, MHDCTX_SPAN_ID_LEN / 2);
     mhdctx_traceparent_format(call->traceparent, trace_id, call->span_id, flags);
     call->ctx = mhdctx_context_ref(ctx);
-    call->start_ns = now_ns();
+    call->start_ns = mhdctx__monotonic_ns();
     return MHDCTX_OK;
 }
 
@@ -73,7 +65,7 @@ void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method, const cha
         return;
     char safe_url[2048];
     size_t url_len = url_for_log(url ? url : "", safe_url, sizeof safe_url);
-    double duration_ms = (double)((now_ns() - call->start_ns) / 1000) / 1000.0;
+    double duration_ms = (double)((mhdctx__monotonic_ns() - call->start_ns) / 1000) / 1000.0;
     mhdctx_log_level level = error ? MHDCTX_LOG_ERROR
                              : status >= 500 || status == 0 ? MHDCTX_LOG_WARN
                                                             : MHDCTX_LOG_INFO;
