@@ -122,6 +122,56 @@ static unsigned response_status(struct MHD_Connection *connection, const mhdctx_
     return ctx->status;
 }
 
+/* A plain text: a name from this file, or hex. */
+static void put_plain_string(mhdctx__buf *b, const char *s)
+{
+    mhdctx__buf_putc(b, '"');
+    mhdctx__buf_puts(b, s);
+    mhdctx__buf_putc(b, '"');
+}
+
+static void put_client_string(mhdctx__buf *b, const char *s)
+{
+    mhdctx__json_string(b, s, strlen(s));
+}
+
+/* The line is written field by field with literal keys, not through a field array:
+ * it is the one line every request pays for. Every key here is reserved (context.c):
+ * no user key repeats one. */
+static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx,
+                       mhdctx_log_level level, unsigned status, const char *outcome)
+{
+    static const char message[] = "request completed";
+    /* Microseconds precision is plenty and keeps the number short. */
+    double duration_ms = (double)(long long)(mhdctx_elapsed_ms(ctx) * 1000.0) / 1000.0;
+    mhdctx__buf b;
+    mhdctx__line_open(&b, ctx, level, message, sizeof message - 1);
+    MHDCTX__PUT_LITERAL(&b, ",\"method\":");
+    put_client_string(&b, mhdctx_method(ctx));
+    MHDCTX__PUT_LITERAL(&b, ",\"path\":");
+    put_client_string(&b, mhdctx_path(ctx));
+    if (mw->log_query && mhdctx_query(ctx)) {
+        MHDCTX__PUT_LITERAL(&b, ",\"query\":");
+        put_client_string(&b, mhdctx_query(ctx));
+    }
+    MHDCTX__PUT_LITERAL(&b, ",\"status\":");
+    mhdctx__json_uint(&b, status);
+    MHDCTX__PUT_LITERAL(&b, ",\"duration_ms\":");
+    mhdctx__json_double(&b, duration_ms);
+    MHDCTX__PUT_LITERAL(&b, ",\"outcome\":");
+    put_plain_string(&b, outcome);
+    if (ctx->parent_span_id[0]) {
+        MHDCTX__PUT_LITERAL(&b, ",\"parent_span_id\":");
+        put_plain_string(&b, ctx->parent_span_id);
+    }
+    mhdctx_id_verdict verdict = mhdctx_request_id_verdict(ctx);
+    if (verdict != MHDCTX_ID_VALID && verdict != MHDCTX_ID_MISSING) {
+        MHDCTX__PUT_LITERAL(&b, ",\"request_id_replaced\":");
+        put_plain_string(&b, mhdctx_id_verdict_name(verdict));
+    }
+    mhdctx__line_close(&b, ctx, level);
+}
+
 void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
                         struct MHD_Connection *connection,
                         enum MHD_RequestTerminationCode toe)
@@ -133,22 +183,5 @@ void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
     mhdctx_log_level level = level_for(mw, ctx, status, outcome);
     if (!mhdctx_log_enabled(level))
         return;
-    /* Microseconds precision is plenty and keeps the number short. */
-    double duration_ms = (double)(long long)(mhdctx_elapsed_ms(ctx) * 1000.0) / 1000.0;
-    mhdctx_field fields[9];
-    size_t n = 0;
-    fields[n++] = MHDCTX_F_STR("method", mhdctx_method(ctx));
-    fields[n++] = MHDCTX_F_STR("path", mhdctx_path(ctx));
-    if (mw->log_query && mhdctx_query(ctx))
-        fields[n++] = MHDCTX_F_STR("query", mhdctx_query(ctx));
-    fields[n++] = MHDCTX_F_UINT("status", status);
-    fields[n++] = MHDCTX_F_DOUBLE("duration_ms", duration_ms);
-    fields[n++] = MHDCTX_F_STR("outcome", outcome);
-    if (ctx->parent_span_id[0])
-        fields[n++] = MHDCTX_F_STR("parent_span_id", ctx->parent_span_id);
-    mhdctx_id_verdict verdict = mhdctx_request_id_verdict(ctx);
-    if (verdict != MHDCTX_ID_VALID && verdict != MHDCTX_ID_MISSING)
-        fields[n++] = MHDCTX_F_STR("request_id_replaced", mhdctx_id_verdict_name(verdict));
-    /* every key above is reserved (context.c): no user key repeats one */
-    mhdctx__log_reserved_fields(ctx, level, fields, n, "request completed");
+    write_line(mw, ctx, level, status, outcome);
 }

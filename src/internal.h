@@ -202,6 +202,8 @@ void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
                             const unsigned char nonce[12], int rounds, unsigned char out[256]);
 
 /* ---- random ids (request_id.c) ---------------------------------------------------- */
+/* Writes the 2 * @n lowercase hex digits of the @n bytes at @bytes (no NUL). */
+void mhdctx__hex_encode(char *out, const unsigned char *bytes, size_t n);
 /* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */
 void mhdctx__random_hex(char *out, size_t nbytes);
 
@@ -215,11 +217,17 @@ struct mhdctx__line_ids {
     const char *trace_id;   /* used when there is no context */
     const char *request_id; /* used when there is no context */
 };
-/* As mhdctx_log_ctx() with a constant @message, for the library's own lines whose
- * field keys are all reserved names (mhdctx__key_is_reserved): no user key can repeat
- * them and they need no escaping, so they are written as they are. */
-void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
-                                 const mhdctx_field *fields, size_t n, const char *message);
+/* The library's own lines (the access line) append their fields to the buffer between
+ * these two calls, without a field array: their keys are reserved names
+ * (mhdctx__key_is_reserved), which no user key can repeat.
+ * mhdctx__line_open() starts the line in the thread's line buffer with the time, the
+ * level, @plain_message (@len bytes of printable ASCII without '"' or '\\': written
+ * as it is) and, with @ctx, the context's fields; the context's lock is then held
+ * until mhdctx__line_close(), which ends the line and hands it to the sink (or counts
+ * it dropped if the buffer failed) and releases @b. */
+void mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+                       const char *plain_message, size_t len);
+void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level);
 /* As mhdctx_log_ctx() with the line's ids taken from @ids. */
 void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
                       mhdctx_log_level level, const mhdctx_field *fields, size_t n,

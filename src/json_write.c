@@ -114,32 +114,52 @@ static bool plain8(const unsigned char *s)
 /* Input is taken in chunks so that the worst case (6 output bytes per input byte) can
  * be reserved once per chunk, and the loop below writes without bounds checks. */
 #define CHUNK 256
+/* Room for the worst case of @n input bytes, a UTF-8 sequence that runs 3 bytes past
+ * them, and the closing quote. */
+#define ROOM(n) ((n) * 6 + 8)
+
+/* Escapes @s from *@i up to @stop (or up to 3 bytes past it, to end a UTF-8
+ * sequence) at @out; returns the end of what it wrote. */
+static char *escape_run(char *out, const unsigned char *s, size_t len, size_t *i, size_t stop)
+{
+    size_t at = *i;
+    while (at < stop) {
+        if (at + 8 <= stop && plain8(s + at)) {
+            memcpy(out, s + at, 8);
+            out += 8;
+            at += 8;
+        } else if (plain_byte[s[at]]) {
+            *out++ = (char)s[at++];
+        } else {
+            out += escape_at(out, s, len, &at);
+        }
+    }
+    *i = at;
+    return out;
+}
 
 void mhdctx__json_string(mhdctx__buf *b, const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
-    mhdctx__buf_putc(b, '"');
-    while (i < len) {
-        size_t stop = len - i < CHUNK ? len : i + CHUNK;
-        /* a UTF-8 sequence may run 3 bytes past the chunk */
-        if (!mhdctx__buf_reserve(b, (stop - i) * 6 + 8))
-            return;
-        char *out = b->data + b->len;
-        while (i < stop) {
-            if (i + 8 <= stop && plain8(s + i)) {
-                memcpy(out, s + i, 8);
-                out += 8;
-                i += 8;
-            } else if (plain_byte[s[i]]) {
-                *out++ = (char)s[i++];
-            } else {
-                out += escape_at(out, s, len, &i);
-            }
-        }
+    size_t stop = len < CHUNK ? len : CHUNK;
+    /* one reservation covers the quotes and a short string whole: most are */
+    if (!mhdctx__buf_reserve(b, 1 + ROOM(stop)))
+        return;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (;;) {
+        out = escape_run(out, s, len, &i, stop);
+        if (i >= len)
+            break;
         b->len = (size_t)(out - b->data);
+        stop = len - i < CHUNK ? len : i + CHUNK;
+        if (!mhdctx__buf_reserve(b, ROOM(stop - i)))
+            return;
+        out = b->data + b->len;
     }
-    mhdctx__buf_putc(b, '"');
+    *out++ = '"';
+    b->len = (size_t)(out - b->data);
 }
 
 void mhdctx__json_key(mhdctx__buf *b, const char *key)
@@ -150,15 +170,20 @@ void mhdctx__json_key(mhdctx__buf *b, const char *key)
     mhdctx__buf_putc(b, ':');
 }
 
+/* Digits written in place, from the last: no temporary and no memcpy call. */
 void mhdctx__json_uint(mhdctx__buf *b, unsigned long long v)
 {
-    char digits[24];
-    size_t n = 0;
+    size_t n = 1;
+    for (unsigned long long rest = v / 10; rest; rest /= 10)
+        n++;
+    if (!mhdctx__buf_reserve(b, n))
+        return;
+    char *digit = b->data + b->len + n;
     do {
-        digits[sizeof digits - 1 - n++] = (char)('0' + v % 10);
+        *--digit = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    mhdctx__buf_put(b, digits + sizeof digits - n, n);
+    b->len += n;
 }
 
 void mhdctx__json_int(mhdctx__buf *b, long long v)

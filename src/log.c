@@ -213,12 +213,6 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 #define LINE_STORAGE 8192
 static _Thread_local char line_storage[LINE_STORAGE];
 
-/* Who wrote a line's call fields. */
-enum line_origin {
-    CALLER_LINE, /* keys checked against the library's and the context's, and escaped */
-    LIBRARY_LINE /* reserved keys (no user key can repeat them), written as they are */
-};
-
 /* Without a context, a line about a client span still names its ids. */
 static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
 {
@@ -232,14 +226,6 @@ static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
     }
 }
 
-/* A reserved key: always after the time, level and message members. */
-static void put_reserved_key(mhdctx__buf *b, const char *key)
-{
-    MHDCTX__PUT_LITERAL(b, ",\"");
-    mhdctx__buf_puts(b, key);
-    MHDCTX__PUT_LITERAL(b, "\":");
-}
-
 /* {"time":..,"level":..,"message": - the message is the caller's to write. */
 static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
 {
@@ -251,26 +237,22 @@ static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
     MHDCTX__PUT_LITERAL(b, "\",\"message\":");
 }
 
-/* The context's fields, the call's fields, the line's end; then to the sink. */
-static void line_finish(mhdctx__buf *b, mhdctx_context *ctx,
-                        const struct mhdctx__line_ids *ids, mhdctx_log_level level,
-                        const mhdctx_field *fields, size_t n, enum line_origin origin)
+/* The context's fields (its lock taken, held until mhdctx__line_close) or, without one, the
+ * ids of @ids. One lock covers the context's fields and the check of a call's keys
+ * against its user keys. */
+static void put_context(mhdctx__buf *b, mhdctx_context *ctx, const struct mhdctx__line_ids *ids)
 {
-    /* One lock for the context's fields and the check of the call's keys against its
-     * user keys. */
     if (ctx) {
         mhdctx__context_lock(ctx);
         mhdctx__context_write_fields_locked(ctx, b, ids ? ids->span_id : NULL);
     } else if (ids) {
         put_ids(b, ids);
     }
-    for (size_t i = 0; i < n && fields; i++) {
-        if (origin == LIBRARY_LINE)
-            put_reserved_key(b, fields[i].key);
-        else
-            put_field_key(b, ctx, fields[i].key);
-        put_field_value(b, &fields[i]);
-    }
+}
+
+/* The line's end; then to the sink. */
+void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level)
+{
     if (ctx)
         mhdctx__context_unlock(ctx);
     MHDCTX__PUT_LITERAL(b, "}\n");
@@ -279,6 +261,16 @@ static void line_finish(mhdctx__buf *b, mhdctx_context *ctx,
     else
         mhdctx__sink_write(level, b->data, b->len);
     mhdctx__buf_release(b);
+}
+
+void mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+                       const char *plain_message, size_t len)
+{
+    line_begin(b, level);
+    mhdctx__buf_putc(b, '"');
+    mhdctx__buf_put(b, plain_message, len);
+    mhdctx__buf_putc(b, '"');
+    put_context(b, ctx, NULL);
 }
 
 static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
@@ -294,24 +286,18 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
     mhdctx__buf b;
     line_begin(&b, level);
     put_message(&b, fmt, ap);
-    line_finish(&b, ctx, ids, level, fields, n, CALLER_LINE);
+    put_context(&b, ctx, ids);
+    for (size_t i = 0; i < n && fields; i++) {
+        put_field_key(&b, ctx, fields[i].key);
+        put_field_value(&b, &fields[i]);
+    }
+    mhdctx__line_close(&b, ctx, level);
 }
 
 void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
                       const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
 {
     log_line(ctx, NULL, level, fields, n, fmt, ap);
-}
-
-void mhdctx__log_reserved_fields(mhdctx_context *ctx, mhdctx_log_level level,
-                                 const mhdctx_field *fields, size_t n, const char *message)
-{
-    if (!mhdctx_log_enabled(level))
-        return;
-    mhdctx__buf b;
-    line_begin(&b, level);
-    mhdctx__json_string(&b, message, strlen(message)); /* a plain text, not a format */
-    line_finish(&b, ctx, NULL, level, fields, n, LIBRARY_LINE);
 }
 
 void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,

@@ -496,6 +496,32 @@ START_TEST(string_long_escaped_input_grows_the_buffer)
 }
 END_TEST
 
+/* Input is escaped in chunks of 256 bytes: a UTF-8 sequence or an escape that
+ * straddles a chunk's end, at each offset, reads back as the input. */
+START_TEST(string_sequences_across_chunk_ends_read_back)
+{
+    static const char *const pieces[] = {"\xf0\x9f\x98\x80", "\xe2\x82\xac", "\xc3\xa9",
+                                         "\"", "\x01"};
+    for (size_t p = 0; p < sizeof pieces / sizeof *pieces; p++) {
+        for (size_t at = 248; at <= 264; at++) {
+            char s[600];
+            size_t plen = strlen(pieces[p]);
+            memset(s, 'a', at);
+            memcpy(s + at, pieces[p], plen);
+            memset(s + at + plen, 'b', 300);
+            size_t len = at + plen + 300;
+            char *text = encode(s, len);
+            json_t *v = parse_string(text);
+            ck_assert_uint_eq(json_string_length(v), len);
+            ck_assert_msg(memcmp(json_string_value(v), s, len) == 0, "piece %zu at %zu", p,
+                          at);
+            json_decref(v);
+            free(text);
+        }
+    }
+}
+END_TEST
+
 /* ---- numbers ------------------------------------------------------------------------- */
 
 #define WRITE_TO_TEXT(call, out)                                                         \
@@ -796,6 +822,7 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, string_byte_pairs_are_valid_json);
     tcase_add_test(tc, string_random_byte_strings_are_valid_json);
     tcase_add_test(tc, string_long_escaped_input_grows_the_buffer);
+    tcase_add_test(tc, string_sequences_across_chunk_ends_read_back);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("numbers");

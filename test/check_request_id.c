@@ -1,11 +1,12 @@
 /*
  * check_request_id.c - request-id validation, verdict names, UUID v4 generation,
- * error names and descriptions.
+ * hex digits, error names and descriptions.
  */
 #include "internal.h"
 
 #include <check.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -149,6 +150,34 @@ START_TEST(id_verdict_names_are_distinct_snake_case)
             ck_assert_str_ne(names[v], names[w]);
     }
     ck_assert_ptr_nonnull(mhdctx_id_verdict_name((mhdctx_id_verdict)99));
+}
+END_TEST
+
+/* ---- hex digits ---------------------------------------------------------------------- */
+
+/* Every byte value, at every length the vector and table paths split (16-byte blocks,
+ * an 8-byte half, a tail), against printf; nothing written past the digits. */
+START_TEST(hex_encode_matches_printf_at_every_length)
+{
+    unsigned char bytes[256 + 48];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (unsigned char)(i * 7 + 3);
+    for (size_t i = 0; i < 256; i++)
+        bytes[i] = (unsigned char)i;
+    for (size_t len = 0; len <= 48; len++) {
+        for (size_t from = 0; from + len <= sizeof bytes; from += len ? len : 1) {
+            char got[2 * 48 + 8], want[2 * 48 + 8];
+            memset(got, '#', sizeof got);
+            mhdctx__hex_encode(got, bytes + from, len);
+            for (size_t i = 0; i < len; i++)
+                snprintf(want + 2 * i, 3, "%02x", bytes[from + i]);
+            ck_assert_msg(memcmp(got, want, 2 * len) == 0, "len %zu from %zu: %.*s", len,
+                          from, (int)(2 * len), got);
+            for (size_t i = 2 * len; i < sizeof got; i++)
+                ck_assert_msg(got[i] == '#', "written past the digits at %zu (len %zu)", i,
+                              len);
+        }
+    }
 }
 END_TEST
 
@@ -367,6 +396,10 @@ static Suite *request_id_suite(void)
     tcase_add_test(tc, request_id_check_max_len_boundaries);
     tcase_add_test(tc, id_verdict_names);
     tcase_add_test(tc, id_verdict_names_are_distinct_snake_case);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hex");
+    tcase_add_test(tc, hex_encode_matches_printf_at_every_length);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("uuid");
