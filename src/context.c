@@ -120,27 +120,27 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     return MHDCTX_OK;
 }
 
-static bool all_zero_digits(const char *hex, size_t n)
+static bool all_zero(const unsigned char *bytes, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (hex[i] != '0')
-            return false;
-    }
-    return true;
+    unsigned char any = 0;
+    for (size_t i = 0; i < n; i++)
+        any |= bytes[i];
+    return any == 0;
 }
 
 /* Both ids from one draw: half the generator's per-call cost. Neither may be all
  * zero (W3C Trace Context), so a draw with a zero part is thrown away. */
 static void draw_trace_and_span(mhdctx_context *ctx)
 {
-    char hex[MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN + 1];
+    enum { TRACE_BYTES = MHDCTX_TRACE_ID_LEN / 2, SPAN_BYTES = MHDCTX_SPAN_ID_LEN / 2 };
+    unsigned char bytes[TRACE_BYTES + SPAN_BYTES];
     do {
-        mhdctx__random_hex(hex, (MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN) / 2);
-    } while (all_zero_digits(hex, MHDCTX_TRACE_ID_LEN) ||
-             all_zero_digits(hex + MHDCTX_TRACE_ID_LEN, MHDCTX_SPAN_ID_LEN));
-    memcpy(ctx->trace_id, hex, MHDCTX_TRACE_ID_LEN);
+        mhdctx__random_bytes(bytes, sizeof bytes);
+    } while (all_zero(bytes, TRACE_BYTES) || all_zero(bytes + TRACE_BYTES, SPAN_BYTES));
+    mhdctx__hex_encode(ctx->trace_id, bytes, TRACE_BYTES);
     ctx->trace_id[MHDCTX_TRACE_ID_LEN] = '\0';
-    memcpy(ctx->span_id, hex + MHDCTX_TRACE_ID_LEN, MHDCTX_SPAN_ID_LEN + 1);
+    mhdctx__hex_encode(ctx->span_id, bytes + TRACE_BYTES, SPAN_BYTES);
+    ctx->span_id[MHDCTX_SPAN_ID_LEN] = '\0';
 }
 
 void mhdctx__context_draw_ids_locked(const mhdctx_context *ctx)
