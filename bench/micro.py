@@ -88,9 +88,9 @@ def main():
     a = by["allocations"]
     print("heap allocations per request: bare MHD %.2f; added by mhdctx: library %.2f "
           "(%.2f with an incoming id), with the id header %.2f (MHD's response and header), "
-          "with the access line %.2f" % (a["bare"], a["library"], a["library_incoming_id"],
-                                         a["with_id_header"],
-                                         a["with_id_header_and_access_line"]))
+          "the id header and the access line %.2f"
+          % (a["bare"], a["library"], a["library_incoming_id"], a["with_id_header"],
+             a["with_id_header_and_access_line"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mhdctx": ours, "node": node}, f, indent=1)
