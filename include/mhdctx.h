@@ -461,7 +461,8 @@ MHDCTX_EXPORT enum MHD_Result mhdctx_respond_deadline_exceeded(struct MHD_Connec
  * Returns @p sql with a trailing comment in the sqlcommenter format for the current
  * request: keys sorted, URL-encoded and quote-escaped - framework ("mhdctx/<version>"),
  * request_id, route (mhdctx_route()), traceparent, user_id (when set), and the user keys
- * chosen with mhdctx_sql_tag_keys(). The comment goes before a final ';'. A statement
+ * chosen with mhdctx_sql_tag_keys() (a string as it is, another value as the compact
+ * ASCII JSON that log lines carry). The comment goes before a final ';'. A statement
  * that already contains a comment ("/" "*" or "--"), or a call outside a request,
  * returns an unchanged copy. No value can end the comment or add SQL.
  * Owned: free(). NULL for a NULL @p sql or on allocation failure.

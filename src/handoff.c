@@ -80,7 +80,7 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
                             mhdctx_roles_json(ctx), "keys", keys, "trace_id", ctx->trace_id,
                             "span_id", ctx->span_id, "parent_span_id", ctx->parent_span_id,
                             "trace_flags", flags, "tracestate", mhdctx_tracestate(ctx));
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *text = doc ? mhdctx__json_dump(doc, JSON_COMPACT, NULL) : NULL;
     json_decref(doc);
     return text;
 }

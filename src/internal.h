@@ -92,6 +92,9 @@ void mhdctx__json_int(mhdctx__buf *b, long long v);
 void mhdctx__json_uint(mhdctx__buf *b, unsigned long long v);
 void mhdctx__json_double(mhdctx__buf *b, double v);
 void mhdctx__json_value(mhdctx__buf *b, const json_t *v);
+/* @v as JSON text with jansson's @flags, NUL-terminated, @len (may be NULL) without the
+ * NUL; free() it (mhdctx__free). NULL on allocation failure: never a partial text. */
+char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len);
 
 /* ---- context (context.c) ---------------------------------------------------------- */
 enum mhdctx__phase {

@@ -274,6 +274,24 @@ void mhdctx__json_value(mhdctx__buf *b, const json_t *v)
     }
 }
 
+char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len)
+{
+    /* Into our own buffer, not with json_dumps(): jansson 2.14 ignores a failure to
+     * write an object key, so json_dumps() can return invalid JSON when its buffer
+     * cannot grow. A buffer that failed once stays failed. */
+    mhdctx__buf b;
+    mhdctx__buf_init(&b, NULL, 0);
+    bool dumped = json_dump_callback(v, dump_callback, &b, flags) == 0;
+    mhdctx__buf_putc(&b, '\0');
+    if (!dumped || b.failed || b.len == 1) {
+        mhdctx__buf_release(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len - 1;
+    return b.data;
+}
+
 bool mhdctx__utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -90,33 +90,13 @@ enum MHD_Result mhdctx_respond(struct MHD_Connection *connection, unsigned int s
     return queue_owned(connection, status, content_type, copy, len, NULL, NULL);
 }
 
-static int append_chunk(const char *chunk, size_t size, void *data)
-{
-    mhdctx__buf_put(data, chunk, size);
-    return 0;
-}
-
-static char *dump_json(const json_t *body, size_t *len)
-{
-    /* Into our own buffer (freed by mhdctx__free), not with json_dumps(): jansson 2.14
-     * ignores a failure to write an object key, so json_dumps() can return invalid
-     * JSON when its buffer cannot grow. A buffer that failed once stays failed. */
-    mhdctx__buf b;
-    mhdctx__buf_init(&b, NULL, 0);
-    if (json_dump_callback(body, append_chunk, &b, JSON_COMPACT | JSON_ENCODE_ANY) != 0 ||
-        b.failed || b.len == 0) {
-        mhdctx__buf_release(&b);
-        return NULL;
-    }
-    *len = b.len;
-    return b.data;
-}
-
 static enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned status,
                                     json_t *body, const char *header, const char *value)
 {
     size_t len = 0;
-    char *text = (connection && body) ? dump_json(body, &len) : NULL;
+    char *text = (connection && body)
+                     ? mhdctx__json_dump(body, JSON_COMPACT | JSON_ENCODE_ANY, &len)
+                     : NULL;
     json_decref(body);
     if (text == NULL)
         return MHD_NO;

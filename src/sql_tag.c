@@ -67,7 +67,6 @@ struct pair {
     const char *key;
     const char *value;
     size_t value_len;
-    char *owned; /* value text allocated for a non-string JSON value */
 };
 
 static int compare_pairs(const void *a, const void *b)
@@ -131,30 +130,29 @@ static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *trace
 {
     size_t n = 0;
     pairs[n++] = (struct pair){"framework", "mhdctx/" MHDCTX_VERSION_STRING,
-                               sizeof "mhdctx/" MHDCTX_VERSION_STRING - 1, NULL};
-    pairs[n++] = (struct pair){"request_id", ctx->request_id, strlen(ctx->request_id), NULL};
+                               sizeof "mhdctx/" MHDCTX_VERSION_STRING - 1};
+    pairs[n++] = (struct pair){"request_id", ctx->request_id, strlen(ctx->request_id)};
     const char *route = ctx->route ? ctx->route : ctx->text;
-    pairs[n++] = (struct pair){"route", route, strlen(route), NULL};
+    pairs[n++] = (struct pair){"route", route, strlen(route)};
     mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) {
         mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id, ctx->trace_flags);
-        pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN, NULL};
+        pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN};
     }
     if (ctx->user_id)
-        pairs[n++] = (struct pair){"user_id", ctx->user_id, strlen(ctx->user_id), NULL};
+        pairs[n++] = (struct pair){"user_id", ctx->user_id, strlen(ctx->user_id)};
     for (size_t k = 0; k < n_tag_keys; k++) {
         for (size_t i = 0; i < ctx->n_keys; i++) {
             if (strcmp(ctx->keys[i].name, tag_keys[k]) != 0)
                 continue;
             const json_t *v = ctx->keys[i].value;
-            struct pair p = {ctx->keys[i].name, NULL, 0, NULL};
+            struct pair p = {ctx->keys[i].name, NULL, 0};
             if (json_is_string(v)) {
                 p.value = json_string_value(v);
                 p.value_len = json_string_length(v);
-            } else {
-                p.owned = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-                p.value = p.owned ? p.owned : "";
-                p.value_len = strlen(p.value);
+            } else { /* the JSON text log lines carry, serialized when the key was set */
+                p.value = ctx->keys[i].json;
+                p.value_len = ctx->keys[i].json_len;
             }
             pairs[n++] = p;
         }
@@ -197,8 +195,6 @@ static void write_tagged(struct out *o, mhdctx_context *ctx, const char *sql)
     put(o, " ", 1);
     write_comment(o, pairs, n);
     pthread_mutex_unlock(&ctx->lock);
-    for (size_t i = 0; i < n; i++)
-        free(pairs[i].owned); /* from json_dumps: jansson's allocator */
     put(o, sql + body, len - body);
 }
 

@@ -9,6 +9,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,58 @@ START_TEST(export_writes_version_1_with_every_field)
     free(text);
     mhdctx_context_unref(ctx);
     ck_assert_ptr_null(mhdctx_context_export(NULL));
+}
+END_TEST
+
+/* ---- export under allocation failure ---------------------------------------------------
+ * Every allocation of an export fails in turn, the library's and jansson's (both count
+ * down mhdctx__alloc_countdown of the tests' fault-injection build): each export
+ * returns NULL or the whole document, never a truncated or invalid one. */
+extern atomic_long mhdctx__alloc_countdown;
+static atomic_bool export_fault_fired;
+
+static void *failing_json_malloc(size_t size)
+{
+    long left = atomic_load(&mhdctx__alloc_countdown);
+    while (left >= 0) {
+        if (atomic_compare_exchange_weak(&mhdctx__alloc_countdown, &left, left - 1)) {
+            if (left == 0) {
+                atomic_store(&export_fault_fired, true);
+                return NULL;
+            }
+            break;
+        }
+    }
+    return malloc(size);
+}
+
+START_TEST(export_under_each_allocation_failure_is_null_or_whole)
+{
+    mhdctx_context *ctx = full_context(1, true);
+    char *whole = mhdctx_context_export(ctx);
+    ck_assert_ptr_nonnull(whole);
+    json_set_alloc_funcs(failing_json_malloc, free);
+    size_t failed = 0;
+    for (long at = 0;; at++) {
+        atomic_store(&export_fault_fired, false);
+        atomic_store(&mhdctx__alloc_countdown, at);
+        char *text = mhdctx_context_export(ctx);
+        long left = atomic_exchange(&mhdctx__alloc_countdown, -1);
+        bool fired = left < 0 || atomic_load(&export_fault_fired);
+        if (text == NULL) {
+            ck_assert_msg(fired, "NULL without a failed allocation (at %ld)", at);
+            failed++;
+            continue;
+        }
+        ck_assert_msg(strcmp(text, whole) == 0, "allocation %ld failed: %s", at, text);
+        free(text);
+        if (!fired)
+            break; /* every allocation of an export has failed once */
+    }
+    json_set_alloc_funcs(malloc, free);
+    ck_assert_uint_gt(failed, 5);
+    free(whole);
+    mhdctx_context_unref(ctx);
 }
 END_TEST
 
@@ -969,6 +1022,7 @@ static Suite *handoff_suite(void)
     tc = tcase_create("export_import");
     tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, export_writes_version_1_with_every_field);
+    tcase_add_test(tc, export_under_each_allocation_failure_is_null_or_whole);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);
     tcase_add_test(tc, export_succeeds_for_any_accepted_user_id_and_role);

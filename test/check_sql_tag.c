@@ -686,9 +686,9 @@ START_TEST(test_hostile_values_decode_back)
                 expect_no_pair(&p, "user_id");
             const char *route = h->len ? h->s : "/";
             expect_pair(&p, "route", route, strlen(route));
-            /* the object's compact JSON, as jansson writes it */
+            /* the object's compact ASCII JSON, as log lines carry it */
             json_t *obj = json_pack("{s:s%}", "k", h->s, h->len);
-            char *text = json_dumps(obj, JSON_COMPACT);
+            char *text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
             ck_assert_ptr_nonnull(text);
             expect_pair(&p, "other", text, strlen(text));
             free(text);
