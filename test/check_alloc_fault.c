@@ -206,19 +206,9 @@ static void notify_connection(void *cls, struct MHD_Connection *connection,
 static atomic_bool json_faults;   /* route jansson's allocations through the countdown */
 static atomic_bool json_fired;    /* the failed allocation was jansson's */
 
-static bool countdown_fires(void)
-{
-    long left = atomic_load(&mhdctx__alloc_countdown);
-    while (left >= 0) {
-        if (atomic_compare_exchange_weak(&mhdctx__alloc_countdown, &left, left - 1))
-            return left == 0;
-    }
-    return false;
-}
-
 static void *json_malloc(size_t size)
 {
-    if (atomic_load(&json_faults) && countdown_fires()) {
+    if (atomic_load(&json_faults) && support_alloc_countdown_fires()) {
         atomic_store(&json_fired, true);
         return NULL;
     }

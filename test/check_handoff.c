@@ -377,15 +377,9 @@ static atomic_bool export_fault_fired;
 
 static void *failing_json_malloc(size_t size)
 {
-    long left = atomic_load(&mhdctx__alloc_countdown);
-    while (left >= 0) {
-        if (atomic_compare_exchange_weak(&mhdctx__alloc_countdown, &left, left - 1)) {
-            if (left == 0) {
-                atomic_store(&export_fault_fired, true);
-                return NULL;
-            }
-            break;
-        }
+    if (support_alloc_countdown_fires()) {
+        atomic_store(&export_fault_fired, true);
+        return NULL;
     }
     return malloc(size);
 }
