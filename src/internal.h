@@ -224,10 +224,11 @@ struct mhdctx__line_ids {
  * these two calls, without a field array: their keys are reserved names
  * (mhdctx__key_is_reserved), which no user key can repeat.
  * mhdctx__line_open() starts a line of a @level the caller found enabled, in the
- * thread's line buffer, with the time, the level, @plain_message (@len bytes of printable ASCII without '"' or '\\': written
- * as it is) and, with @ctx, the context's fields; the context's lock is then held
- * until mhdctx__line_close(), which ends the line and hands it to the sink (or counts
- * it dropped if the buffer failed) and releases @b. */
+ * thread's line buffer, with the time, the level, @plain_message (@len bytes of
+ * printable ASCII without '"' or '\\': written as it is) and, with @ctx, the context's
+ * fields; the context's lock is then held until mhdctx__line_close(), which ends the
+ * line and hands it to the sink (or counts it dropped if the buffer failed) and
+ * releases @b. */
 void mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
                        const char *plain_message, size_t len);
 void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level);
