@@ -120,14 +120,6 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     return MHDCTX_OK;
 }
 
-static bool all_zero(const unsigned char *bytes, size_t n)
-{
-    unsigned char any = 0;
-    for (size_t i = 0; i < n; i++)
-        any |= bytes[i];
-    return any == 0;
-}
-
 /* Both ids from one draw: half the generator's per-call cost. Neither may be all
  * zero (W3C Trace Context), so a draw with a zero part is thrown away. */
 static void draw_trace_and_span(mhdctx_context *ctx)
@@ -136,7 +128,8 @@ static void draw_trace_and_span(mhdctx_context *ctx)
     unsigned char bytes[TRACE_BYTES + SPAN_BYTES];
     do {
         mhdctx__random_bytes(bytes, sizeof bytes);
-    } while (all_zero(bytes, TRACE_BYTES) || all_zero(bytes + TRACE_BYTES, SPAN_BYTES));
+    } while (mhdctx__all_zero(bytes, TRACE_BYTES) ||
+             mhdctx__all_zero(bytes + TRACE_BYTES, SPAN_BYTES));
     mhdctx__hex_encode(ctx->trace_id, bytes, TRACE_BYTES);
     ctx->trace_id[MHDCTX_TRACE_ID_LEN] = '\0';
     mhdctx__hex_encode(ctx->span_id, bytes + TRACE_BYTES, SPAN_BYTES);

@@ -207,6 +207,14 @@ void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
 /* ---- random ids (request_id.c) ---------------------------------------------------- */
 /* Writes the 2 * @n lowercase hex digits of the @n bytes at @bytes (no NUL). */
 void mhdctx__hex_encode(char *out, const unsigned char *bytes, size_t n);
+/* Whether the @n bytes at @bytes are all zero: W3C Trace Context forbids such ids. */
+static inline bool mhdctx__all_zero(const unsigned char *bytes, size_t n)
+{
+    unsigned char any = 0;
+    for (size_t i = 0; i < n; i++)
+        any |= bytes[i];
+    return any == 0;
+}
 /* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */
 void mhdctx__random_hex(char *out, size_t nbytes);
 

@@ -143,10 +143,9 @@ void mhdctx__random_hex(char *out, size_t nbytes)
     unsigned char bytes[64];
     if (nbytes > sizeof bytes)
         nbytes = sizeof bytes;
-    static const unsigned char zero[64];
     do { /* an all-zero trace or span id is invalid: draw again */
         mhdctx__random_bytes(bytes, nbytes);
-    } while (memcmp(bytes, zero, nbytes) == 0);
+    } while (mhdctx__all_zero(bytes, nbytes));
     mhdctx__hex_encode(out, bytes, nbytes);
     out[2 * nbytes] = '\0';
 }
