@@ -99,7 +99,7 @@ static size_t escape_at(char *out, const unsigned char *s, size_t len, size_t *i
  * carries is plain ASCII, and a byte at a time is the line's largest cost. Each test
  * is the classic "has a zero byte" (x - 0x01..) & ~x & 0x80.., exact as a whole for
  * bytes below 0x80; a byte at or above 0x80 sets its own top bit. */
-static bool plain8(const unsigned char *s)
+static inline bool plain8(const unsigned char *s)
 {
     const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
     uint64_t w;
@@ -119,20 +119,31 @@ static bool plain8(const unsigned char *s)
 #define ROOM(n) ((n) * 6 + 8)
 
 /* Escapes @s from *@i up to @stop (or up to 3 bytes past it, to end a UTF-8
- * sequence) at @out; returns the end of what it wrote. */
+ * sequence) at @out; returns the end of what it wrote. Fewer than 8 bytes before @stop
+ * are tested as the last 8 bytes of the run, overlapping what was written: a short
+ * string's tail costs one test, not one per byte. When all 8 are plain, those already
+ * written were copied as they are, so they sit right behind @out. */
 static char *escape_run(char *out, const unsigned char *s, size_t len, size_t *i, size_t stop)
 {
-    size_t at = *i;
+    size_t start = *i, at = start;
     while (at < stop) {
-        if (at + 8 <= stop && plain8(s + at)) {
-            memcpy(out, s + at, 8);
-            out += 8;
-            at += 8;
-        } else if (plain_byte[s[at]]) {
-            *out++ = (char)s[at++];
-        } else {
-            out += escape_at(out, s, len, &at);
+        if (at + 8 <= stop) {
+            if (plain8(s + at)) {
+                memcpy(out, s + at, 8);
+                out += 8;
+                at += 8;
+                continue;
+            }
+        } else if (stop - start >= 8 && plain8(s + stop - 8)) {
+            memcpy(out - (at - (stop - 8)), s + stop - 8, 8);
+            out += stop - at;
+            at = stop;
+            break;
         }
+        if (plain_byte[s[at]])
+            *out++ = (char)s[at++];
+        else
+            out += escape_at(out, s, len, &at);
     }
     *i = at;
     return out;

@@ -335,6 +335,36 @@ START_TEST(string_block_copy_escapes_every_byte_at_every_offset)
 }
 END_TEST
 
+/* A string's last bytes are tested as its last eight, overlapping what was already
+ * written, whose place shifts with every escape before it. Two escaped bytes at every
+ * pair of offsets, in strings of every length up to three blocks, with escapes of
+ * every length, must come out as each alone. */
+START_TEST(string_tail_after_an_escape_is_escaped_exactly)
+{
+    static const unsigned char specials[] = {'"', 0x01, 0xff, '\n'};
+    for (size_t len = 2; len <= 24; len++) {
+        for (size_t first = 0; first < len; first++) {
+            for (size_t second = first + 1; second < len; second++) {
+                for (size_t k = 0; k < sizeof specials * sizeof specials; k++) {
+                    unsigned char in[24];
+                    memset(in, 'b', len);
+                    in[first] = specials[k % sizeof specials];
+                    in[second] = specials[k / sizeof specials];
+                    char one[8], two[8], expected[96];
+                    escape_of_lone_byte(in[first], one);
+                    escape_of_lone_byte(in[second], two);
+                    snprintf(expected, sizeof expected, "\"%.*s%s%.*s%s%.*s\"", (int)first,
+                             "bbbbbbbbbbbbbbbbbbbbbbbb", one, (int)(second - first - 1),
+                             "bbbbbbbbbbbbbbbbbbbbbbbb", two, (int)(len - second - 1),
+                             "bbbbbbbbbbbbbbbbbbbbbbbb");
+                    assert_encodes_to(in, len, expected);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
 /* Every single byte value gives one JSON string that jansson reads back. */
 START_TEST(string_every_single_byte_is_valid_json)
 {
@@ -814,6 +844,7 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, string_line_separators_are_escaped);
     tcase_add_test(tc, string_only_len_bytes_are_read);
     tcase_add_test(tc, string_block_copy_escapes_every_byte_at_every_offset);
+    tcase_add_test(tc, string_tail_after_an_escape_is_escaped_exactly);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("string_exhaustive");
