@@ -145,7 +145,7 @@ static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx,
     /* Microseconds precision is plenty and keeps the number short. */
     double duration_ms = (double)(long long)(mhdctx_elapsed_ms(ctx) * 1000.0) / 1000.0;
     mhdctx__buf b;
-    mhdctx__line_open(&b, ctx, level, message, sizeof message - 1);
+    bool locked = mhdctx__line_open(&b, ctx, level, message, sizeof message - 1);
     MHDCTX__PUT_LITERAL(&b, ",\"method\":");
     put_client_string(&b, mhdctx_method(ctx));
     MHDCTX__PUT_LITERAL(&b, ",\"path\":");
@@ -169,7 +169,7 @@ static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx,
         MHDCTX__PUT_LITERAL(&b, ",\"request_id_replaced\":");
         put_plain_string(&b, mhdctx_id_verdict_name(verdict));
     }
-    mhdctx__line_close(&b, ctx, level);
+    mhdctx__line_close(&b, ctx, level, locked);
 }
 
 void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,

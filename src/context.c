@@ -253,6 +253,7 @@ void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t 
         len = MHDCTX_REQUEST_ID_LIMIT;
     memcpy(ctx->request_id, id, len);
     ctx->request_id[len] = '\0';
+    ctx->request_id_len = len;
     ctx->id_verdict = verdict;
 }
 
@@ -668,6 +669,18 @@ void mhdctx__context_lock(const mhdctx_context *ctx)
     lock(ctx);
 }
 
+/* With one reference, the calling thread's (it holds it, or serves the request that
+ * does), no other thread can reach the context: mhdctx.h lets a thread use a context,
+ * or take a reference to it, only through a reference of its own or inside the
+ * request. The acquire load sees every write of a thread that dropped its reference. */
+bool mhdctx__context_lock_if_shared(const mhdctx_context *ctx)
+{
+    if (atomic_load_explicit(&ctx->refs, memory_order_acquire) == 1)
+        return false;
+    lock(ctx);
+    return true;
+}
+
 void mhdctx__context_unlock(const mhdctx_context *ctx)
 {
     unlock(ctx);
@@ -678,26 +691,44 @@ bool mhdctx__context_has_key_locked(const mhdctx_context *ctx, const char *key)
     return ctx->n_keys > 0 && find_key_locked(ctx, key) != NULL;
 }
 
+/* Appends @n bytes at @p, where the caller reserved room; returns the end. */
+static inline char *put_reserved(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+#define PUT_RESERVED_LITERAL(p, lit) put_reserved((p), (lit), sizeof(lit) - 1)
+
+/* The keys and ids every line names, up to "user_id": plain text (every request id
+ * passed mhdctx_request_id_check or is a UUID, trace ids are hex), written into room
+ * reserved once. */
+static void write_ids_locked(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id)
+{
+    static const char hex[] = "0123456789abcdef";
+    enum { ROOM = 128 + MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN }; /* all but the id */
+    mhdctx__context_draw_ids_locked(ctx);
+    if (!mhdctx__buf_reserve(b, ROOM + ctx->request_id_len))
+        return;
+    char *p = b->data + b->len;
+    p = PUT_RESERVED_LITERAL(p, ",\"request_id\":\"");
+    p = put_reserved(p, ctx->request_id, ctx->request_id_len);
+    if (ctx->trace_id[0]) { /* OpenTelemetry log data model names */
+        p = PUT_RESERVED_LITERAL(p, "\",\"trace_id\":\"");
+        p = put_reserved(p, ctx->trace_id, MHDCTX_TRACE_ID_LEN);
+        p = PUT_RESERVED_LITERAL(p, "\",\"span_id\":\"");
+        p = put_reserved(p, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
+        p = PUT_RESERVED_LITERAL(p, "\",\"trace_flags\":\"");
+        *p++ = hex[ctx->trace_flags >> 4];
+        *p++ = hex[ctx->trace_flags & 0xf];
+    }
+    p = PUT_RESERVED_LITERAL(p, "\",\"user_id\":");
+    b->len = (size_t)(p - b->data);
+}
+
 void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
                                          const char *span_id)
 {
-    static const char hex[] = "0123456789abcdef";
-    /* Every request id passed mhdctx_request_id_check or is a UUID: its characters
-     * need no escaping (no quote, backslash or control). */
-    MHDCTX__PUT_LITERAL(b, ",\"request_id\":\"");
-    mhdctx__buf_puts(b, ctx->request_id);
-    mhdctx__buf_putc(b, '"');
-    mhdctx__context_draw_ids_locked(ctx);
-    if (ctx->trace_id[0]) { /* OpenTelemetry log data model names; ids are plain hex */
-        char flags[5] = {'"', hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '"'};
-        MHDCTX__PUT_LITERAL(b, ",\"trace_id\":\"");
-        mhdctx__buf_put(b, ctx->trace_id, MHDCTX_TRACE_ID_LEN);
-        MHDCTX__PUT_LITERAL(b, "\",\"span_id\":\"");
-        mhdctx__buf_put(b, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
-        MHDCTX__PUT_LITERAL(b, "\",\"trace_flags\":");
-        mhdctx__buf_put(b, flags, 4);
-    }
-    MHDCTX__PUT_LITERAL(b, ",\"user_id\":");
+    write_ids_locked(ctx, b, span_id);
     if (ctx->user_id)
         mhdctx__json_string(b, ctx->user_id, strlen(ctx->user_id));
     else

@@ -130,6 +130,7 @@ struct mhdctx_context {
     char *method_heap;    /* method when it does not fit method_inline */
     char method_inline[24];
     char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
+    size_t request_id_len;
     char trace_id[MHDCTX_TRACE_ID_LEN + 1];       /* "" until the trace is assigned */
     char span_id[MHDCTX_SPAN_ID_LEN + 1];
     atomic_uint ids_to_draw; /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
@@ -182,6 +183,10 @@ mhdctx_error mhdctx__check_label(const char *s, size_t max_len);
 /* The lock that guards user id, roles, route and user keys. */
 void mhdctx__context_lock(const mhdctx_context *ctx);
 void mhdctx__context_unlock(const mhdctx_context *ctx);
+/* For a thread that may use @ctx (mhdctx.h's rule): takes the lock unless this thread
+ * holds the only reference, when no other thread can touch the context. Returns
+ * whether it locked: then mhdctx__context_unlock() is due. */
+bool mhdctx__context_lock_if_shared(const mhdctx_context *ctx);
 /* Appends ,"request_id":.., the trace ids, "user_id":.. and the user keys; the caller
  * holds the context lock. @span_id (NULL: the context's) replaces the span, for client
  * spans. */
@@ -234,12 +239,14 @@ struct mhdctx__line_ids {
  * mhdctx__line_open() starts a line of a @level the caller found enabled, in the
  * thread's line buffer, with the time, the level, @plain_message (@len bytes of
  * printable ASCII without '"' or '\\': written as it is) and, with @ctx, the context's
- * fields; the context's lock is then held until mhdctx__line_close(), which ends the
- * line and hands it to the sink (or counts it dropped if the buffer failed) and
- * releases @b. */
-void mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+ * fields; it returns whether it took the context's lock
+ * (mhdctx__context_lock_if_shared), which is then held until mhdctx__line_close(@locked),
+ * which ends the line and hands it to the sink (or counts it dropped if the buffer
+ * failed) and releases @b. */
+bool mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
                        const char *plain_message, size_t len);
-void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level);
+void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+                        bool locked);
 /* As mhdctx_log_ctx() with the line's ids taken from @ids. */
 void mhdctx__log_span(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
                       mhdctx_log_level level, const mhdctx_field *fields, size_t n,

@@ -74,32 +74,58 @@ bool mhdctx_log_enabled(mhdctx_log_level level)
 
 /* ---- time ----------------------------------------------------------------------------- */
 
-/* "2026-11-25T21:58:46" is cached per thread for the current second. */
-struct time_cache {
-    time_t second;
-    char prefix[24];
-    size_t len;
+/* What a thread needs to start a line: the text up to the time's milliseconds, kept
+ * for the current second, and the storage the line is built in. */
+#define LINE_STORAGE 8192
+#define TIME_PREFIX_ROOM 48
+struct line_thread {
+    time_t second; /* of prefix; -1 before the first line */
+    size_t prefix_len;
+    char prefix[TIME_PREFIX_ROOM]; /* {"time":"2026-11-25T21:58:46. */
+    char storage[LINE_STORAGE];
 };
-static _Thread_local struct time_cache time_cache = {.second = -1};
+static _Thread_local struct line_thread line_thread = {.second = -1};
+/* &line_thread from the thread's first line on. initial-exec, like the current context:
+ * one load, where each access to line_thread may be a __tls_get_addr call. A pointer:
+ * the block is too big for the static TLS a dlopen()ed library can get. */
+static _Thread_local struct line_thread *line_thread_ptr
+    __attribute__((tls_model("initial-exec")));
 
-static void put_time(mhdctx__buf *b)
+static struct line_thread *this_line_thread(void)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    if (now.tv_sec != time_cache.second) {
-        struct tm tm;
-        gmtime_r(&now.tv_sec, &tm);
-        time_cache.len = strftime(time_cache.prefix, sizeof time_cache.prefix,
-                                  "%Y-%m-%dT%H:%M:%S", &tm);
-        time_cache.second = now.tv_sec;
-    }
-    unsigned ms = (unsigned)(now.tv_nsec / 1000000);
-    char tail[7] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
-                    (char)('0' + ms % 10), 'Z', '"', '\0'};
-    mhdctx__buf_putc(b, '"');
-    mhdctx__buf_put(b, time_cache.prefix, time_cache.len);
-    mhdctx__buf_put(b, tail, 6);
+    struct line_thread *t = line_thread_ptr;
+    if (t == NULL)
+        t = line_thread_ptr = &line_thread;
+    return t;
 }
+
+static void format_time_prefix(struct line_thread *t, time_t second)
+{
+    static const char key[] = "{\"time\":\"";
+    struct tm tm = {0};
+    gmtime_r(&second, &tm);
+    memcpy(t->prefix, key, sizeof key - 1);
+    size_t n = strftime(t->prefix + sizeof key - 1, sizeof t->prefix - sizeof key,
+                        "%Y-%m-%dT%H:%M:%S.", &tm);
+    t->prefix_len = sizeof key - 1 + n;
+    t->second = second;
+}
+
+/* After the milliseconds: the rest of the time, the level and the message's key. Each
+ * is copied as a whole LEVEL_TAIL_ROOM bytes (a fixed-size copy is two vector moves);
+ * len says how many count. */
+#define LEVEL_TAIL_ROOM 32
+static const struct {
+    char text[LEVEL_TAIL_ROOM];
+    unsigned char len;
+} level_tails[] = {
+#define LEVEL_TAIL_TEXT(name) "Z\",\"level\":\"" name "\",\"message\":"
+#define LEVEL_TAIL(name) {LEVEL_TAIL_TEXT(name), sizeof LEVEL_TAIL_TEXT(name) - 1}
+    LEVEL_TAIL("debug"), LEVEL_TAIL("info"), LEVEL_TAIL("warn"), LEVEL_TAIL("error"),
+    LEVEL_TAIL("off"),
+#undef LEVEL_TAIL
+#undef LEVEL_TAIL_TEXT
+};
 
 /* ---- fields --------------------------------------------------------------------------- */
 
@@ -210,9 +236,6 @@ static void put_message(mhdctx__buf *b, const char *fmt, va_list ap)
 
 /* ---- the line ------------------------------------------------------------------------- */
 
-#define LINE_STORAGE 8192
-static _Thread_local char line_storage[LINE_STORAGE];
-
 /* Without a context, a line about a client span still names its ids. */
 static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
 {
@@ -226,34 +249,48 @@ static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
     }
 }
 
-/* {"time":..,"level":..,"message": - the message is the caller's to write. */
+/* {"time":..,"level":..,"message": - the message is the caller's to write. The line
+ * starts in the thread's storage, which always has room for this much. */
 static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
 {
-    mhdctx__buf_init(b, line_storage, sizeof line_storage);
-    MHDCTX__PUT_LITERAL(b, "{\"time\":");
-    put_time(b);
-    MHDCTX__PUT_LITERAL(b, ",\"level\":\"");
-    mhdctx__buf_puts(b, level_names[level]);
-    MHDCTX__PUT_LITERAL(b, "\",\"message\":");
+    struct line_thread *t = this_line_thread();
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec != t->second)
+        format_time_prefix(t, now.tv_sec);
+    mhdctx__buf_init(b, t->storage, sizeof t->storage);
+    char *p = b->data;
+    memcpy(p, t->prefix, TIME_PREFIX_ROOM);
+    p += t->prefix_len;
+    unsigned ms = (unsigned)(now.tv_nsec / 1000000);
+    p[0] = (char)('0' + ms / 100);
+    p[1] = (char)('0' + ms / 10 % 10);
+    p[2] = (char)('0' + ms % 10);
+    memcpy(p + 3, level_tails[level].text, LEVEL_TAIL_ROOM);
+    b->len = (size_t)(p + 3 - b->data) + level_tails[level].len;
 }
 
-/* The context's fields (its lock taken, held until mhdctx__line_close) or, without one, the
- * ids of @ids. One lock covers the context's fields and the check of a call's keys
- * against its user keys. */
-static void put_context(mhdctx__buf *b, mhdctx_context *ctx, const struct mhdctx__line_ids *ids)
+/* The context's fields or, without one, the ids of @ids. One lock, when the context is
+ * shared, covers the context's fields and the check of a call's keys against its user
+ * keys: held until mhdctx__line_close. Returns whether it locked. */
+static bool put_context(mhdctx__buf *b, mhdctx_context *ctx,
+                        const struct mhdctx__line_ids *ids)
 {
     if (ctx) {
-        mhdctx__context_lock(ctx);
+        bool locked = mhdctx__context_lock_if_shared(ctx);
         mhdctx__context_write_fields_locked(ctx, b, ids ? ids->span_id : NULL);
-    } else if (ids) {
-        put_ids(b, ids);
+        return locked;
     }
+    if (ids)
+        put_ids(b, ids);
+    return false;
 }
 
 /* The line's end; then to the sink. */
-void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level)
+void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+                        bool locked)
 {
-    if (ctx)
+    if (locked)
         mhdctx__context_unlock(ctx);
     MHDCTX__PUT_LITERAL(b, "}\n");
     if (b->failed)
@@ -263,14 +300,14 @@ void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level le
     mhdctx__buf_release(b);
 }
 
-void mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
+bool mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
                        const char *plain_message, size_t len)
 {
     line_begin(b, level);
     mhdctx__buf_putc(b, '"');
     mhdctx__buf_put(b, plain_message, len);
     mhdctx__buf_putc(b, '"');
-    put_context(b, ctx, NULL);
+    return put_context(b, ctx, NULL);
 }
 
 static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
@@ -286,12 +323,12 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
     mhdctx__buf b;
     line_begin(&b, level);
     put_message(&b, fmt, ap);
-    put_context(&b, ctx, ids);
+    bool locked = put_context(&b, ctx, ids);
     for (size_t i = 0; i < n && fields; i++) {
         put_field_key(&b, ctx, fields[i].key);
         put_field_value(&b, &fields[i]);
     }
-    mhdctx__line_close(&b, ctx, level);
+    mhdctx__line_close(&b, ctx, level, locked);
 }
 
 void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1018,6 +1019,39 @@ START_TEST(threads_last_unref_on_a_worker_frees_the_context)
 }
 END_TEST
 
+/* The only holder writes its lines without the context's lock: no other thread can
+ * reach the context. A worker that set a key and dropped its reference just before must
+ * still have its key in the line: the count's release (unref) and acquire (the line)
+ * carry it. The test waits for the count with a relaxed load, so under TSan the line's
+ * own ordering is what is checked. */
+static void *set_key_and_leave(void *arg)
+{
+    mhdctx_context *ctx = arg;
+    if (mhdctx_set_string(ctx, "tenant_id", "acme") != MHDCTX_OK)
+        abort();
+    mhdctx_context_unref(ctx);
+    return NULL;
+}
+
+START_TEST(line_of_the_only_holder_sees_a_departed_workers_key)
+{
+    support_capture_start_info();
+    mhdctx_context *ctx = new_context();
+    pthread_t worker;
+    ck_assert_int_eq(pthread_create(&worker, NULL, set_key_and_leave, mhdctx_context_ref(ctx)),
+                     0);
+    while (atomic_load_explicit(&ctx->refs, memory_order_relaxed) != 1)
+        sched_yield();
+    mhdctx_log_ctx(ctx, MHDCTX_LOG_INFO, NULL, 0, "after the worker");
+    json_t *line = support_capture_only(0);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "tenant_id")), "acme");
+    json_decref(line);
+    pthread_join(worker, NULL);
+    support_capture_stop();
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* ---- suite ----------------------------------------------------------------------------- */
 
 static Suite *context_suite(void)
@@ -1085,6 +1119,7 @@ static Suite *context_suite(void)
     tcase_add_test(tc, threads_drawing_trace_ids_agree);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, threads_share_one_context_consistently);
+    tcase_add_test(tc, line_of_the_only_holder_sees_a_departed_workers_key);
     tcase_add_test(tc, threads_last_unref_on_a_worker_frees_the_context);
     suite_add_tcase(s, tc);
     return s;
