@@ -188,11 +188,13 @@ void mhdctx__context_unlock(const mhdctx_context *ctx);
  * whether it locked: then mhdctx__context_unlock() is due. */
 bool mhdctx__context_lock_if_shared(const mhdctx_context *ctx);
 /* Appends ,"request_id":.., the trace ids, "user_id":.. and the user keys; the caller
- * holds the context lock. @span_id (NULL: the context's) replaces the span, for client
- * spans. */
+ * holds the context lock or the only reference ("_locked": as after
+ * mhdctx__context_lock_if_shared). @span_id (NULL: the context's) replaces the span,
+ * for client spans. */
 void mhdctx__context_write_fields_locked(mhdctx_context *ctx, mhdctx__buf *b,
                                          const char *span_id);
-/* Whether @key is a user key of @ctx; the caller holds the context lock. */
+/* Whether @key is a user key of @ctx; the caller holds the context lock or the only
+ * reference. */
 bool mhdctx__context_has_key_locked(const mhdctx_context *ctx, const char *key);
 
 /* ---- responses (response.c) --------------------------------------------------------- */

@@ -17,7 +17,12 @@
 
 /* ---- levels --------------------------------------------------------------------------- */
 
-static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+/* The names in mhdctx_log_level's order: the one list level_names and level_tails
+ * (below) are made from. */
+#define FOR_EACH_LEVEL_NAME(X) X("debug") X("info") X("warn") X("error") X("off")
+#define LEVEL_NAME(name) name,
+static const char *const level_names[] = {FOR_EACH_LEVEL_NAME(LEVEL_NAME)};
+#undef LEVEL_NAME
 
 const char *mhdctx_log_level_name(mhdctx_log_level level)
 {
@@ -120,9 +125,8 @@ static const struct {
     unsigned char len;
 } level_tails[] = {
 #define LEVEL_TAIL_TEXT(name) "Z\",\"level\":\"" name "\",\"message\":"
-#define LEVEL_TAIL(name) {LEVEL_TAIL_TEXT(name), sizeof LEVEL_TAIL_TEXT(name) - 1}
-    LEVEL_TAIL("debug"), LEVEL_TAIL("info"), LEVEL_TAIL("warn"), LEVEL_TAIL("error"),
-    LEVEL_TAIL("off"),
+#define LEVEL_TAIL(name) {LEVEL_TAIL_TEXT(name), sizeof LEVEL_TAIL_TEXT(name) - 1},
+    FOR_EACH_LEVEL_NAME(LEVEL_TAIL)
 #undef LEVEL_TAIL
 #undef LEVEL_TAIL_TEXT
 };
