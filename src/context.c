@@ -704,7 +704,6 @@ static inline char *put_reserved(char *p, const char *s, size_t n)
  * reserved once. */
 static void write_ids_locked(mhdctx_context *ctx, mhdctx__buf *b, const char *span_id)
 {
-    static const char hex[] = "0123456789abcdef";
     enum { ROOM = 128 + MHDCTX_TRACE_ID_LEN + MHDCTX_SPAN_ID_LEN }; /* all but the id */
     mhdctx__context_draw_ids_locked(ctx);
     if (!mhdctx__buf_reserve(b, ROOM + ctx->request_id_len))
@@ -718,8 +717,8 @@ static void write_ids_locked(mhdctx_context *ctx, mhdctx__buf *b, const char *sp
         p = PUT_RESERVED_LITERAL(p, "\",\"span_id\":\"");
         p = put_reserved(p, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
         p = PUT_RESERVED_LITERAL(p, "\",\"trace_flags\":\"");
-        *p++ = hex[ctx->trace_flags >> 4];
-        *p++ = hex[ctx->trace_flags & 0xf];
+        mhdctx__hex_encode(p, &ctx->trace_flags, 1);
+        p += 2;
     }
     p = PUT_RESERVED_LITERAL(p, "\",\"user_id\":");
     b->len = (size_t)(p - b->data);

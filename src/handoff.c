@@ -68,8 +68,8 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
 {
     if (ctx == NULL)
         return NULL;
-    static const char hex[] = "0123456789abcdef";
-    char flags[3] = {hex[ctx->trace_flags >> 4], hex[ctx->trace_flags & 0xf], '\0'};
+    char flags[3] = {0};
+    mhdctx__hex_encode(flags, &ctx->trace_flags, 1);
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     mhdctx__context_draw_ids_locked(ctx);
     json_t *user = ctx->user_id ? json_string(ctx->user_id) : json_null();

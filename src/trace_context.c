@@ -85,14 +85,12 @@ mhdctx_error mhdctx_traceparent_parse(const char *value, size_t len, mhdctx_trac
 void mhdctx_traceparent_format(char out[MHDCTX_TRACEPARENT_LEN + 1], const char *trace_id,
                                const char *span_id, unsigned char flags)
 {
-    static const char hex[] = "0123456789abcdef";
     memcpy(out, "00-", 3);
     memcpy(out + 3, trace_id, 32);
     out[35] = '-';
     memcpy(out + 36, span_id, 16);
     out[52] = '-';
-    out[53] = hex[flags >> 4];
-    out[54] = hex[flags & 0xf];
+    mhdctx__hex_encode(out + 53, &flags, 1);
     out[55] = '\0';
 }
 

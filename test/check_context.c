@@ -803,6 +803,39 @@ START_TEST(context_fields_in_log_lines_are_valid_json)
 }
 END_TEST
 
+/* A traced context's line names its trace, span and flags, every flags byte as the two
+ * lowercase hex digits a traceparent spells it with. Only an import carries flags other
+ * than sampled (a request keeps only the flags Level 1 defines). */
+START_TEST(trace_fields_in_log_lines_match_the_trace)
+{
+    support_capture_start();
+    for (unsigned flags = 0; flags < 256; flags++) {
+        char text[512];
+        snprintf(text, sizeof text,
+                 "{\"v\":1,\"request_id\":\"r1\",\"user_id\":null,\"roles\":[],\"keys\":{},"
+                 "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\","
+                 "\"span_id\":\"b7ad6b7169203331\",\"parent_span_id\":\"\","
+                 "\"trace_flags\":\"%02x\",\"tracestate\":\"\"}",
+                 flags);
+        mhdctx_error err = MHDCTX_OK;
+        mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), &err);
+        ck_assert_msg(ctx != NULL, "flags %02x: %s", flags, mhdctx_error_name(err));
+        ck_assert_uint_eq(mhdctx_trace_flags(ctx), flags);
+        json_t *line = log_and_parse(ctx);
+        ck_assert_str_eq(json_string_value(json_object_get(line, "trace_id")),
+                         "0af7651916cd43dd8448eb211c80319c");
+        ck_assert_str_eq(json_string_value(json_object_get(line, "span_id")),
+                         "b7ad6b7169203331");
+        char expected[3];
+        snprintf(expected, sizeof expected, "%02x", flags);
+        ck_assert_str_eq(json_string_value(json_object_get(line, "trace_flags")), expected);
+        json_decref(line);
+        mhdctx_context_unref(ctx);
+    }
+    support_capture_stop();
+}
+END_TEST
+
 /* ---- several threads on one context --------------------------------------------------- */
 
 #define N_THREADS 4
@@ -1113,6 +1146,7 @@ static Suite *context_suite(void)
     tcase_add_test(tc, keys_set_borrows_value);
     tcase_add_test(tc, keys_get_of_absent_or_null_key);
     tcase_add_test(tc, context_fields_in_log_lines_are_valid_json);
+    tcase_add_test(tc, trace_fields_in_log_lines_match_the_trace);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");

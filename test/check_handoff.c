@@ -335,6 +335,28 @@ static void assert_same_context(mhdctx_context *a, mhdctx_context *b)
     ck_assert_str_eq(mhdctx_tracestate(b), mhdctx_tracestate(a));
 }
 
+/* Every flags byte an import carries comes out of the export spelt as it came in. */
+START_TEST(export_keeps_every_trace_flags_byte)
+{
+    for (unsigned flags = 0; flags < 256; flags++) {
+        char text[512];
+        snprintf(text, sizeof text,
+                 "{\"v\":1,\"request_id\":\"r1\",\"user_id\":null,\"roles\":[],\"keys\":{},"
+                 "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+                 "\"span_id\":\"00f067aa0ba902b7\",\"parent_span_id\":\"\","
+                 "\"trace_flags\":\"%02x\",\"tracestate\":\"\"}",
+                 flags);
+        mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), NULL);
+        ck_assert_msg(ctx != NULL, "flags %02x refused", flags);
+        char *out = mhdctx_context_export(ctx);
+        ck_assert_ptr_nonnull(out);
+        ck_assert_str_eq(out, text);
+        free(out);
+        mhdctx_context_unref(ctx);
+    }
+}
+END_TEST
+
 START_TEST(export_writes_version_1_with_every_field)
 {
     mhdctx_context *ctx = full_context(1, true);
@@ -1016,6 +1038,7 @@ static Suite *handoff_suite(void)
     tc = tcase_create("export_import");
     tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, export_writes_version_1_with_every_field);
+    tcase_add_test(tc, export_keeps_every_trace_flags_byte);
     tcase_add_test(tc, export_under_each_allocation_failure_is_null_or_whole);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);
