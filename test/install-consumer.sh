@@ -14,6 +14,17 @@ export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 cc -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L "$top_srcdir/examples/minimal.c" \
     $(pkg-config --define-prefix --cflags --libs mhdctx) -Wl,-rpath,"$work/prefix/lib" -o "$work/minimal"
 pass "examples/minimal.c builds against the installed library with pkg-config"
+# The header asks GCC to call mhdctx_current() through the GOT, not the PLT (MHDCTX_NOPLT).
+printf '#include <mhdctx.h>\nint main(void) { return mhdctx_current() != 0; }\n' >"$work/noplt.c"
+cc -std=c11 -Wall -Wextra -Werror -fPIE -pie "$work/noplt.c" \
+    $(pkg-config --define-prefix --cflags --libs mhdctx) -o "$work/noplt"
+if ! cc --version | grep -q 'Free Software Foundation'; then
+    echo "skip: the compiler is not GCC; MHDCTX_NOPLT does nothing there"
+elif objdump -d "$work/noplt" | grep -q 'mhdctx_current@plt'; then
+    fail "mhdctx_current() is called through the PLT"
+else
+    pass "mhdctx_current() is called through the GOT"
+fi
 "$work/minimal" 0 >"$work/log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
