@@ -42,9 +42,8 @@ enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const c
 }
 
 enum MHD_Result bench_mhdctx(void *cls, struct MHD_Connection *connection, const char *url,
-                             const char *method, const char *version,
-                             const char *upload_data, size_t *upload_data_size,
-                             void **req_cls)
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **req_cls)
 {
     (void)cls, (void)url, (void)method, (void)version, (void)upload_data;
     if (first_call(req_cls))

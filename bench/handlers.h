@@ -23,8 +23,7 @@ enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const c
  * bench_echo_id, the same body in a response per request, because it carries the
  * request id header (MHD 0.9 keeps headers on the response). */
 enum MHD_Result bench_mhdctx(void *cls, struct MHD_Connection *connection, const char *url,
-                             const char *method, const char *version,
-                             const char *upload_data, size_t *upload_data_size,
-                             void **req_cls);
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **req_cls);
 
 #endif

@@ -59,9 +59,10 @@ int main(int argc, char **argv)
     if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
         (strcmp(sink, "async") && strcmp(sink, "sync")) ||
         (strcmp(echo, "yes") && strcmp(echo, "no"))) {
-        fprintf(stderr, "usage: %s --port N --mode epoll|pool|thread-per-connection "
-                        "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
-                        "[--echo-id yes|no]\n",
+        fprintf(stderr,
+                "usage: %s --port N --mode epoll|pool|thread-per-connection "
+                "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
+                "[--echo-id yes|no]\n",
                 argv[0]);
         return 2;
     }
@@ -87,8 +88,7 @@ int main(int argc, char **argv)
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)pool, NULL},
         {MHD_OPTION_END, 0, NULL}};
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL,
-        mhdctx ? &mhdctx_access_handler : &bench_bare, mw,
+        flags, (uint16_t)port, NULL, NULL, mhdctx ? &mhdctx_access_handler : &bench_bare, mw,
         MHD_OPTION_ARRAY, mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_ARRAY, threads,
         MHD_OPTION_END);
     if (d == NULL)

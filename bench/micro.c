@@ -138,8 +138,7 @@ static void bench_sql_tag(void *arg)
     for (long i = 0; i < n; i++)
         mhdctx_sql_tag_into(ctx, sql, out, sizeof out, NULL);
     double t = now_s() - t0;
-    printf("{\"bench\":\"sql_tag\",\"ns\":%.1f,\"statements\":%ld}\n", t * 1e9 / (double)n,
-           n);
+    printf("{\"bench\":\"sql_tag\",\"ns\":%.1f,\"statements\":%ld}\n", t * 1e9 / (double)n, n);
 }
 
 /* One line as a handler writes it: six context fields and one of its own. */
@@ -207,16 +206,16 @@ static double allocations_per_request(MHD_AccessHandlerCallback handler, bool th
 {
     mhdctx_middleware *mw = through_mhdctx ? mhdctx_middleware_new(handler, NULL) : NULL;
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL,
-        through_mhdctx ? &mhdctx_access_handler : handler, mw, MHD_OPTION_ARRAY,
-        mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL,
+                         through_mhdctx ? &mhdctx_access_handler : handler, mw,
+                         MHD_OPTION_ARRAY, mw ? mhdctx_mhd_options(mw) : none, MHD_OPTION_END);
     if (d == NULL)
         exit(1);
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons(MHD_get_daemon_info(
-                                   d, MHD_DAEMON_INFO_BIND_PORT)->port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in addr = {
+        .sin_family = AF_INET,
+        .sin_port = htons(MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port),
+        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         exit(1);
@@ -238,8 +237,8 @@ static double allocations_per_request(MHD_AccessHandlerCallback handler, bool th
 static void bench_allocations(void)
 {
     const char *plain = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    const char *with_id =
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 0b5cfa4e-6a67-4d8a-9d5e-8c6f7e2a1b3c\r\n\r\n";
+    const char *with_id = "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: "
+                          "0b5cfa4e-6a67-4d8a-9d5e-8c6f7e2a1b3c\r\n\r\n";
     mhdctx_log_set_level(MHDCTX_LOG_OFF);
     double bare_plain = allocations_per_request(bench_bare, false, plain);
     double library = allocations_per_request(bench_bare, true, plain);

@@ -23,7 +23,7 @@
 #include <mhdctx_pq.h>
 #endif
 
-#define ROUNDS 7
+#define ROUNDS       7
 #define MAX_VARIANTS 3
 
 struct variant {
@@ -146,9 +146,9 @@ static void bench_sqlite(void)
                  "INSERT INTO users VALUES ('1','Ada'),('7','Grace'),('42','Alan');",
                  NULL, NULL, NULL);
     sqlite3_prepare_v2(s.db, lookup_sql, -1, &s.prepared, NULL);
-    struct variant plain[] = {{"tagged, prepared per request (mhdctx_sqlite_prepare)",
-                               sqlite_tagged, {0}},
-                              {"untagged, prepared per request", sqlite_untagged, {0}}};
+    struct variant plain[] = {
+        {"tagged, prepared per request (mhdctx_sqlite_prepare)", sqlite_tagged, {0}},
+        {"untagged, prepared per request", sqlite_untagged, {0}}};
     measure("SQLite, no statement log", plain, 2, &s, 20000);
     /* With the statement log on, every run writes a line: the prepared-once mode's way
      * of naming the request. */

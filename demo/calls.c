@@ -11,7 +11,7 @@ bool calls_url_is_loopback(const char *url)
 {
     static const char *const allowed[] = {"http://127.0.0.1:", "http://127.0.0.1/",
                                           "http://localhost:", "http://localhost/",
-                                          "http://[::1]:", "http://[::1]/"};
+                                          "http://[::1]:",     "http://[::1]/"};
     if (url == NULL || strchr(url, '@') || strpbrk(url, " \t\r\n"))
         return false; /* user info could smuggle another host */
     for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {

@@ -106,12 +106,12 @@ static int sqlite_run(sqlite3 *db, const char *sql, const char *const *params, i
 
 static bool sqlite_open(struct db *db, const char *path, char *err, size_t err_size)
 {
-    int rc = sqlite3_open_v2(path, &db->sqlite,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc =
+        sqlite3_open_v2(path, &db->sqlite,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_create_function(db->sqlite, "sleep_us", 1, SQLITE_UTF8, NULL,
-                                     sql_sleep_us, NULL, NULL);
+        rc = sqlite3_create_function(db->sqlite, "sleep_us", 1, SQLITE_UTF8, NULL, sql_sleep_us,
+                                     NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite_run(db->sqlite, schema, NULL, 0);
     for (size_t i = 0; rc == SQLITE_OK && i < N_SEED; i++) {
@@ -253,8 +253,8 @@ static enum db_result pg_sleep(struct db *db, unsigned ms)
     char seconds[32];
     snprintf(seconds, sizeof seconds, "%u.%03u", ms / 1000, ms % 1000);
     const char *params[1] = {seconds};
-    PGresult *r = mhdctx_pq_exec_params(db->pg, "SELECT pg_sleep($1::float8)", 1, params,
-                                        NULL, NULL, 0);
+    PGresult *r =
+        mhdctx_pq_exec_params(db->pg, "SELECT pg_sleep($1::float8)", 1, params, NULL, NULL, 0);
     enum db_result result = pg_status(r);
     PQclear(r);
     return result;
@@ -284,7 +284,8 @@ struct db *db_open(const char *spec, char *err, size_t err_size)
         if (!ok)
             snprintf(err, err_size, "built without SQLite");
 #endif
-    } else if (strncmp(spec, "postgresql://", 13) == 0 || strncmp(spec, "postgres://", 11) == 0) {
+    } else if (strncmp(spec, "postgresql://", 13) == 0 ||
+               strncmp(spec, "postgres://", 11) == 0) {
 #ifdef MHDCTX_HAVE_LIBPQ
         db->kind = DB_POSTGRESQL;
         ok = pg_open(db, spec, err, err_size);
@@ -292,7 +293,8 @@ struct db *db_open(const char *spec, char *err, size_t err_size)
         snprintf(err, err_size, "built without libpq");
 #endif
     } else {
-        snprintf(err, err_size, "unknown --db (sqlite:PATH, sqlite::memory:, postgresql://...)");
+        snprintf(err, err_size,
+                 "unknown --db (sqlite:PATH, sqlite::memory:, postgresql://...)");
     }
     if (!ok) {
         db_close(db);

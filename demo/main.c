@@ -74,17 +74,21 @@ static bool parse_uint(const char *text, unsigned max, unsigned *out)
 /* 0: run, 1: --help, 2: bad usage. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    static const struct option longopts[] = {
-        {"port", required_argument, NULL, 'p'},    {"mode", required_argument, NULL, 'm'},
-        {"threads", required_argument, NULL, 't'}, {"tokens", required_argument, NULL, 'k'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"distrust-request-id", no_argument, NULL, 'd'},
-        {"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
-        {"workers", required_argument, NULL, 'w'}, {"upstream", required_argument, NULL, 'u'},
-        {"trace-context-test", no_argument, NULL, 'x'}, {"db", required_argument, NULL, 'D'},
-        {"deadline-ms", required_argument, NULL, 'L'},
-        {"log-sync", no_argument, NULL, 'S'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
+                                             {"mode", required_argument, NULL, 'm'},
+                                             {"threads", required_argument, NULL, 't'},
+                                             {"tokens", required_argument, NULL, 'k'},
+                                             {"log-level", required_argument, NULL, 'l'},
+                                             {"distrust-request-id", no_argument, NULL, 'd'},
+                                             {"timeout", required_argument, NULL, 'T'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"workers", required_argument, NULL, 'w'},
+                                             {"upstream", required_argument, NULL, 'u'},
+                                             {"trace-context-test", no_argument, NULL, 'x'},
+                                             {"db", required_argument, NULL, 'D'},
+                                             {"deadline-ms", required_argument, NULL, 'L'},
+                                             {"log-sync", no_argument, NULL, 'S'},
+                                             {NULL, 0, NULL, 0}};
     int c;
     int index = 0;
     while ((c = getopt_long(argc, argv, "", longopts, &index)) != -1) {
@@ -136,8 +140,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             return 2;
         }
         if (!ok) {
-            fprintf(stderr, "mhdctx-demo: invalid value for --%s: %s\n",
-                    longopts[index].name, optarg);
+            fprintf(stderr, "mhdctx-demo: invalid value for --%s: %s\n", longopts[index].name,
+                    optarg);
             return 2;
         }
     }
@@ -154,7 +158,8 @@ static bool mode_flags(const char *mode, unsigned *flags)
         {"poll", MHD_USE_POLL_INTERNAL_THREAD},
         {"select", MHD_USE_INTERNAL_POLLING_THREAD},
         {"pool", MHD_USE_EPOLL_INTERNAL_THREAD},
-        {"thread-per-connection", MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD},
+        {"thread-per-connection",
+         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD},
     };
     for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
         if (strcmp(mode, modes[i].name) == 0) {
@@ -176,8 +181,7 @@ static void wait_for_stop_signal(const sigset_t *stop)
                       "stopping");
 }
 
-static int configure(mhdctx_middleware *mw, mhdctx_token_table *tokens,
-                     const struct options *o)
+static int configure(mhdctx_middleware *mw, mhdctx_token_table *tokens, const struct options *o)
 {
     if (o->tokens) {
         char err[256];
@@ -204,10 +208,9 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)o->timeout_s, NULL},
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)o->threads, NULL},
         {MHD_OPTION_END, 0, NULL}};
-    struct MHD_Daemon *daemon =
-        MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, &mhdctx_access_handler, mw,
-                         MHD_OPTION_ARRAY, mhdctx_mhd_options(mw), MHD_OPTION_ARRAY, more,
-                         MHD_OPTION_END);
+    struct MHD_Daemon *daemon = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, &mhdctx_access_handler, mw, MHD_OPTION_ARRAY,
+        mhdctx_mhd_options(mw), MHD_OPTION_ARRAY, more, MHD_OPTION_END);
     if (daemon == NULL) {
         mhdctx_log_fields(MHDCTX_LOG_ERROR, MHDCTX_FIELDS(MHDCTX_F_UINT("port", o->port)),
                           "cannot start the server");
@@ -227,10 +230,10 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
     mhdctx_log_flush(); /* scripts wait for that line */
     wait_for_stop_signal(stop);
     mhdctx_middleware_stopping(mw); /* what ends unanswered from here on is a shutdown */
-    work_stop_begin();          /* work in flight ends at its next deadline check... */
-    workers_stop(workers_pool); /* ...queued work too, quickly now */
-    work_stop_finish();         /* its suspended connections are resumed, unanswered */
-    MHD_stop_daemon(daemon);    /* and closed: their access lines say "shutdown" */
+    work_stop_begin();              /* work in flight ends at its next deadline check... */
+    workers_stop(workers_pool);     /* ...queued work too, quickly now */
+    work_stop_finish();             /* its suspended connections are resumed, unanswered */
+    MHD_stop_daemon(daemon);        /* and closed: their access lines say "shutdown" */
     /* Lines the sink could not take (full disk, a reader gone, a stalled pipe). */
     mhdctx_log_fields(MHDCTX_LOG_INFO,
                       MHDCTX_FIELDS(MHDCTX_F_UINT("log_lines_dropped", mhdctx_log_dropped())),
@@ -240,9 +243,12 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
 
 int main(int argc, char **argv)
 {
-    struct options o = {
-        .port = 8080, .mode = "epoll", .threads = 2, .timeout_s = 30, .workers = 4,
-        .deadline_ms = 30000};
+    struct options o = {.port = 8080,
+                        .mode = "epoll",
+                        .threads = 2,
+                        .timeout_s = 30,
+                        .workers = 4,
+                        .deadline_ms = 30000};
     int parsed = parse_options(argc, argv, &o);
     unsigned flags = 0;
     if (parsed == 0 && !mode_flags(o.mode, &flags)) {
@@ -270,9 +276,8 @@ int main(int argc, char **argv)
     bool per_connection = strcmp(o.mode, "thread-per-connection") == 0;
     if (!per_connection) /* MHD cannot suspend in thread-per-connection mode */
         flags |= MHD_ALLOW_SUSPEND_RESUME;
-    struct demo_config cfg = {.can_suspend = !per_connection,
-                              .upstream = o.upstream,
-                              .trace_test = o.trace_test};
+    struct demo_config cfg = {
+        .can_suspend = !per_connection, .upstream = o.upstream, .trace_test = o.trace_test};
     char upstream[1024];
     if (o.upstream) { /* without a trailing slash: routes are appended */
         snprintf(upstream, sizeof upstream, "%s", o.upstream);

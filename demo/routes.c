@@ -64,8 +64,7 @@ static enum MHD_Result error_with_header(struct MHD_Connection *connection, unsi
     return result;
 }
 
-static enum MHD_Result method_not_allowed(struct MHD_Connection *connection,
-                                          const char *allow)
+static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, const char *allow)
 {
     return error_with_header(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                              MHD_HTTP_HEADER_ALLOW, allow);
@@ -87,9 +86,8 @@ static enum MHD_Result get_root(struct MHD_Connection *connection)
 {
     mhdctx_context *ctx = mhdctx_current();
     return mhdctx_respond_json_new(connection, MHD_HTTP_OK,
-                                   json_pack("{s:s, s:o}", "request_id",
-                                             mhdctx_request_id(ctx), "user_id",
-                                             user_id_json(ctx)));
+                                   json_pack("{s:s, s:o}", "request_id", mhdctx_request_id(ctx),
+                                             "user_id", user_id_json(ctx)));
 }
 
 static enum MHD_Result get_whoami(struct MHD_Connection *connection)
@@ -98,11 +96,10 @@ static enum MHD_Result get_whoami(struct MHD_Connection *connection)
     if (mhdctx_user_id(ctx) == NULL)
         return unauthorized(connection);
     mhdctx_log(MHDCTX_LOG_INFO, "whoami: authenticated user");
-    return mhdctx_respond_json_new(connection, MHD_HTTP_OK,
-                                   json_pack("{s:s, s:o, s:o}", "request_id",
-                                             mhdctx_request_id(ctx), "user_id",
-                                             user_id_json(ctx), "roles",
-                                             mhdctx_roles_json(ctx)));
+    return mhdctx_respond_json_new(
+        connection, MHD_HTTP_OK,
+        json_pack("{s:s, s:o, s:o}", "request_id", mhdctx_request_id(ctx), "user_id",
+                  user_id_json(ctx), "roles", mhdctx_roles_json(ctx)));
 }
 
 /* Content-Length says too much: answer before reading a byte of the body. */
@@ -166,8 +163,8 @@ static enum MHD_Result post_echo(struct MHD_Connection *connection, const char *
         return mhdctx_respond_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large");
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_UINT("bytes", body->len)),
                       "echo: body received");
-    const char *type = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *type =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     return mhdctx_respond(connection, MHD_HTTP_OK, type ? type : "application/octet-stream",
                           body->data, body->len);
 }
@@ -187,9 +184,8 @@ static bool worker_route(const struct demo_config *cfg, const char *path, enum w
 }
 
 enum MHD_Result demo_handler(void *cls, struct MHD_Connection *connection, const char *url,
-                             const char *method, const char *version,
-                             const char *upload_data, size_t *upload_data_size,
-                             void **req_cls)
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **req_cls)
 {
     const struct demo_config *cfg = cls;
     (void)version;

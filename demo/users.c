@@ -4,7 +4,6 @@
  */
 #include "users.h"
 
-
 /* The storage, opened at start-up: a process-wide resource, not request state. */
 static struct db *storage;
 
@@ -42,10 +41,10 @@ enum MHD_Result users_get(struct MHD_Connection *connection, const char *id)
     struct db_user user;
     switch (service_get_user(id, &user)) {
     case DB_OK:
-        return mhdctx_respond_json_new(
-            connection, MHD_HTTP_OK,
-            json_pack("{s:s, s:s, s:s, s:s}", "id", user.id, "name", user.name, "email",
-                      user.email, "request_id", mhdctx_request_id(mhdctx_current())));
+        return mhdctx_respond_json_new(connection, MHD_HTTP_OK,
+                                       json_pack("{s:s, s:s, s:s, s:s}", "id", user.id, "name",
+                                                 user.name, "email", user.email, "request_id",
+                                                 mhdctx_request_id(mhdctx_current())));
     case DB_NOT_FOUND:
         return mhdctx_respond_error(connection, MHD_HTTP_NOT_FOUND, "user_not_found");
     case DB_DEADLINE:

@@ -33,9 +33,9 @@ struct job {
     bool cancelled;       /* guarded by lock: the server stopped it, no answer */
     unsigned status;      /* the answer, set by the worker */
     json_t *answer;
-    unsigned slow_ms; /* GET /slow?ms=N */
+    unsigned slow_ms;  /* GET /slow?ms=N */
     bool bad_argument; /* ?ms is not 0..60000 */
-    char *body; /* request body (POST /test) */
+    char *body;        /* request body (POST /test) */
     size_t body_len;
     bool body_too_large;
 };
@@ -256,14 +256,12 @@ static enum MHD_Result answer(struct job *job)
         return mhdctx_respond_deadline_exceeded(job->connection);
     json_t *body = job->answer ? json_incref(job->answer) : json_object();
     if (job->status != MHD_HTTP_OK)
-        json_object_set_new(body, "error",
-                            json_string(job->status == MHD_HTTP_SERVICE_UNAVAILABLE
-                                            ? "service_unavailable"
-                                            : job->status == MHD_HTTP_BAD_REQUEST
-                                                  ? "bad_request"
-                                                  : "upstream_failed"));
-    json_object_set_new(body, "request_id",
-                        json_string(mhdctx_request_id(mhdctx_current())));
+        json_object_set_new(
+            body, "error",
+            json_string(job->status == MHD_HTTP_SERVICE_UNAVAILABLE ? "service_unavailable"
+                        : job->status == MHD_HTTP_BAD_REQUEST       ? "bad_request"
+                                                                    : "upstream_failed"));
+    json_object_set_new(body, "request_id", json_string(mhdctx_request_id(mhdctx_current())));
     return mhdctx_respond_json_new(job->connection, job->status, body);
 }
 

@@ -11,7 +11,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(len > 0 && token >= header && token + len <= header + size);
     for (size_t i = 0; i < len; i++)
         FUZZ_ASSERT(strchr("-._~+/=", token[i]) || (token[i] >= 'a' && token[i] <= 'z') ||
-                    (token[i] >= 'A' && token[i] <= 'Z') || (token[i] >= '0' && token[i] <= '9'));
+                    (token[i] >= 'A' && token[i] <= 'Z') ||
+                    (token[i] >= '0' && token[i] <= '9'));
     FUZZ_ASSERT(mhdctx_secret_equal(token, len, token, len));
     return 0;
 }

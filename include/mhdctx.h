@@ -52,9 +52,9 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__)
-#define MHDCTX_EXPORT __attribute__((visibility("default")))
+#define MHDCTX_EXPORT            __attribute__((visibility("default")))
 #define MHDCTX_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#define MHDCTX_WARN_UNUSED __attribute__((warn_unused_result))
+#define MHDCTX_WARN_UNUSED       __attribute__((warn_unused_result))
 #else
 #define MHDCTX_EXPORT
 #define MHDCTX_PRINTF(fmt, args)
@@ -77,12 +77,12 @@ extern "C" {
  * Version
  * ---------------------------------------------------------------------------------- */
 
-#define MHDCTX_VERSION_MAJOR 0
-#define MHDCTX_VERSION_MINOR 1
-#define MHDCTX_VERSION_PATCH 0
+#define MHDCTX_VERSION_MAJOR  0
+#define MHDCTX_VERSION_MINOR  1
+#define MHDCTX_VERSION_PATCH  0
 #define MHDCTX_VERSION_STRING "0.1.0"
 /** 0xMMmmpp: compare with `#if MHDCTX_VERSION_HEX >= 0x000100`. */
-#define MHDCTX_VERSION_HEX                                                               \
+#define MHDCTX_VERSION_HEX                                                                     \
     ((MHDCTX_VERSION_MAJOR << 16) | (MHDCTX_VERSION_MINOR << 8) | MHDCTX_VERSION_PATCH)
 
 /** The version of the library actually linked, e.g. "0.1.0". Static string. */
@@ -93,16 +93,16 @@ MHDCTX_EXPORT const char *mhdctx_version_string(void);
  * ---------------------------------------------------------------------------------- */
 
 /** X-macro: name, value, description. Values never change once released. */
-#define MHDCTX_ERROR_MAP(X)                                                              \
-    X(OK, 0, "success")                                                                  \
-    X(ENOMEM, 1, "out of memory")                                                        \
-    X(EINVAL, 2, "invalid argument")                                                     \
-    X(ELIMIT, 3, "a configured limit was exceeded")                                      \
-    X(ERESERVED, 4, "the key is reserved for a field of the library")                    \
-    X(ENOTFOUND, 5, "not found")                                                         \
-    X(EIO, 6, "input/output error")                                                      \
-    X(EPARSE, 7, "malformed input")                                                      \
-    X(EAUTH, 8, "authentication failed")                                                 \
+#define MHDCTX_ERROR_MAP(X)                                                                    \
+    X(OK, 0, "success")                                                                        \
+    X(ENOMEM, 1, "out of memory")                                                              \
+    X(EINVAL, 2, "invalid argument")                                                           \
+    X(ELIMIT, 3, "a configured limit was exceeded")                                            \
+    X(ERESERVED, 4, "the key is reserved for a field of the library")                          \
+    X(ENOTFOUND, 5, "not found")                                                               \
+    X(EIO, 6, "input/output error")                                                            \
+    X(EPARSE, 7, "malformed input")                                                            \
+    X(EAUTH, 8, "authentication failed")                                                       \
     X(ESTATE, 9, "call not allowed in the current state")
 
 typedef enum mhdctx_error {
@@ -122,19 +122,19 @@ MHDCTX_EXPORT const char *mhdctx_error_name(mhdctx_error err);
 
 /** Default and largest accepted incoming request-id length. */
 #define MHDCTX_REQUEST_ID_DEFAULT_MAX 128
-#define MHDCTX_REQUEST_ID_LIMIT 256
+#define MHDCTX_REQUEST_ID_LIMIT       256
 /** Length of a formatted UUID, without the terminating NUL. */
 #define MHDCTX_UUID_LEN 36
 
 /** Why an incoming request id was not used. */
 typedef enum mhdctx_id_verdict {
-    MHDCTX_ID_VALID = 0,       /**< used as the request id */
-    MHDCTX_ID_MISSING,         /**< no header: an id is generated, nothing to report */
-    MHDCTX_ID_EMPTY,           /**< header present but empty */
-    MHDCTX_ID_TOO_LONG,        /**< longer than the configured maximum */
-    MHDCTX_ID_INVALID_CHAR,    /**< a byte outside [A-Za-z0-9._~:@+/=-] */
-    MHDCTX_ID_MULTIPLE,        /**< the header was sent more than once */
-    MHDCTX_ID_UNTRUSTED        /**< incoming ids are not trusted (edge mode) */
+    MHDCTX_ID_VALID = 0,    /**< used as the request id */
+    MHDCTX_ID_MISSING,      /**< no header: an id is generated, nothing to report */
+    MHDCTX_ID_EMPTY,        /**< header present but empty */
+    MHDCTX_ID_TOO_LONG,     /**< longer than the configured maximum */
+    MHDCTX_ID_INVALID_CHAR, /**< a byte outside [A-Za-z0-9._~:@+/=-] */
+    MHDCTX_ID_MULTIPLE,     /**< the header was sent more than once */
+    MHDCTX_ID_UNTRUSTED     /**< incoming ids are not trusted (edge mode) */
 } mhdctx_id_verdict;
 
 /**
@@ -160,17 +160,17 @@ MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
  * W3C Trace Context (pure functions, safe from any thread)
  * ---------------------------------------------------------------------------------- */
 
-#define MHDCTX_TRACEPARENT_LEN 55       /* "00-" 32 "-" 16 "-" 2 */
-#define MHDCTX_TRACE_ID_LEN 32
-#define MHDCTX_SPAN_ID_LEN 16
-#define MHDCTX_TRACESTATE_MAX_LEN 512
+#define MHDCTX_TRACEPARENT_LEN        55 /* "00-" 32 "-" 16 "-" 2 */
+#define MHDCTX_TRACE_ID_LEN           32
+#define MHDCTX_SPAN_ID_LEN            16
+#define MHDCTX_TRACESTATE_MAX_LEN     512
 #define MHDCTX_TRACESTATE_MAX_MEMBERS 32
-#define MHDCTX_TRACE_FLAG_SAMPLED 0x01
+#define MHDCTX_TRACE_FLAG_SAMPLED     0x01
 
 /** A parsed traceparent header. */
 typedef struct mhdctx_trace_parent {
-    char trace_id[MHDCTX_TRACE_ID_LEN + 1];  /* lowercase hex, NUL-terminated */
-    char parent_id[MHDCTX_SPAN_ID_LEN + 1];  /* lowercase hex, NUL-terminated */
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1]; /* lowercase hex, NUL-terminated */
+    char parent_id[MHDCTX_SPAN_ID_LEN + 1]; /* lowercase hex, NUL-terminated */
     unsigned char flags;
 } mhdctx_trace_parent;
 
@@ -204,10 +204,10 @@ MHDCTX_EXPORT size_t mhdctx_tracestate_normalize(const char *list, size_t len,
 typedef struct mhdctx_context mhdctx_context;
 
 /** Limits on user keys (see mhdctx_set_new()). */
-#define MHDCTX_MAX_USER_KEYS 32
-#define MHDCTX_MAX_KEY_LEN 64
-#define MHDCTX_MAX_VALUE_LEN 1024 /* bytes of the value's compact JSON text */
-#define MHDCTX_MAX_ROLES 32
+#define MHDCTX_MAX_USER_KEYS   32
+#define MHDCTX_MAX_KEY_LEN     64
+#define MHDCTX_MAX_VALUE_LEN   1024 /* bytes of the value's compact JSON text */
+#define MHDCTX_MAX_ROLES       32
 #define MHDCTX_MAX_USER_ID_LEN 256
 
 /**
@@ -304,11 +304,11 @@ MHDCTX_EXPORT mhdctx_context *mhdctx_context_import(const char *text, size_t len
  * Fill it with mhdctx_outgoing_start(), end it with mhdctx_outgoing_finish().
  */
 typedef struct mhdctx_outgoing {
-    char traceparent[MHDCTX_TRACEPARENT_LEN + 1]; /* header value to send */
+    char traceparent[MHDCTX_TRACEPARENT_LEN + 1];   /* header value to send */
     char tracestate[MHDCTX_TRACESTATE_MAX_LEN + 1]; /* header value, "" = do not send */
-    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1]; /* X-Request-Id value */
-    char span_id[MHDCTX_SPAN_ID_LEN + 1];         /* the client span */
-    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* the request's server span */
+    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];   /* X-Request-Id value */
+    char span_id[MHDCTX_SPAN_ID_LEN + 1];           /* the client span */
+    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];    /* the request's server span */
     uint64_t start_ns;
     mhdctx_context *ctx; /* a reference, dropped by mhdctx_outgoing_finish() */
 } mhdctx_outgoing;
@@ -415,8 +415,7 @@ MHDCTX_EXPORT json_t *mhdctx_roles_json(const mhdctx_context *ctx) MHDCTX_WARN_U
  *         (more than MHDCTX_MAX_USER_KEYS keys, or a value whose JSON text exceeds
  *         MHDCTX_MAX_VALUE_LEN bytes), MHDCTX_ENOMEM.
  */
-MHDCTX_EXPORT mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key,
-                                          json_t *value);
+MHDCTX_EXPORT mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key, json_t *value);
 /** As mhdctx_set_new() but borrows @p value (takes its own reference). */
 MHDCTX_EXPORT mhdctx_error mhdctx_set(mhdctx_context *ctx, const char *key, json_t *value);
 /**
@@ -430,8 +429,7 @@ MHDCTX_EXPORT mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *ke
  * A new reference rather than a borrowed one, so the value stays valid while another
  * thread replaces the key.
  */
-MHDCTX_EXPORT json_t *mhdctx_get(const mhdctx_context *ctx, const char *key)
-    MHDCTX_WARN_UNUSED;
+MHDCTX_EXPORT json_t *mhdctx_get(const mhdctx_context *ctx, const char *key) MHDCTX_WARN_UNUSED;
 
 /* ------------------------------------------------------------------------------------
  * Deadlines
@@ -461,7 +459,8 @@ MHDCTX_EXPORT void mhdctx_set_deadline_in(mhdctx_context *ctx, uint64_t ms);
  * its access line says outcome "timeout". Call from the handler when
  * mhdctx_deadline_passed() or an adapter reports the deadline.
  */
-MHDCTX_EXPORT enum MHD_Result mhdctx_respond_deadline_exceeded(struct MHD_Connection *connection);
+MHDCTX_EXPORT enum MHD_Result
+mhdctx_respond_deadline_exceeded(struct MHD_Connection *connection);
 
 /* ------------------------------------------------------------------------------------
  * SQL tagging (sqlcommenter)
@@ -481,16 +480,15 @@ MHDCTX_EXPORT enum MHD_Result mhdctx_respond_deadline_exceeded(struct MHD_Connec
  */
 MHDCTX_EXPORT char *mhdctx_sql_tag(const char *sql) MHDCTX_WARN_UNUSED;
 /** As mhdctx_sql_tag() for @p ctx (NULL: an unchanged copy). */
-MHDCTX_EXPORT char *mhdctx_sql_tag_ctx(mhdctx_context *ctx, const char *sql)
-    MHDCTX_WARN_UNUSED;
+MHDCTX_EXPORT char *mhdctx_sql_tag_ctx(mhdctx_context *ctx, const char *sql) MHDCTX_WARN_UNUSED;
 /**
  * Allocation-free: writes the tagged statement into @p buf (@p size bytes).
  * @p needed (may be NULL) receives the size required, NUL included.
  * @return MHDCTX_OK; MHDCTX_ELIMIT when @p buf is too small (it then holds a truncated,
  *         NUL-terminated prefix that must not be executed); MHDCTX_EINVAL.
  */
-MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_into(mhdctx_context *ctx, const char *sql,
-                                               char *buf, size_t size, size_t *needed);
+MHDCTX_EXPORT mhdctx_error mhdctx_sql_tag_into(mhdctx_context *ctx, const char *sql, char *buf,
+                                               size_t size, size_t *needed);
 /** Whether @p sql contains a comment (then tagging leaves it unchanged). */
 MHDCTX_EXPORT bool mhdctx_sql_has_comment(const char *sql);
 /**
@@ -558,24 +556,24 @@ typedef struct mhdctx_field {
     } v;
 } mhdctx_field;
 
-#define MHDCTX_F_STR(k, val)                                                             \
+#define MHDCTX_F_STR(k, val)                                                                   \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_STRING, .v.s = (val)})
-#define MHDCTX_F_BYTES(k, ptr, n)                                                        \
+#define MHDCTX_F_BYTES(k, ptr, n)                                                              \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_BYTES, .len = (n), .v.s = (ptr)})
-#define MHDCTX_F_INT(k, val)                                                             \
+#define MHDCTX_F_INT(k, val)                                                                   \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_INT, .v.i = (val)})
-#define MHDCTX_F_UINT(k, val)                                                            \
+#define MHDCTX_F_UINT(k, val)                                                                  \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_UINT, .v.u = (val)})
-#define MHDCTX_F_DOUBLE(k, val)                                                          \
+#define MHDCTX_F_DOUBLE(k, val)                                                                \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_DOUBLE, .v.d = (val)})
-#define MHDCTX_F_BOOL(k, val)                                                            \
+#define MHDCTX_F_BOOL(k, val)                                                                  \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_BOOL, .v.b = (val)})
 #define MHDCTX_F_NULL(k) ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_NULL})
-#define MHDCTX_F_JSON(k, val)                                                            \
+#define MHDCTX_F_JSON(k, val)                                                                  \
     ((mhdctx_field){.key = (k), .type = MHDCTX_FIELD_JSON, .v.j = (val)})
 /** Expands to "array, count" for the fields parameters below. */
-#define MHDCTX_FIELDS(...)                                                               \
-    (const mhdctx_field[]){__VA_ARGS__},                                                 \
+#define MHDCTX_FIELDS(...)                                                                     \
+    (const mhdctx_field[]){__VA_ARGS__},                                                       \
         (sizeof((const mhdctx_field[]){__VA_ARGS__}) / sizeof(mhdctx_field))
 
 /**
@@ -587,8 +585,7 @@ typedef struct mhdctx_field {
  * becomes U+FFFD). Never blocks forever and never fails the caller: a line the sink
  * cannot take is counted (mhdctx_log_dropped()). Safe from any thread.
  */
-MHDCTX_EXPORT void mhdctx_log(mhdctx_log_level level, const char *fmt, ...)
-    MHDCTX_PRINTF(2, 3);
+MHDCTX_EXPORT void mhdctx_log(mhdctx_log_level level, const char *fmt, ...) MHDCTX_PRINTF(2, 3);
 MHDCTX_EXPORT void mhdctx_log_fields(mhdctx_log_level level, const mhdctx_field *fields,
                                      size_t n, const char *fmt, ...) MHDCTX_PRINTF(4, 5);
 MHDCTX_EXPORT void mhdctx_log_fieldsv(mhdctx_log_level level, const mhdctx_field *fields,
@@ -600,8 +597,8 @@ MHDCTX_EXPORT void mhdctx_log_fieldsv(mhdctx_log_level level, const mhdctx_field
  * context with mhdctx_run().
  */
 MHDCTX_EXPORT void mhdctx_log_ctx(mhdctx_context *ctx, mhdctx_log_level level,
-                                  const mhdctx_field *fields, size_t n, const char *fmt,
-                                  ...) MHDCTX_PRINTF(5, 6);
+                                  const mhdctx_field *fields, size_t n, const char *fmt, ...)
+    MHDCTX_PRINTF(5, 6);
 /**
  * Error helper: level "error", adds "errno" (number) and "error" (strerror text of
  * @p errnum) to the fields.
@@ -610,8 +607,8 @@ MHDCTX_EXPORT void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size
                                     const char *fmt, ...) MHDCTX_PRINTF(4, 5);
 
 #define mhdctx_log_debug(...) mhdctx_log(MHDCTX_LOG_DEBUG, __VA_ARGS__)
-#define mhdctx_log_info(...) mhdctx_log(MHDCTX_LOG_INFO, __VA_ARGS__)
-#define mhdctx_log_warn(...) mhdctx_log(MHDCTX_LOG_WARN, __VA_ARGS__)
+#define mhdctx_log_info(...)  mhdctx_log(MHDCTX_LOG_INFO, __VA_ARGS__)
+#define mhdctx_log_warn(...)  mhdctx_log(MHDCTX_LOG_WARN, __VA_ARGS__)
 #define mhdctx_log_error(...) mhdctx_log(MHDCTX_LOG_ERROR, __VA_ARGS__)
 
 /**
@@ -628,9 +625,9 @@ typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, si
  * Every sink writes each line with one write(2) under a lock, retrying partial writes,
  * so concurrent lines never interleave (synchronous mode, the default; see
  * mhdctx_log_async_start() for batched writes). A synchronous write to a pipe whose
- * reader stalls blocks the logging thread with it: prefer the asynchronous mode there. A failing sink (full disk, closed pipe) counts
- * the line as dropped; SIGPIPE is suppressed for the write when the process does not
- * ignore it.
+ * reader stalls blocks the logging thread with it: prefer the asynchronous mode there. A
+ * failing sink (full disk, closed pipe) counts the line as dropped; SIGPIPE is suppressed for
+ * the write when the process does not ignore it.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stdout(void);
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stderr(void);
@@ -680,10 +677,10 @@ typedef enum mhdctx_log_full_policy {
 } mhdctx_log_full_policy;
 
 typedef struct mhdctx_log_async_options {
-    size_t buffer_bytes;         /**< each of the two buffers; 0 = 1 MiB; min 64 KiB */
-    unsigned flush_interval_ms;  /**< longest time a line waits; 0 = 50 ms; max 60000 */
+    size_t buffer_bytes;        /**< each of the two buffers; 0 = 1 MiB; min 64 KiB */
+    unsigned flush_interval_ms; /**< longest time a line waits; 0 = 50 ms; max 60000 */
     mhdctx_log_full_policy when_full;
-    unsigned block_timeout_ms;   /**< MHDCTX_LOG_FULL_BLOCK's limit; 0 = 1000; max 60000 */
+    unsigned block_timeout_ms; /**< MHDCTX_LOG_FULL_BLOCK's limit; 0 = 1000; max 60000 */
 } mhdctx_log_async_options;
 
 /**
@@ -720,8 +717,7 @@ typedef struct mhdctx_middleware mhdctx_middleware;
  * @return NULL on allocation failure or a NULL handler.
  */
 MHDCTX_EXPORT mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
-                                                       void *handler_cls)
-    MHDCTX_WARN_UNUSED;
+                                                       void *handler_cls) MHDCTX_WARN_UNUSED;
 MHDCTX_EXPORT void mhdctx_middleware_free(mhdctx_middleware *mw);
 /**
  * Says that the server is stopping: every request that ends from now on without a
@@ -736,13 +732,10 @@ MHDCTX_EXPORT void mhdctx_middleware_stopping(mhdctx_middleware *mw);
  * The access handler to give MHD_start_daemon(), with the middleware as its cls.
  * Runs the hooks once per request before the first call of the wrapped handler.
  */
-MHDCTX_EXPORT enum MHD_Result mhdctx_access_handler(void *cls,
-                                                    struct MHD_Connection *connection,
-                                                    const char *url, const char *method,
-                                                    const char *version,
-                                                    const char *upload_data,
-                                                    size_t *upload_data_size,
-                                                    void **req_cls);
+MHDCTX_EXPORT enum MHD_Result
+mhdctx_access_handler(void *cls, struct MHD_Connection *connection, const char *url,
+                      const char *method, const char *version, const char *upload_data,
+                      size_t *upload_data_size, void **req_cls);
 
 /**
  * MHD options the middleware needs (URI-log and completion callbacks, MHD's error log
@@ -824,8 +817,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_bearer_parse(const char *header, size_t header
                                                const char **token, size_t *token_len);
 
 /** Compares two byte strings in time that depends only on @p secret_len. */
-MHDCTX_EXPORT bool mhdctx_secret_equal(const void *given, size_t given_len,
-                                       const void *secret, size_t secret_len);
+MHDCTX_EXPORT bool mhdctx_secret_equal(const void *given, size_t given_len, const void *secret,
+                                       size_t secret_len);
 
 /**
  * Resolves a token: on success set the user id (and roles) on @p ctx and return
@@ -849,9 +842,8 @@ typedef struct mhdctx_token_table mhdctx_token_table;
 MHDCTX_EXPORT mhdctx_token_table *mhdctx_token_table_new(void) MHDCTX_WARN_UNUSED;
 MHDCTX_EXPORT void mhdctx_token_table_free(mhdctx_token_table *table);
 /** Adds a token (all copied). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM. */
-MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table,
-                                                  const char *token, const char *user_id,
-                                                  const char *const *roles,
+MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token,
+                                                  const char *user_id, const char *const *roles,
                                                   size_t n_roles);
 /**
  * Loads a JSON file {"<token>": {"user_id": "42", "roles": ["admin"]}, ...}.
@@ -859,9 +851,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table,
  * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape),
  *         MHDCTX_EINVAL, MHDCTX_ENOMEM.
  */
-MHDCTX_EXPORT mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table,
-                                                   const char *path, char *err,
-                                                   size_t err_size);
+MHDCTX_EXPORT mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path,
+                                                   char *err, size_t err_size);
 /** A ::mhdctx_token_verifier over a table (cls = the table). */
 MHDCTX_EXPORT mhdctx_error mhdctx_token_table_verify(const char *token, size_t token_len,
                                                      mhdctx_context *ctx, void *cls);
@@ -884,8 +875,7 @@ MHDCTX_EXPORT enum MHD_Result mhdctx_respond_json_new(struct MHD_Connection *con
                                                       unsigned int status, json_t *body);
 /** Queues {"error": @p message, "request_id": id} with @p status. */
 MHDCTX_EXPORT enum MHD_Result mhdctx_respond_error(struct MHD_Connection *connection,
-                                                   unsigned int status,
-                                                   const char *message);
+                                                   unsigned int status, const char *message);
 /**
  * Adds the request-id header of @p ctx to @p response. Only for a response created for
  * this request (never a shared one). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM.

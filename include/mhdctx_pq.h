@@ -31,9 +31,8 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * Thread rules: those of @p conn (one thread at a time).
  */
 MHDCTX_EXPORT PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
-                                              const char *const *values,
-                                              const int *lengths, const int *formats,
-                                              int result_format);
+                                              const char *const *values, const int *lengths,
+                                              const int *formats, int result_format);
 
 /**
  * PQexecPrepared() of a statement prepared once (untagged) with PQprepare(): the text
@@ -42,10 +41,9 @@ MHDCTX_EXPORT PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int
  * "mhdctx <request id>"), visible in pg_stat_activity and in the log through
  * log_line_prefix's %a, for the duration of the call; deadlines as above.
  */
-MHDCTX_EXPORT PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name,
-                                                int n_params, const char *const *values,
-                                                const int *lengths, const int *formats,
-                                                int result_format);
+MHDCTX_EXPORT PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name, int n_params,
+                                                const char *const *values, const int *lengths,
+                                                const int *formats, int result_format);
 
 #ifdef __cplusplus
 }

@@ -87,8 +87,7 @@ static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_con
 {
     if (atomic_load(&ctx->timed_out))
         return "timeout"; /* answered 504 by the application */
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0 &&
-        atomic_load(&mw->stopping))
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0 && atomic_load(&mw->stopping))
         return "shutdown";
     if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && peer_gone(connection))
         return "client_abort";
@@ -96,7 +95,7 @@ static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_con
 }
 
 static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_context *ctx,
-                                   unsigned status, const char *outcome)
+                                  unsigned status, const char *outcome)
 {
     mhdctx_log_level level = MHDCTX_LOG_INFO;
     if (status >= 500 || (status == 0 && strcmp(outcome, "error") == 0))
@@ -138,8 +137,8 @@ static void put_client_string(mhdctx__buf *b, const char *s)
 /* The line is written field by field with literal keys, not through a field array:
  * it is the one line every request pays for. Every key here is reserved (context.c):
  * no user key repeats one. */
-static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                       mhdctx_log_level level, unsigned status, const char *outcome)
+static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx, mhdctx_log_level level,
+                       unsigned status, const char *outcome)
 {
     static const char message[] = "request completed";
     /* Microseconds precision is plenty and keeps the number short. */
@@ -173,8 +172,7 @@ static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx,
 }
 
 void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                        struct MHD_Connection *connection,
-                        enum MHD_RequestTerminationCode toe)
+                        struct MHD_Connection *connection, enum MHD_RequestTerminationCode toe)
 {
     if (mhdctx_log_get_level() == MHDCTX_LOG_OFF)
         return; /* no line can be written: nothing to work out */

@@ -215,8 +215,7 @@ mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token
         if (mhdctx__check_label(roles[i], MHDCTX_MAX_KEY_LEN) != MHDCTX_OK)
             return MHDCTX_EINVAL;
     }
-    struct token_entry *grown =
-        mhdctx__realloc(table->entries, (table->n + 1) * sizeof *grown);
+    struct token_entry *grown = mhdctx__realloc(table->entries, (table->n + 1) * sizeof *grown);
     if (grown == NULL)
         return MHDCTX_ENOMEM;
     table->entries = grown;
@@ -284,8 +283,8 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
     return MHDCTX_OK;
 }
 
-mhdctx_error mhdctx_token_table_verify(const char *token, size_t token_len,
-                                       mhdctx_context *ctx, void *cls)
+mhdctx_error mhdctx_token_table_verify(const char *token, size_t token_len, mhdctx_context *ctx,
+                                       void *cls)
 {
     const mhdctx_token_table *table = cls;
     if (table == NULL || ctx == NULL)

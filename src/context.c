@@ -13,8 +13,7 @@
 
 /* initial-exec: reading the current context is one instruction from a TLS offset,
  * not a __tls_get_addr call (the library is linked at start-up, not dlopen()ed late). */
-static _Thread_local mhdctx_context *current_ctx
-    __attribute__((tls_model("initial-exec")));
+static _Thread_local mhdctx_context *current_ctx __attribute__((tls_model("initial-exec")));
 
 mhdctx_context *mhdctx_current(void)
 {
@@ -472,8 +471,8 @@ mhdctx_error mhdctx_add_role(mhdctx_context *ctx, const char *role)
         rc = MHDCTX_ELIMIT;
     } else {
         char *copy = mhdctx__strdup(role);
-        char **grown = copy ? mhdctx__realloc(ctx->roles, (ctx->n_roles + 1) * sizeof *grown)
-                            : NULL;
+        char **grown =
+            copy ? mhdctx__realloc(ctx->roles, (ctx->n_roles + 1) * sizeof *grown) : NULL;
         if (grown == NULL) {
             mhdctx__free(copy);
             rc = MHDCTX_ENOMEM;
@@ -517,10 +516,10 @@ json_t *mhdctx_roles_json(const mhdctx_context *ctx)
 
 /* Field names the library writes itself: a user key may not shadow them. */
 static const char *const reserved_keys[] = {
-    "time",       "level",       "message",      "request_id",   "user_id",
-    "trace_id",   "span_id",     "trace_flags",  "parent_span_id", "method",
-    "path",       "query",       "status",       "duration_ms",  "outcome",
-    "request_id_replaced"};
+    "time",           "level",       "message", "request_id",
+    "user_id",        "trace_id",    "span_id", "trace_flags",
+    "parent_span_id", "method",      "path",    "query",
+    "status",         "duration_ms", "outcome", "request_id_replaced"};
 
 bool mhdctx__key_is_reserved(const char *key)
 {
@@ -648,7 +647,7 @@ mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *key, const char 
     if (value == NULL) /* as mhdctx_set_new(ctx, key, NULL): removes the key */
         return mhdctx_set_new(ctx, key, NULL);
     json_t *string = json_string(value); /* NULL for invalid UTF-8 */
-    if (string == NULL) /* invalid UTF-8, or out of memory */
+    if (string == NULL)                  /* invalid UTF-8, or out of memory */
         return MHDCTX_EINVAL;
     return mhdctx_set_new(ctx, key, string);
 }

@@ -4,8 +4,8 @@
 const char *mhdctx_strerror(mhdctx_error err)
 {
     switch (err) {
-#define MHDCTX_ERROR_TEXT_(name, value, text)                                            \
-    case MHDCTX_##name:                                                                  \
+#define MHDCTX_ERROR_TEXT_(name, value, text)                                                  \
+    case MHDCTX_##name:                                                                        \
         return text;
         MHDCTX_ERROR_MAP(MHDCTX_ERROR_TEXT_)
 #undef MHDCTX_ERROR_TEXT_
@@ -16,8 +16,8 @@ const char *mhdctx_strerror(mhdctx_error err)
 const char *mhdctx_error_name(mhdctx_error err)
 {
     switch (err) {
-#define MHDCTX_ERROR_NAME_(name, value, text)                                            \
-    case MHDCTX_##name:                                                                  \
+#define MHDCTX_ERROR_NAME_(name, value, text)                                                  \
+    case MHDCTX_##name:                                                                        \
         return "MHDCTX_" #name;
         MHDCTX_ERROR_MAP(MHDCTX_ERROR_NAME_)
 #undef MHDCTX_ERROR_NAME_

@@ -51,7 +51,6 @@ void mhdctx_task_cancel(mhdctx_task *task)
 
 /* ---- export ----------------------------------------------------------------------------- */
 
-
 static json_t *export_keys(const mhdctx_context *ctx)
 {
     json_t *keys = json_object();
@@ -100,9 +99,9 @@ static bool hex_id_ok(const char *s, size_t len)
     return nonzero;
 }
 
-static const char *const known_fields[] = {"v", "request_id", "user_id", "roles", "keys",
-                                           "trace_id", "span_id", "parent_span_id",
-                                           "trace_flags", "tracestate"};
+static const char *const known_fields[] = {
+    "v",        "request_id", "user_id",        "roles",       "keys",
+    "trace_id", "span_id",    "parent_span_id", "trace_flags", "tracestate"};
 
 static bool only_known_fields(json_t *doc)
 {
@@ -142,12 +141,13 @@ static mhdctx_error import_trace(mhdctx_context *ctx, json_t *doc)
     if (mhdctx_traceparent_parse(header, strlen(header), &tp) != MHDCTX_OK)
         return MHDCTX_EINVAL;
     char normalized[MHDCTX_TRACESTATE_MAX_LEN + 1];
-    size_t state_len = state ? mhdctx_tracestate_normalize(state, strlen(state), normalized) : 0;
+    size_t state_len =
+        state ? mhdctx_tracestate_normalize(state, strlen(state), normalized) : 0;
     if (state && *state && state_len == 0)
         return MHDCTX_EINVAL;
     memcpy(ctx->trace_id, tp.trace_id, sizeof ctx->trace_id);
     memcpy(ctx->span_id, tp.parent_id, sizeof ctx->span_id); /* same span: same work */
-    atomic_store(&ctx->ids_to_draw, 0); /* given, not to be drawn */
+    atomic_store(&ctx->ids_to_draw, 0);                      /* given, not to be drawn */
     snprintf(ctx->parent_span_id, sizeof ctx->parent_span_id, "%s", parent ? parent : "");
     ctx->trace_flags = tp.flags;
     if (state_len) {
@@ -166,8 +166,8 @@ static mhdctx_error import_user(mhdctx_context *ctx, json_t *doc)
     if ((user && !json_is_string(user) && !json_is_null(user)) || !json_is_array(roles) ||
         !json_is_object(keys))
         return MHDCTX_EPARSE;
-    mhdctx_error rc = json_is_string(user) ? mhdctx_set_user_id(ctx, json_string_value(user))
-                                           : MHDCTX_OK;
+    mhdctx_error rc =
+        json_is_string(user) ? mhdctx_set_user_id(ctx, json_string_value(user)) : MHDCTX_OK;
     size_t i;
     json_t *role;
     json_array_foreach(roles, i, role)

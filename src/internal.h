@@ -98,15 +98,15 @@ char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len);
 
 /* ---- context (context.c) ---------------------------------------------------------- */
 enum mhdctx__phase {
-    MHDCTX__PHASE_NEW = 0,     /* created from the request line, headers not read yet */
-    MHDCTX__PHASE_HANDLER,     /* hooks passed: the handler runs */
-    MHDCTX__PHASE_ANSWERED     /* a hook answered: remaining calls are absorbed */
+    MHDCTX__PHASE_NEW = 0, /* created from the request line, headers not read yet */
+    MHDCTX__PHASE_HANDLER, /* hooks passed: the handler runs */
+    MHDCTX__PHASE_ANSWERED /* a hook answered: remaining calls are absorbed */
 };
 
 struct mhdctx__user_key {
     char name[MHDCTX_MAX_KEY_LEN + 1];
     json_t *value;
-    char *json;      /* value serialized when set: log lines copy it, not re-encode it */
+    char *json; /* value serialized when set: log lines copy it, not re-encode it */
     size_t json_len;
 };
 
@@ -118,31 +118,31 @@ struct mhdctx_context {
     bool start_real_known;
     enum mhdctx__phase phase;
     mhdctx_id_verdict id_verdict;
-    unsigned int status;  /* status queued by the library's own helpers */
+    unsigned int status;           /* status queued by the library's own helpers */
     struct MHD_Response *deferred; /* a hook's answer, queued at the next call */
-    void *user_req_cls;   /* the wrapped handler's own req_cls slot */
-    const char *id_header; /* response header for the id (the middleware's setting) */
+    void *user_req_cls;            /* the wrapped handler's own req_cls slot */
+    const char *id_header;         /* response header for the id (the middleware's setting) */
     char *user_id;
     char **roles;
     size_t n_roles;
     struct mhdctx__user_key *keys;
     size_t n_keys;
-    char *method_heap;    /* method when it does not fit method_inline */
+    char *method_heap; /* method when it does not fit method_inline */
     char method_inline[24];
     char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
     size_t request_id_len;
-    char trace_id[MHDCTX_TRACE_ID_LEN + 1];       /* "" until the trace is assigned */
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1]; /* "" until the trace is assigned */
     char span_id[MHDCTX_SPAN_ID_LEN + 1];
     atomic_uint ids_to_draw; /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
-    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1];  /* "" for a new trace */
+    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1]; /* "" for a new trace */
     unsigned char trace_flags;
-    char *tracestate;     /* normalized incoming tracestate, NULL when none */
-    char *route;          /* the application's name for the route, guarded by lock */
+    char *tracestate;             /* normalized incoming tracestate, NULL when none */
+    char *route;                  /* the application's name for the route, guarded by lock */
     _Atomic uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
     atomic_bool timed_out;        /* answered 504: the access line says "timeout" */
-    bool in_block;        /* allocated by mhdctx__block_take */
-    char *query;          /* points into text, NULL when absent */
-    char text[];          /* path '\0' [query '\0'] */
+    bool in_block;                /* allocated by mhdctx__block_take */
+    char *query;                  /* points into text, NULL when absent */
+    char text[];                  /* path '\0' [query '\0'] */
 };
 
 /* Context blocks (block_cache.c): a context whose path and query fit takes one of
@@ -226,9 +226,8 @@ static inline bool mhdctx__all_zero(const unsigned char *bytes, size_t n)
 void mhdctx__random_hex(char *out, size_t nbytes);
 
 /* ---- logger (log.c) --------------------------------------------------------------- */
-void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
-                      const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
-    MHDCTX_PRINTF(5, 0);
+void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level, const mhdctx_field *fields,
+                      size_t n, const char *fmt, va_list ap) MHDCTX_PRINTF(5, 0);
 /* Ids of a line that are not the context's own: a client span. */
 struct mhdctx__line_ids {
     const char *span_id;    /* replaces the context's span */

@@ -56,20 +56,23 @@ static size_t utf8_sequence(const unsigned char *s, size_t left, unsigned *code)
 
 /* 1 for the bytes that are copied as they are: printable ASCII but '"' and '\\'. */
 #define PLAIN4(c) ((c) >= 0x20 && (c) < 0x7f && (c) != '"' && (c) != '\\')
-#define PLAIN_ROW(r)                                                                        \
-    PLAIN4(r + 0), PLAIN4(r + 1), PLAIN4(r + 2), PLAIN4(r + 3), PLAIN4(r + 4),             \
-        PLAIN4(r + 5), PLAIN4(r + 6), PLAIN4(r + 7), PLAIN4(r + 8), PLAIN4(r + 9),         \
-        PLAIN4(r + 10), PLAIN4(r + 11), PLAIN4(r + 12), PLAIN4(r + 13), PLAIN4(r + 14),    \
-        PLAIN4(r + 15)
-static const unsigned char plain_byte[256] = {
-    PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20), PLAIN_ROW(0x30),
-    PLAIN_ROW(0x40), PLAIN_ROW(0x50), PLAIN_ROW(0x60), PLAIN_ROW(0x70)};
+#define PLAIN_ROW(r)                                                                           \
+    PLAIN4(r + 0), PLAIN4(r + 1), PLAIN4(r + 2), PLAIN4(r + 3), PLAIN4(r + 4), PLAIN4(r + 5),  \
+        PLAIN4(r + 6), PLAIN4(r + 7), PLAIN4(r + 8), PLAIN4(r + 9), PLAIN4(r + 10),            \
+        PLAIN4(r + 11), PLAIN4(r + 12), PLAIN4(r + 13), PLAIN4(r + 14), PLAIN4(r + 15)
+static const unsigned char plain_byte[256] = {PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20),
+                                              PLAIN_ROW(0x30), PLAIN_ROW(0x40), PLAIN_ROW(0x50),
+                                              PLAIN_ROW(0x60), PLAIN_ROW(0x70)};
 
 /* The escape of an ASCII byte that is not plain, written at @out; returns its length. */
 static size_t escape_ascii(char *out, unsigned char c)
 {
-    char short_form = c == '"' ? '"' : c == '\\' ? '\\' : c == '\n' ? 'n' : c == '\r' ? 'r'
-                      : c == '\t' ? 't' : 0;
+    char short_form = c == '"'    ? '"'
+                      : c == '\\' ? '\\'
+                      : c == '\n' ? 'n'
+                      : c == '\r' ? 'r'
+                      : c == '\t' ? 't'
+                                  : 0;
     if (short_form == 0)
         return u_escape(out, c); /* other controls and DEL */
     out[0] = '\\';
@@ -106,8 +109,8 @@ static inline bool plain8(const unsigned char *s)
     memcpy(&w, s, sizeof w);
     uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\'), del = w ^ (ones * 0x7f);
     uint64_t control = (w - ones * 0x20) & ~w;
-    uint64_t special = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
-                       ((del - ones) & ~del);
+    uint64_t special =
+        ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | ((del - ones) & ~del);
     return ((control | special | w) & tops) == 0;
 }
 
@@ -116,7 +119,7 @@ static inline bool plain8(const unsigned char *s)
 #define CHUNK 256
 /* Room for the worst case of @n input bytes, a UTF-8 sequence that runs 3 bytes past
  * them, and the closing quote. */
-#define ROOM(n) ((n) * 6 + 8)
+#define ROOM(n) ((n)*6 + 8)
 
 /* Escapes @s from *@i up to @stop (or up to 3 bytes past it, to end a UTF-8
  * sequence) at @out; returns the end of what it wrote. Fewer than 8 bytes before @stop

@@ -20,7 +20,7 @@
 /* The names in mhdctx_log_level's order: the one list level_names and level_tails
  * (below) are made from. */
 #define FOR_EACH_LEVEL_NAME(X) X("debug") X("info") X("warn") X("error") X("off")
-#define LEVEL_NAME(name) name,
+#define LEVEL_NAME(name)       name,
 static const char *const level_names[] = {FOR_EACH_LEVEL_NAME(LEVEL_NAME)};
 #undef LEVEL_NAME
 
@@ -81,7 +81,7 @@ bool mhdctx_log_enabled(mhdctx_log_level level)
 
 /* What a thread needs to start a line: the text up to the time's milliseconds, kept
  * for the current second, and the storage the line is built in. */
-#define LINE_STORAGE 8192
+#define LINE_STORAGE     8192
 #define TIME_PREFIX_ROOM 48
 struct line_thread {
     time_t second; /* of prefix; -1 before the first line */
@@ -125,7 +125,7 @@ static const struct {
     unsigned char len;
 } level_tails[] = {
 #define LEVEL_TAIL_TEXT(name) "Z\",\"level\":\"" name "\",\"message\":"
-#define LEVEL_TAIL(name) {LEVEL_TAIL_TEXT(name), sizeof LEVEL_TAIL_TEXT(name) - 1},
+#define LEVEL_TAIL(name)      {LEVEL_TAIL_TEXT(name), sizeof LEVEL_TAIL_TEXT(name) - 1},
     FOR_EACH_LEVEL_NAME(LEVEL_TAIL)
 #undef LEVEL_TAIL
 #undef LEVEL_TAIL_TEXT
@@ -277,8 +277,7 @@ static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
 /* The context's fields or, without one, the ids of @ids. One lock, when the context is
  * shared, covers the context's fields and the check of a call's keys against its user
  * keys: held until mhdctx__line_close. Returns whether it locked. */
-static bool put_context(mhdctx__buf *b, mhdctx_context *ctx,
-                        const struct mhdctx__line_ids *ids)
+static bool put_context(mhdctx__buf *b, mhdctx_context *ctx, const struct mhdctx__line_ids *ids)
 {
     if (ctx) {
         bool locked = mhdctx__context_lock_if_shared(ctx);
@@ -335,8 +334,8 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
     mhdctx__line_close(&b, ctx, level, locked);
 }
 
-void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level,
-                      const mhdctx_field *fields, size_t n, const char *fmt, va_list ap)
+void mhdctx__log_line(mhdctx_context *ctx, mhdctx_log_level level, const mhdctx_field *fields,
+                      size_t n, const char *fmt, va_list ap)
 {
     log_line(ctx, NULL, level, fields, n, fmt, ap);
 }
@@ -385,8 +384,7 @@ void mhdctx_log_ctx(mhdctx_context *ctx, mhdctx_log_level level, const mhdctx_fi
 
 #define ERRNO_MAX_FIELDS 30
 
-void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size_t n, const char *fmt,
-                      ...)
+void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size_t n, const char *fmt, ...)
 {
     if (!mhdctx_log_enabled(MHDCTX_LOG_ERROR))
         return;

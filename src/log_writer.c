@@ -21,22 +21,22 @@
 #include <time.h>
 
 #define DEFAULT_BUFFER_BYTES (1u << 20)
-#define MIN_BUFFER_BYTES (64u << 10)
-#define DEFAULT_INTERVAL_MS 50u
-#define DEFAULT_BLOCK_MS 1000u
+#define MIN_BUFFER_BYTES     (64u << 10)
+#define DEFAULT_INTERVAL_MS  50u
+#define DEFAULT_BLOCK_MS     1000u
 
 struct log_writer {
     pthread_mutex_t lock;
     pthread_cond_t work;  /* writer: something to write, or stop */
     pthread_cond_t space; /* producers and flushers: a batch was written */
     pthread_t thread;
-    char *active;         /* filled by request threads */
-    char *spare;          /* written by the writer */
+    char *active; /* filled by request threads */
+    char *spare;  /* written by the writer */
     size_t cap;
-    size_t len;           /* bytes in active */
-    size_t lines;         /* lines in active */
-    uint64_t queued;      /* bytes ever queued */
-    uint64_t written;     /* bytes ever handed to the sink (written or dropped) */
+    size_t len;       /* bytes in active */
+    size_t lines;     /* lines in active */
+    uint64_t queued;  /* bytes ever queued */
+    uint64_t written; /* bytes ever handed to the sink (written or dropped) */
     mhdctx_log_async_options options;
     bool running;
     bool stopping;

@@ -14,8 +14,7 @@
 
 #include <string.h>
 
-mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler,
-                                         void *handler_cls)
+mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler, void *handler_cls)
 {
     if (handler == NULL)
         return NULL;
@@ -313,7 +312,7 @@ static void assign_deadline(const mhdctx_middleware *mw, mhdctx_context *ctx,
 
 struct joined_values {
     const char *name;
-    char *text;         /* every value joined with ",", or NULL */
+    char *text; /* every value joined with ",", or NULL */
     size_t len;
     unsigned count;
     bool failed;
@@ -400,7 +399,10 @@ static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
                           struct MHD_Connection *connection, const char *method)
 {
     ctx->id_header = mw->id_header;
-#define NAMED(literal) {.name = literal, .name_len = sizeof literal - 1}
+#define NAMED(literal)                                                                         \
+    {                                                                                          \
+        .name = literal, .name_len = sizeof literal - 1                                        \
+    }
     struct header_scans scans = {
         .of = {[SCAN_ID] = {.name = mw->id_header, .name_len = mw->id_header_len},
                [SCAN_TRACEPARENT] = NAMED("traceparent"),
@@ -437,9 +439,9 @@ static bool request_has_body(struct MHD_Connection *connection)
 }
 
 enum MHD_Result mhdctx_access_handler(void *cls, struct MHD_Connection *connection,
-                                      const char *url, const char *method,
-                                      const char *version, const char *upload_data,
-                                      size_t *upload_data_size, void **req_cls)
+                                      const char *url, const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **req_cls)
 {
     mhdctx_middleware *mw = cls;
     mhdctx_context *ctx = *req_cls;
@@ -517,11 +519,10 @@ static void on_mhd_message(void *cls, const char *fmt, va_list ap)
 void mhdctx__middleware_fill_options(mhdctx_middleware *mw)
 {
     /* MHD wants its logger first, so that no message goes to its default stderr one. */
-    mw->options[0] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER,
-                                             (intptr_t)on_mhd_message, mw};
-    mw->options[1] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK,
-                                             (intptr_t)on_uri, mw};
-    mw->options[2] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED,
-                                             (intptr_t)on_completed, mw};
+    mw->options[0] =
+        (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_message, mw};
+    mw->options[1] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, mw};
+    mw->options[2] =
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, mw};
     mw->options[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 }

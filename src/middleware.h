@@ -32,7 +32,7 @@ struct mhdctx_middleware {
     bool trust_incoming_deadline;
     uint64_t deadline_ms; /* default budget, 0 = none */
     bool log_query;
-    atomic_bool started; /* set by the first request: configuration is frozen */
+    atomic_bool started;  /* set by the first request: configuration is frozen */
     atomic_bool stopping; /* mhdctx_middleware_stopping(): unanswered ends are shutdowns */
     struct mhdctx__hook *hooks;
     size_t n_hooks;
@@ -49,8 +49,7 @@ void mhdctx__middleware_fill_options(mhdctx_middleware *mw);
 mhdctx_error mhdctx__check_configurable(const mhdctx_middleware *mw);
 /* The settings of @path, added when missing (configuration time); NULL on ENOMEM. */
 struct mhdctx__route *mhdctx__route_settings(mhdctx_middleware *mw, const char *path);
-const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw,
-                                               const char *path);
+const struct mhdctx__route *mhdctx__route_find(const mhdctx_middleware *mw, const char *path);
 unsigned mhdctx__header_values(struct MHD_Connection *connection, const char *name,
                                const char **first, size_t *first_len);
 /* Queues {"error","request_id"} with one extra header (name may be NULL). */
@@ -58,7 +57,6 @@ enum MHD_Result mhdctx__respond_error_with(struct MHD_Connection *connection,
                                            unsigned int status, const char *message,
                                            const char *header, const char *value);
 void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                        struct MHD_Connection *connection,
-                        enum MHD_RequestTerminationCode toe);
+                        struct MHD_Connection *connection, enum MHD_RequestTerminationCode toe);
 
 #endif

@@ -66,7 +66,7 @@ void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method, const cha
     char safe_url[2048];
     size_t url_len = url_for_log(url ? url : "", safe_url, sizeof safe_url);
     double duration_ms = (double)((mhdctx__monotonic_ns() - call->start_ns) / 1000) / 1000.0;
-    mhdctx_log_level level = error ? MHDCTX_LOG_ERROR
+    mhdctx_log_level level = error                          ? MHDCTX_LOG_ERROR
                              : status >= 500 || status == 0 ? MHDCTX_LOG_WARN
                                                             : MHDCTX_LOG_INFO;
     mhdctx_field fields[8];

@@ -47,11 +47,10 @@ static bool begin_statement(PGconn *conn, mhdctx_context *ctx, bool with_name,
     snprintf(timeout_text, sizeof timeout_text, "%" PRId64, left > 0 ? left : 1);
     snprintf(app_name, sizeof app_name, "mhdctx %s", mhdctx_request_id(ctx));
     const char *values[2] = {timeout ? timeout_text : app_name, app_name};
-    const char *sql = timeout && name
-                          ? "SELECT set_config('statement_timeout', $1, false), "
-                            "set_config('application_name', $2, false)"
-                      : timeout ? "SELECT set_config('statement_timeout', $1, false)"
-                                : "SELECT set_config('application_name', $1, false)";
+    const char *sql = timeout && name ? "SELECT set_config('statement_timeout', $1, false), "
+                                        "set_config('application_name', $2, false)"
+                      : timeout       ? "SELECT set_config('statement_timeout', $1, false)"
+                                      : "SELECT set_config('application_name', $1, false)";
     PGresult *r = PQexecParams(conn, sql, timeout && name ? 2 : 1, NULL, values, NULL, NULL, 0);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
@@ -101,8 +100,8 @@ PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
         return NULL;
     uint64_t start = mhdctx__monotonic_ns();
     begin_statement(conn, ctx, false, &change);
-    PGresult *r = PQexecParams(conn, tagged, n_params, NULL, values, lengths, formats,
-                               result_format);
+    PGresult *r =
+        PQexecParams(conn, tagged, n_params, NULL, values, lengths, formats, result_format);
     end_statement(conn, &change);
     log_statement(sql, r, start);
     free(tagged);

@@ -22,8 +22,8 @@
 #include <sys/random.h>
 #include <uuid/uuid.h>
 
-#define BLOCKS 16 /* a multiple of 4: computed four at a time */
-#define KEY_BYTES 32
+#define BLOCKS         16 /* a multiple of 4: computed four at a time */
+#define KEY_BYTES      32
 #define RESEED_REFILLS 64 /* about 63 KiB of output per kernel reseed */
 
 /* Four blocks at once, one per lane: GCC and Clang turn these vectors into SSE2 or NEON
@@ -31,12 +31,12 @@
 typedef uint32_t lanes4 __attribute__((vector_size(16)));
 
 #define ROTL(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
-#define QUARTER(a, b, c, d)                                                                \
-    do {                                                                                   \
-        a += b, d ^= a, d = ROTL(d, 16);                                                   \
-        c += d, b ^= c, b = ROTL(b, 12);                                                   \
-        a += b, d ^= a, d = ROTL(d, 8);                                                    \
-        c += d, b ^= c, b = ROTL(b, 7);                                                    \
+#define QUARTER(a, b, c, d)                                                                    \
+    do {                                                                                       \
+        a += b, d ^= a, d = ROTL(d, 16);                                                       \
+        c += d, b ^= c, b = ROTL(b, 12);                                                       \
+        a += b, d ^= a, d = ROTL(d, 8);                                                        \
+        c += d, b ^= c, b = ROTL(b, 7);                                                        \
     } while (0)
 
 static uint32_t load32(const unsigned char *p)
@@ -57,7 +57,8 @@ static void store32(unsigned char *p, uint32_t v)
 void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
                             const unsigned char nonce[12], int rounds, unsigned char out[256])
 {
-    uint32_t words[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574}; /* "expand 32-byte k" */
+    uint32_t words[16] = {0x61707865, 0x3320646e, 0x79622d32,
+                          0x6b206574}; /* "expand 32-byte k" */
     for (int i = 0; i < 8; i++)
         words[4 + i] = load32(key + 4 * i);
     words[12] = counter;

@@ -78,8 +78,8 @@ static void put_hex_table(char *out, const unsigned char *bytes, size_t n)
  * and a span id: 40 bytes). */
 static __m128i nibbles_to_ascii(__m128i nibbles)
 {
-    __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(nibbles, _mm_set1_epi8(9)),
-                                    _mm_set1_epi8('a' - '0' - 10));
+    __m128i letters =
+        _mm_and_si128(_mm_cmpgt_epi8(nibbles, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
     return _mm_add_epi8(_mm_add_epi8(nibbles, _mm_set1_epi8('0')), letters);
 }
 

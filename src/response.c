@@ -103,8 +103,8 @@ static enum MHD_Result respond_json(struct MHD_Connection *connection, unsigned 
     return queue_owned(connection, status, "application/json", text, len, header, value);
 }
 
-enum MHD_Result mhdctx_respond_json_new(struct MHD_Connection *connection,
-                                        unsigned int status, json_t *body)
+enum MHD_Result mhdctx_respond_json_new(struct MHD_Connection *connection, unsigned int status,
+                                        json_t *body)
 {
     return respond_json(connection, status, body, NULL, NULL);
 }
@@ -113,8 +113,8 @@ enum MHD_Result mhdctx__respond_error_with(struct MHD_Connection *connection,
                                            unsigned int status, const char *message,
                                            const char *header, const char *value)
 {
-    json_t *body = json_pack("{s:s, s:s}", "error", message ? message : "error",
-                             "request_id", mhdctx_request_id(mhdctx_current()));
+    json_t *body = json_pack("{s:s, s:s}", "error", message ? message : "error", "request_id",
+                             mhdctx_request_id(mhdctx_current()));
     return respond_json(connection, status, body, header, value);
 }
 

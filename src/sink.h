@@ -19,9 +19,9 @@ void mhdctx__sink_after_fork_child(void);
 
 /* log_writer.c */
 enum mhdctx__queued {
-    MHDCTX__QUEUED,     /* the writer thread will write it */
-    MHDCTX__DROPPED,    /* buffer full under the drop policy, or the wait timed out */
-    MHDCTX__NOT_QUEUED  /* asynchronous mode is off, or the line is larger than a buffer */
+    MHDCTX__QUEUED,    /* the writer thread will write it */
+    MHDCTX__DROPPED,   /* buffer full under the drop policy, or the wait timed out */
+    MHDCTX__NOT_QUEUED /* asynchronous mode is off, or the line is larger than a buffer */
 };
 enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len);
 /* Flushing is public: mhdctx_log_flush() (a no-op when the writer is off). */

@@ -17,10 +17,10 @@ static int on_trace(unsigned type, void *cls, void *stmt_arg, void *nanoseconds)
     sqlite3_stmt *stmt = stmt_arg;
     const char *sql = sqlite3_sql(stmt);
     double ms = (double)(*(const sqlite3_int64 *)nanoseconds / 1000) / 1000.0;
-    mhdctx_log_fields(MHDCTX_LOG_INFO,
-                      MHDCTX_FIELDS(MHDCTX_F_STR("sql", sql ? sql : ""),
-                                    MHDCTX_F_DOUBLE("duration_ms", ms)),
-                      "sql statement completed");
+    mhdctx_log_fields(
+        MHDCTX_LOG_INFO,
+        MHDCTX_FIELDS(MHDCTX_F_STR("sql", sql ? sql : ""), MHDCTX_F_DOUBLE("duration_ms", ms)),
+        "sql statement completed");
     return 0;
 }
 
@@ -36,8 +36,9 @@ int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags)
 {
     if (db == NULL)
         return SQLITE_MISUSE;
-    int rc = sqlite3_trace_v2(db, flags & MHDCTX_SQLITE_LOG_STATEMENTS ? SQLITE_TRACE_PROFILE : 0,
-                              flags & MHDCTX_SQLITE_LOG_STATEMENTS ? on_trace : NULL, NULL);
+    int rc =
+        sqlite3_trace_v2(db, flags & MHDCTX_SQLITE_LOG_STATEMENTS ? SQLITE_TRACE_PROFILE : 0,
+                         flags & MHDCTX_SQLITE_LOG_STATEMENTS ? on_trace : NULL, NULL);
     sqlite3_progress_handler(db, 1000, flags & MHDCTX_SQLITE_DEADLINE ? on_progress : NULL,
                              NULL);
     return rc;

@@ -60,8 +60,7 @@ mhdctx_error mhdctx_traceparent_parse(const char *value, size_t len, mhdctx_trac
     if (value == NULL || out == NULL)
         return MHDCTX_EINVAL;
     trim_ows(&value, &len);
-    if (len < MHDCTX_TRACEPARENT_LEN || value[2] != '-' || value[35] != '-' ||
-        value[52] != '-')
+    if (len < MHDCTX_TRACEPARENT_LEN || value[2] != '-' || value[35] != '-' || value[52] != '-')
         return MHDCTX_EPARSE;
     if (!lower_hex_run(value, 2) || memcmp(value, "ff", 2) == 0)
         return MHDCTX_EPARSE;
@@ -139,8 +138,7 @@ struct ts_member {
     size_t key_len;
 };
 
-static bool seen_key(const struct ts_member *members, size_t n, const char *key,
-                     size_t key_len)
+static bool seen_key(const struct ts_member *members, size_t n, const char *key, size_t key_len)
 {
     for (size_t i = 0; i < n; i++) {
         if (members[i].key_len == key_len && memcmp(members[i].text, key, key_len) == 0)

@@ -167,11 +167,11 @@ static enum MHD_Result app_handler(void *cls, struct MHD_Connection *connection,
     json_t *roles = mhdctx_roles_json(ctx);
     if (roles == NULL)
         return fail_500(connection);
-    json_t *body = json_pack("{s:s, s:s, s:o, s:i, s:s, s:s, s:s, s:s}", "request_id",
-                             mhdctx_request_id(ctx), "user_id", user, "roles", roles, "keys",
-                             count_keys(ctx), "route", mhdctx_route(ctx), "method",
-                             mhdctx_method(ctx), "trace_id", mhdctx_trace_id(ctx),
-                             "tracestate", mhdctx_tracestate(ctx));
+    json_t *body =
+        json_pack("{s:s, s:s, s:o, s:i, s:s, s:s, s:s, s:s}", "request_id",
+                  mhdctx_request_id(ctx), "user_id", user, "roles", roles, "keys",
+                  count_keys(ctx), "route", mhdctx_route(ctx), "method", mhdctx_method(ctx),
+                  "trace_id", mhdctx_trace_id(ctx), "tracestate", mhdctx_tracestate(ctx));
     if (body == NULL)
         return fail_500(connection);
     return mhdctx_respond_json_new(connection, MHD_HTTP_OK, body);
@@ -203,8 +203,8 @@ static void notify_connection(void *cls, struct MHD_Connection *connection,
 
 /* ==== jansson's allocations through the same countdown ================================= */
 
-static atomic_bool json_faults;   /* route jansson's allocations through the countdown */
-static atomic_bool json_fired;    /* the failed allocation was jansson's */
+static atomic_bool json_faults; /* route jansson's allocations through the countdown */
+static atomic_bool json_fired;  /* the failed allocation was jansson's */
 
 static void *json_malloc(size_t size)
 {
@@ -273,13 +273,13 @@ static void disarm(void)
 /* ==== one request ===================================================================== */
 
 struct outcome {
-    int rc;             /* http_read_response() */
-    http_response *r;   /* owned when rc == HTTP_OK */
-    bool fired;         /* the armed allocation failed */
-    bool after_app;     /* ... after the application's completion callback */
-    bool json;          /* ... and it was jansson's */
-    uint64_t dropped;   /* log lines dropped during the request */
-    json_t *lines;      /* the request's log lines (owned) */
+    int rc;           /* http_read_response() */
+    http_response *r; /* owned when rc == HTTP_OK */
+    bool fired;       /* the armed allocation failed */
+    bool after_app;   /* ... after the application's completion callback */
+    bool json;        /* ... and it was jansson's */
+    uint64_t dropped; /* log lines dropped during the request */
+    json_t *lines;    /* the request's log lines (owned) */
 };
 
 /* Sends the request with id @p id, @p countdown armed (-1: not armed), and waits until
@@ -422,12 +422,12 @@ static void assert_normal_request(uint16_t port, const char *id)
 }
 
 struct walk {
-    unsigned points;     /* allocation points failed in turn */
-    unsigned json;       /* ... of which jansson's */
-    unsigned answered;   /* 500 or 503 */
-    unsigned closed;     /* clean close */
-    unsigned recovered;  /* complete 200: the failure was absorbed */
-    unsigned after;      /* complete 200: the access line, after the response, dropped */
+    unsigned points;    /* allocation points failed in turn */
+    unsigned json;      /* ... of which jansson's */
+    unsigned answered;  /* 500 or 503 */
+    unsigned closed;    /* clean close */
+    unsigned recovered; /* complete 200: the failure was absorbed */
+    unsigned after;     /* complete 200: the access line, after the response, dropped */
 };
 
 /* Walks every allocation point of the request; @p id_prefix names the requests. */

@@ -52,7 +52,9 @@ static const struct bearer_case bearer_cases[] = {
     {"Bearer abc;", WHOLE, NULL},
     {"Bearer \"abc\"", WHOLE, NULL},
     {"Bearer 'abc'", WHOLE, NULL},
-    {"Bearer a\x01" "b", WHOLE, NULL},
+    {"Bearer a\x01"
+     "b",
+     WHOLE, NULL},
     {"Bearer abc\r\n", WHOLE, NULL},
     {"Bearer abc\nX-Admin: 1", WHOLE, NULL},
     {"Bearer a\x7f", WHOLE, NULL},
@@ -145,8 +147,8 @@ END_TEST
 START_TEST(secret_equal_does_not_branch_on_the_secret)
 {
     char secret[] = "s3cret-token-0123456789";
-    const char *guesses[] = {"s3cret-token-0123456789", "s3cret-token-0123456780",
-                             "x", "", "s3cret-token-0123456789-longer"};
+    const char *guesses[] = {"s3cret-token-0123456789", "s3cret-token-0123456780", "x", "",
+                             "s3cret-token-0123456789-longer"};
     for (size_t i = 0; i < sizeof guesses / sizeof *guesses; i++) {
         MARK_SECRET(secret, sizeof secret - 1);
         bool equal =
@@ -200,9 +202,9 @@ START_TEST(token_table_add_accepts_token68)
 END_TEST
 
 static const char *const bad_tokens[] = {
-    "",       "a b",    " abc",  "abc ",      "a,b",       "a\"b",  "a'b",
-    "a\nb",   "a\r",    "a\tb",  "a\x01",     "a\x7f",     "=abc",  "ab=c",
-    "caf\xc3\xa9", "a;b", "a:b", "Bearer abc", "a\\b",     "{x}",   "a@b",
+    "",    "a b",        " abc",  "abc ",  "a,b",  "a\"b", "a'b",         "a\nb",
+    "a\r", "a\tb",       "a\x01", "a\x7f", "=abc", "ab=c", "caf\xc3\xa9", "a;b",
+    "a:b", "Bearer abc", "a\\b",  "{x}",   "a@b",
 };
 
 START_TEST(token_table_add_rejects_invalid_token_chars)
@@ -265,8 +267,8 @@ START_TEST(token_table_verify_unknown_is_eauth)
     static const char *const roles[] = {"admin"};
     mhdctx_token_table *table = new_table();
     ck_assert_int_eq(mhdctx_token_table_add(table, "tok-alice", "alice", roles, 1), MHDCTX_OK);
-    static const char *const unknown[] = {"nope", "tok-alic", "tok-alicee", "TOK-ALICE",
-                                          "tok-alicf", "tok-alicetok-alice", "t"};
+    static const char *const unknown[] = {
+        "nope", "tok-alic", "tok-alicee", "TOK-ALICE", "tok-alicf", "tok-alicetok-alice", "t"};
     for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
         mhdctx_context *ctx = new_context();
         ck_assert_msg(verify(table, unknown[i], ctx) == MHDCTX_EAUTH, "%s", unknown[i]);
@@ -360,11 +362,12 @@ static void remove_temp_file(char *path)
 
 START_TEST(token_table_load_valid_file)
 {
-    char *path = temp_file("{\n"
-                           "  \"tok-admin\": {\"user_id\": \"1\", \"roles\": [\"admin\", \"ops\"]},\n"
-                           "  \"tok-user\": {\"user_id\": \"2\", \"roles\": []},\n"
-                           "  \"tok-bare\": {\"user_id\": \"3\"}\n"
-                           "}\n");
+    char *path =
+        temp_file("{\n"
+                  "  \"tok-admin\": {\"user_id\": \"1\", \"roles\": [\"admin\", \"ops\"]},\n"
+                  "  \"tok-user\": {\"user_id\": \"2\", \"roles\": []},\n"
+                  "  \"tok-bare\": {\"user_id\": \"3\"}\n"
+                  "}\n");
     mhdctx_token_table *table = new_table();
     char err[256] = "untouched";
     ck_assert_int_eq(mhdctx_token_table_load(table, path, err, sizeof err), MHDCTX_OK);
@@ -516,7 +519,8 @@ START_TEST(token_table_load_null_arguments)
 }
 END_TEST
 
-/* ---- suite -------------------------------------------------------------------------------- */
+/* ---- suite --------------------------------------------------------------------------------
+ */
 
 static Suite *auth_suite(void)
 {

@@ -98,7 +98,7 @@ START_TEST(contexts_of_any_length_are_made_and_freed)
         uri[0] = '/';
         uri[lengths[i] + 2] = '\0';
         if (lengths[i] > 2)
-            uri[lengths[i] / 2] = '?'; /* a query in the middle */
+            uri[lengths[i] / 2] = '?';            /* a query in the middle */
         for (int round = 0; round < 3; round++) { /* the second and third reuse blocks */
             mhdctx_context *ctx = mhdctx__context_create(uri);
             ck_assert_ptr_nonnull(ctx);

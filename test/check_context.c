@@ -256,11 +256,11 @@ static void nested_leaf(void *arg)
 static void nested_outer(void *arg)
 {
     struct nesting *t = arg;
-    t->seen[t->n++] = mhdctx_current();      /* outer */
-    mhdctx_run(t->inner, nested_leaf, t);    /* inner */
-    t->seen[t->n++] = mhdctx_current();      /* outer again */
-    mhdctx_run(NULL, nested_leaf, t);        /* NULL inside */
-    t->seen[t->n++] = mhdctx_current();      /* outer again */
+    t->seen[t->n++] = mhdctx_current();   /* outer */
+    mhdctx_run(t->inner, nested_leaf, t); /* inner */
+    t->seen[t->n++] = mhdctx_current();   /* outer again */
+    mhdctx_run(NULL, nested_leaf, t);     /* NULL inside */
+    t->seen[t->n++] = mhdctx_current();   /* outer again */
 }
 
 START_TEST(run_nests_and_restores_each_level)
@@ -359,21 +359,23 @@ END_TEST
 START_TEST(user_id_with_spaces_and_utf8_is_accepted)
 {
     mhdctx_context *ctx = new_context();
-    ck_assert_int_eq(mhdctx_set_user_id(ctx, "Jos\xc3\xa9 Garc\xc3\xad" "a"), MHDCTX_OK);
-    ck_assert_pstr_eq(mhdctx_user_id(ctx), "Jos\xc3\xa9 Garc\xc3\xad" "a");
+    ck_assert_int_eq(mhdctx_set_user_id(ctx, "Jos\xc3\xa9 Garc\xc3\xad"
+                                             "a"),
+                     MHDCTX_OK);
+    ck_assert_pstr_eq(mhdctx_user_id(ctx), "Jos\xc3\xa9 Garc\xc3\xad"
+                                           "a");
     mhdctx_context_unref(ctx);
 }
 END_TEST
 
 START_TEST(user_id_rejects_empty_and_control_bytes)
 {
-    static const char *const bad[] = {"", "a\nb", "a\rb", "\t", "x\x01", "x\x1f", "del\x7f",
-                                      "\x1b[2J"};
+    static const char *const bad[] = {"",      "a\nb",  "a\rb",    "\t",
+                                      "x\x01", "x\x1f", "del\x7f", "\x1b[2J"};
     mhdctx_context *ctx = new_context();
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "keep"), MHDCTX_OK);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        ck_assert_msg(mhdctx_set_user_id(ctx, bad[i]) == MHDCTX_EINVAL, "accepted case %zu",
-                      i);
+        ck_assert_msg(mhdctx_set_user_id(ctx, bad[i]) == MHDCTX_EINVAL, "accepted case %zu", i);
         ck_assert_pstr_eq(mhdctx_user_id(ctx), "keep"); /* unchanged */
     }
     ck_assert_int_eq(mhdctx_set_user_id(NULL, "x"), MHDCTX_EINVAL);
@@ -571,9 +573,9 @@ END_TEST
 START_TEST(keys_reserved_names_are_refused)
 {
     static const char *const reserved[] = {
-        "time",       "level",    "message",  "request_id", "user_id",     "status",
-        "method",     "path",     "query",    "duration_ms", "outcome",    "trace_id",
-        "span_id",    "trace_flags", "parent_span_id", "request_id_replaced"};
+        "time",    "level",       "message",        "request_id",         "user_id", "status",
+        "method",  "path",        "query",          "duration_ms",        "outcome", "trace_id",
+        "span_id", "trace_flags", "parent_span_id", "request_id_replaced"};
     mhdctx_context *ctx = new_context();
     for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
         ck_assert_msg(mhdctx_set_string(ctx, reserved[i], "forged") == MHDCTX_ERESERVED,
@@ -590,8 +592,8 @@ END_TEST
 
 START_TEST(keys_with_bad_characters_are_einval)
 {
-    static const char *const bad[] = {"",     "a b",  "a\"b", "a\nb",  "k\xc3\xa9", "a/b",
-                                      "a:b",  "a=b",  "{}",   "a\\b",  "tab\t",     "a,b"};
+    static const char *const bad[] = {"",    "a b", "a\"b", "a\nb", "k\xc3\xa9", "a/b",
+                                      "a:b", "a=b", "{}",   "a\\b", "tab\t",     "a,b"};
     mhdctx_context *ctx = new_context();
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         ck_assert_msg(mhdctx_set_string(ctx, bad[i], "v") == MHDCTX_EINVAL, "case %zu", i);
@@ -646,8 +648,7 @@ START_TEST(keys_value_size_limit)
     ck_assert_int_eq(mhdctx_set_string(ctx, "fits", fits), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_string(ctx, "over", over), MHDCTX_ELIMIT);
     assert_key_absent(ctx, "over");
-    ck_assert_int_eq(mhdctx_set_new(ctx, "big", json_pack("{s:s}", "x", over)),
-                     MHDCTX_ELIMIT);
+    ck_assert_int_eq(mhdctx_set_new(ctx, "big", json_pack("{s:s}", "x", over)), MHDCTX_ELIMIT);
     free(fits);
     free(over);
     mhdctx_context_unref(ctx);
@@ -795,8 +796,7 @@ START_TEST(context_fields_in_log_lines_are_valid_json)
     line = log_and_parse(ctx);
     ck_assert_str_eq(json_string_value(json_object_get(line, "user_id")), "u\"1");
     ck_assert_str_eq(json_string_value(json_object_get(line, "tenant_id")), "t\n1");
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(line, "obj"), "n")),
-                     5);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(line, "obj"), "n")), 5);
     json_decref(line);
     support_capture_stop();
     mhdctx_context_unref(ctx);
@@ -838,7 +838,7 @@ END_TEST
 
 /* ---- several threads on one context --------------------------------------------------- */
 
-#define N_THREADS 4
+#define N_THREADS  4
 #define ITERATIONS 2000
 
 struct worker {
@@ -897,8 +897,8 @@ static void *worker_main(void *arg)
             atomic_fetch_add(w->errors, 1); /* only this thread writes this key */
         json_decref(mine);
         json_t *theirs = mhdctx_get(w->ctx, other_key);
-        if (theirs && !(json_is_string(theirs) &&
-                        value_is_from_worker(json_string_value(theirs), other)))
+        if (theirs &&
+            !(json_is_string(theirs) && value_is_from_worker(json_string_value(theirs), other)))
             atomic_fetch_add(w->errors, 1);
         json_decref(theirs);
 
@@ -935,16 +935,13 @@ static void run_workers(mhdctx_context *ctx, bool drop_own_ref_first, atomic_int
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, N_THREADS);
     for (int t = 0; t < N_THREADS; t++) {
-        workers[t] = (struct worker){.index = t,
-                                     .ctx = mhdctx_context_ref(ctx),
-                                     .start = &start,
-                                     .errors = errors};
+        workers[t] = (struct worker){
+            .index = t, .ctx = mhdctx_context_ref(ctx), .start = &start, .errors = errors};
     }
     ck_assert_uint_eq(refs_of(ctx), N_THREADS + 1);
     ck_assert_int_eq(mhdctx_log_to_callback(validate_line, errors), MHDCTX_OK);
     for (int t = 0; t < N_THREADS; t++)
-        ck_assert_int_eq(pthread_create(&workers[t].thread, NULL, worker_main, &workers[t]),
-                         0);
+        ck_assert_int_eq(pthread_create(&workers[t].thread, NULL, worker_main, &workers[t]), 0);
     if (drop_own_ref_first)
         mhdctx_context_unref(ctx); /* a worker's unref is the last one */
     for (int t = 0; t < N_THREADS; t++)

@@ -206,9 +206,8 @@ static struct record record_at(size_t i)
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *connection, const char *url,
-                               const char *method, const char *version,
-                               const char *upload_data, size_t *upload_data_size,
-                               void **req_cls)
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **req_cls)
 {
     (void)cls;
     (void)version;
@@ -250,7 +249,8 @@ static void server_start(void)
                                   NULL, &handler, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
                                   (unsigned int)10, MHD_OPTION_END);
     ck_assert_msg(srv.daemon != NULL, "MHD_start_daemon failed");
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv.daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(srv.daemon, MHD_DAEMON_INFO_BIND_PORT);
     ck_assert_ptr_nonnull(info);
     ck_assert_uint_ne(info->port, 0);
     srv.port = info->port;
@@ -318,8 +318,8 @@ static long response_code(CURL *easy)
 }
 
 /* The span id of a recorded traceparent, after checking its trace and flags. */
-static void check_traceparent(const struct record *r, const char *trace_id,
-                              unsigned char flags, char span[MHDCTX_SPAN_ID_LEN + 1])
+static void check_traceparent(const struct record *r, const char *trace_id, unsigned char flags,
+                              char span[MHDCTX_SPAN_ID_LEN + 1])
 {
     ck_assert_msg(r->has_traceparent, "no traceparent on %s", r->url);
     ck_assert_uint_eq(r->n_traceparent, 1);
@@ -336,9 +336,9 @@ static void check_traceparent(const struct record *r, const char *trace_id,
 }
 
 /* The common fields of an outgoing line. */
-static void check_line(const json_t *line, const char *method, const char *url,
-                       unsigned status, const char *span, const char *parent,
-                       const char *trace_id, const char *request_id)
+static void check_line(const json_t *line, const char *method, const char *url, unsigned status,
+                       const char *span, const char *parent, const char *trace_id,
+                       const char *request_id)
 {
     ck_assert_str_eq(jstr(line, "message"), OUT_MSG);
     ck_assert_ptr_nonnull(jstr(line, "method"));
@@ -387,7 +387,7 @@ START_TEST(test_propagation_headers_and_lines)
     check_traceparent(&r2, TRACE_ID, 0x01, span2);
     ck_assert_str_ne(span1, SERVER_SPAN); /* a client span of its own */
     ck_assert_str_ne(span2, SERVER_SPAN);
-    ck_assert_str_ne(span1, span2);       /* one per call */
+    ck_assert_str_ne(span1, span2); /* one per call */
     ck_assert_str_ne(span1, CALLER_SPAN);
     for (int i = 0; i < 2; i++) {
         const struct record *r = i ? &r2 : &r1;
@@ -686,7 +686,8 @@ START_TEST(test_null_handle_refused)
 }
 END_TEST
 
-/* ==== deadlines ============================================================================ */
+/* ==== deadlines ============================================================================
+ */
 
 START_TEST(test_deadline_bounds_call)
 {
@@ -790,7 +791,8 @@ START_TEST(test_deadline_does_not_outlive_its_call)
 }
 END_TEST
 
-/* ==== suite ================================================================================ */
+/* ==== suite ================================================================================
+ */
 
 static Suite *curl_suite(void)
 {

@@ -109,21 +109,21 @@ static struct seen get_with_timeout(uint16_t port, const char *path, const char 
 }
 
 /* The handler saw a deadline in (@p low, @p high] ms from its call, not yet passed. */
-#define assert_remaining_in(got, low, high, what)                                          \
-    do {                                                                                   \
-        const struct seen s_ = (got);                                                      \
-        ck_assert_msg(s_.remaining_ms > (low) && s_.remaining_ms <= (high),                \
-                      "%s: remaining %lld not in (%lld, %lld]", (what),                    \
-                      (long long)s_.remaining_ms, (long long)(low), (long long)(high));    \
+#define assert_remaining_in(got, low, high, what)                                              \
+    do {                                                                                       \
+        const struct seen s_ = (got);                                                          \
+        ck_assert_msg(s_.remaining_ms > (low) && s_.remaining_ms <= (high),                    \
+                      "%s: remaining %lld not in (%lld, %lld]", (what),                        \
+                      (long long)s_.remaining_ms, (long long)(low), (long long)(high));        \
     } while (0)
 
 /* A budget of at most @p high ms (0 allowed: a slow machine may use it up). */
-#define assert_remaining_at_most(got, high, what)                                          \
-    do {                                                                                   \
-        const struct seen s_ = (got);                                                      \
-        ck_assert_msg(s_.remaining_ms >= 0 && s_.remaining_ms <= (high),                   \
-                      "%s: remaining %lld not in [0, %lld]", (what),                       \
-                      (long long)s_.remaining_ms, (long long)(high));                      \
+#define assert_remaining_at_most(got, high, what)                                              \
+    do {                                                                                       \
+        const struct seen s_ = (got);                                                          \
+        ck_assert_msg(s_.remaining_ms >= 0 && s_.remaining_ms <= (high),                       \
+                      "%s: remaining %lld not in [0, %lld]", (what),                           \
+                      (long long)s_.remaining_ms, (long long)(high));                          \
     } while (0)
 
 /* ==== tests: a context of one's own ==================================================== */
@@ -186,7 +186,7 @@ START_TEST(test_context_deadline_huge_budget)
     static const uint64_t budgets[] = {
         UINT64_MAX / 1000000u, /* the largest that does not overflow in ns */
         UINT64_MAX / 1000000u + 1u, 100000000000000u, (uint64_t)INT64_MAX,
-        UINT64_MAX / 1000u, UINT64_MAX,
+        UINT64_MAX / 1000u,         UINT64_MAX,
     };
     char failures[1024] = "";
     size_t used = 0;
@@ -358,8 +358,21 @@ START_TEST(test_incoming_budget_trusted)
 
     /* ignored: the budget stays the server's */
     static const char *const ignored[] = {
-        "0",     "-5",    "abc",  "1e3",  "100ms", "+100", "0x64", "1.5",     "100,200",
-        "4001",  "99999", "1 00", "\"100\"", "00000000000000100", "18446744073709551617",
+        "0",
+        "-5",
+        "abc",
+        "1e3",
+        "100ms",
+        "+100",
+        "0x64",
+        "1.5",
+        "100,200",
+        "4001",
+        "99999",
+        "1 00",
+        "\"100\"",
+        "00000000000000100",
+        "18446744073709551617",
     };
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
         char what[64];
@@ -407,8 +420,8 @@ START_TEST(test_incoming_budget_whitespace)
     support_server s;
     support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     static const char *const lines[] = {
-        TIMEOUT_HEADER ":   100\r\n", TIMEOUT_HEADER ":\t100\r\n",
-        TIMEOUT_HEADER ": 100 \r\n",  TIMEOUT_HEADER ": 100\t\r\n",
+        TIMEOUT_HEADER ":   100\r\n",  TIMEOUT_HEADER ":\t100\r\n",
+        TIMEOUT_HEADER ": 100 \r\n",   TIMEOUT_HEADER ": 100\t\r\n",
         TIMEOUT_HEADER ":  100  \r\n",
     };
     struct seen seen[sizeof lines / sizeof lines[0]];

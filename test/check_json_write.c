@@ -188,7 +188,9 @@ END_TEST
 
 START_TEST(string_del_is_u007f)
 {
-    ASSERT_ENCODES("a\x7f" "b", "\"a\\u007fb\"");
+    ASSERT_ENCODES("a\x7f"
+                   "b",
+                   "\"a\\u007fb\"");
 }
 END_TEST
 
@@ -207,16 +209,16 @@ END_TEST
 
 START_TEST(string_valid_utf8_passes_through)
 {
-    ASSERT_ENCODES("caf\xc3\xa9", "\"caf\xc3\xa9\"");                     /* 2 bytes */
-    ASSERT_ENCODES("\xc2\x80", "\"\xc2\x80\"");                           /* U+0080 */
-    ASSERT_ENCODES("\xe2\x82\xac 5", "\"\xe2\x82\xac 5\"");               /* euro, 3 */
-    ASSERT_ENCODES("\xe0\xa0\x80", "\"\xe0\xa0\x80\"");                   /* U+0800 */
-    ASSERT_ENCODES("\xed\x9f\xbf", "\"\xed\x9f\xbf\"");                   /* U+D7FF */
-    ASSERT_ENCODES("\xee\x80\x80", "\"\xee\x80\x80\"");                   /* U+E000 */
-    ASSERT_ENCODES("\xef\xbf\xbd", "\"\xef\xbf\xbd\"");                   /* U+FFFD */
-    ASSERT_ENCODES("\xf0\x9f\x98\x80!", "\"\xf0\x9f\x98\x80!\"");         /* emoji, 4 */
-    ASSERT_ENCODES("\xf0\x90\x80\x80", "\"\xf0\x90\x80\x80\"");           /* U+10000 */
-    ASSERT_ENCODES("\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\"");           /* U+10FFFF */
+    ASSERT_ENCODES("caf\xc3\xa9", "\"caf\xc3\xa9\"");             /* 2 bytes */
+    ASSERT_ENCODES("\xc2\x80", "\"\xc2\x80\"");                   /* U+0080 */
+    ASSERT_ENCODES("\xe2\x82\xac 5", "\"\xe2\x82\xac 5\"");       /* euro, 3 */
+    ASSERT_ENCODES("\xe0\xa0\x80", "\"\xe0\xa0\x80\"");           /* U+0800 */
+    ASSERT_ENCODES("\xed\x9f\xbf", "\"\xed\x9f\xbf\"");           /* U+D7FF */
+    ASSERT_ENCODES("\xee\x80\x80", "\"\xee\x80\x80\"");           /* U+E000 */
+    ASSERT_ENCODES("\xef\xbf\xbd", "\"\xef\xbf\xbd\"");           /* U+FFFD */
+    ASSERT_ENCODES("\xf0\x9f\x98\x80!", "\"\xf0\x9f\x98\x80!\""); /* emoji, 4 */
+    ASSERT_ENCODES("\xf0\x90\x80\x80", "\"\xf0\x90\x80\x80\"");   /* U+10000 */
+    ASSERT_ENCODES("\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\"");   /* U+10FFFF */
 }
 END_TEST
 
@@ -236,8 +238,8 @@ END_TEST
 
 START_TEST(string_truncated_sequence_is_replaced)
 {
-    static const char *const inputs[] = {"a\xe2\x82", "a\xe2\x82z", "a\xf0\x9f\x98",
-                                         "a\xf0\x9f\x98z", "a\xc3", "a\xc3z"};
+    static const char *const inputs[] = {"a\xe2\x82",      "a\xe2\x82z", "a\xf0\x9f\x98",
+                                         "a\xf0\x9f\x98z", "a\xc3",      "a\xc3z"};
     for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
         char *text = encode(inputs[i], strlen(inputs[i]));
         assert_text_is_clean(text);
@@ -265,8 +267,8 @@ END_TEST
 
 START_TEST(string_surrogate_is_replaced)
 {
-    ASSERT_ENCODES("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");         /* U+D800 */
-    ASSERT_ENCODES("\xed\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\"");         /* U+DFFF */
+    ASSERT_ENCODES("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");             /* U+D800 */
+    ASSERT_ENCODES("\xed\xbf\xbf", "\"\\ufffd\\ufffd\\ufffd\"");             /* U+DFFF */
     assert_round_trip((const unsigned char *)"\xed\xa0\xbd\xed\xb8\x80", 6); /* CESU pair */
 }
 END_TEST
@@ -283,7 +285,9 @@ END_TEST
 
 START_TEST(string_line_separators_are_escaped)
 {
-    ASSERT_ENCODES("a\xe2\x80\xa8" "b", "\"a\\u2028b\"");
+    ASSERT_ENCODES("a\xe2\x80\xa8"
+                   "b",
+                   "\"a\\u2028b\"");
     ASSERT_ENCODES("\xe2\x80\xa9", "\"\\u2029\"");
     ASSERT_ENCODES("\xe2\x80\xa7", "\"\xe2\x80\xa7\""); /* neighbours pass through */
     ASSERT_ENCODES("\xe2\x80\xaa", "\"\xe2\x80\xaa\"");
@@ -409,10 +413,9 @@ END_TEST
  * classes. */
 START_TEST(string_byte_pairs_are_valid_json)
 {
-    static const unsigned char interesting[] = {0x00, 0x0a, 0x22, 0x41, 0x5c, 0x7f, 0x80,
-                                                0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1,
-                                                0xc2, 0xdf, 0xe0, 0xe2, 0xed, 0xef, 0xf0,
-                                                0xf4, 0xf5, 0xff};
+    static const unsigned char interesting[] = {0x00, 0x0a, 0x22, 0x41, 0x5c, 0x7f, 0x80, 0x8f,
+                                                0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf,
+                                                0xe0, 0xe2, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
     for (size_t i = 0; i < sizeof interesting; i++) {
         for (size_t j = 0; j < sizeof interesting; j++) {
             unsigned char s[2] = {interesting[i], interesting[j]};
@@ -530,8 +533,8 @@ END_TEST
  * straddles a chunk's end, at each offset, reads back as the input. */
 START_TEST(string_sequences_across_chunk_ends_read_back)
 {
-    static const char *const pieces[] = {"\xf0\x9f\x98\x80", "\xe2\x82\xac", "\xc3\xa9",
-                                         "\"", "\x01"};
+    static const char *const pieces[] = {"\xf0\x9f\x98\x80", "\xe2\x82\xac", "\xc3\xa9", "\"",
+                                         "\x01"};
     for (size_t p = 0; p < sizeof pieces / sizeof *pieces; p++) {
         for (size_t at = 248; at <= 264; at++) {
             char s[600];
@@ -543,8 +546,7 @@ START_TEST(string_sequences_across_chunk_ends_read_back)
             char *text = encode(s, len);
             json_t *v = parse_string(text);
             ck_assert_uint_eq(json_string_length(v), len);
-            ck_assert_msg(memcmp(json_string_value(v), s, len) == 0, "piece %zu at %zu", p,
-                          at);
+            ck_assert_msg(memcmp(json_string_value(v), s, len) == 0, "piece %zu at %zu", p, at);
             json_decref(v);
             free(text);
         }
@@ -554,16 +556,16 @@ END_TEST
 
 /* ---- numbers ------------------------------------------------------------------------- */
 
-#define WRITE_TO_TEXT(call, out)                                                         \
-    do {                                                                                 \
-        mhdctx__buf b_;                                                                  \
-        mhdctx__buf_init(&b_, NULL, 0);                                                  \
-        call;                                                                            \
-        ck_assert(!b_.failed);                                                           \
-        ck_assert_uint_lt(b_.len, sizeof(out));                                          \
-        memcpy(out, b_.data, b_.len);                                                    \
-        (out)[b_.len] = '\0';                                                            \
-        mhdctx__buf_release(&b_);                                                        \
+#define WRITE_TO_TEXT(call, out)                                                               \
+    do {                                                                                       \
+        mhdctx__buf b_;                                                                        \
+        mhdctx__buf_init(&b_, NULL, 0);                                                        \
+        call;                                                                                  \
+        ck_assert(!b_.failed);                                                                 \
+        ck_assert_uint_lt(b_.len, sizeof(out));                                                \
+        memcpy(out, b_.data, b_.len);                                                          \
+        (out)[b_.len] = '\0';                                                                  \
+        mhdctx__buf_release(&b_);                                                              \
     } while (0)
 
 START_TEST(json_int_extremes)
@@ -621,8 +623,8 @@ START_TEST(json_double_thousandths_match_printf)
                       expected);
         ck_assert(strtod(text, NULL) == v);
     }
-    static const double edges[] = {999999999999.999, -999999999999.999, 0.001, -0.001,
-                                   0.0005, 1e-4, 12.3456, 1e12, -0.0};
+    static const double edges[] = {
+        999999999999.999, -999999999999.999, 0.001, -0.001, 0.0005, 1e-4, 12.3456, 1e12, -0.0};
     for (size_t i = 0; i < sizeof edges / sizeof *edges; i++) {
         WRITE_TO_TEXT(mhdctx__json_double(&b_, edges[i]), text);
         snprintf(expected, sizeof expected, "%.15g", edges[i]);
@@ -646,8 +648,14 @@ END_TEST
 
 START_TEST(json_double_is_always_a_json_number)
 {
-    static const double values[] = {1e300,  -1e-300, 1e-7, 123456789012345678.0,
-                                     5e-324, 1.7976931348623e308, 3.14159265358979, -0.0};
+    static const double values[] = {1e300,
+                                    -1e-300,
+                                    1e-7,
+                                    123456789012345678.0,
+                                    5e-324,
+                                    1.7976931348623e308,
+                                    3.14159265358979,
+                                    -0.0};
     for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
         char text[64];
         WRITE_TO_TEXT(mhdctx__json_double(&b_, values[i]), text);
@@ -671,8 +679,8 @@ START_TEST(json_double_max_finite_reads_back_finite)
         WRITE_TO_TEXT(mhdctx__json_double(&b_, values[i]), text);
         json_error_t err;
         json_t *v = json_loads(text, JSON_DECODE_ANY, &err);
-        ck_assert_msg(v != NULL, "%.17g wrote %s, which jansson refuses: %s", values[i],
-                      text, err.text);
+        ck_assert_msg(v != NULL, "%.17g wrote %s, which jansson refuses: %s", values[i], text,
+                      err.text);
         ck_assert(isfinite(json_number_value(v)));
         json_decref(v);
     }

@@ -180,8 +180,8 @@ END_TEST
 static void log_with_fields(void *arg)
 {
     (void)arg;
-    mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("a", 1), MHDCTX_F_INT("b", 2)),
-                      "ordered");
+    mhdctx_log_fields(MHDCTX_LOG_INFO,
+                      MHDCTX_FIELDS(MHDCTX_F_INT("a", 1), MHDCTX_F_INT("b", 2)), "ordered");
 }
 
 START_TEST(keys_come_in_documented_order)
@@ -193,8 +193,8 @@ START_TEST(keys_come_in_documented_order)
     json_t *line = support_capture_only(LINE_FLAGS);
     /* The documented keys in this relative order (the library may add its own, such
      * as trace ids, after request_id). */
-    static const char *const order[] = {"time",      "level", "message", "request_id",
-                                        "user_id", "tenant_id", "a", "b"};
+    static const char *const order[] = {"time",    "level",     "message", "request_id",
+                                        "user_id", "tenant_id", "a",       "b"};
     size_t next = 0;
     const char *key;
     json_t *value;
@@ -236,11 +236,11 @@ START_TEST(log_ctx_uses_the_given_context)
 }
 END_TEST
 
-static void log_v(mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                  const char *fmt, ...) MHDCTX_PRINTF(4, 5);
+static void log_v(mhdctx_log_level level, const mhdctx_field *fields, size_t n, const char *fmt,
+                  ...) MHDCTX_PRINTF(4, 5);
 
-static void log_v(mhdctx_log_level level, const mhdctx_field *fields, size_t n,
-                  const char *fmt, ...)
+static void log_v(mhdctx_log_level level, const mhdctx_field *fields, size_t n, const char *fmt,
+                  ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -276,19 +276,17 @@ START_TEST(call_fields_of_every_type)
 {
     json_t *object = json_pack("{s:i,s:[s,b]}", "n", 1, "list", "x", 0);
     support_capture_start();
-    mhdctx_log_fields(MHDCTX_LOG_INFO,
-                      MHDCTX_FIELDS(MHDCTX_F_STR("str", "text"), MHDCTX_F_STR("str_null", NULL),
-                                    MHDCTX_F_BYTES("bytes", "a\0b", 3),
-                                    MHDCTX_F_BYTES("bytes_null", NULL, 5),
-                                    MHDCTX_F_INT("int_min", LLONG_MIN),
-                                    MHDCTX_F_INT("int", -17), MHDCTX_F_UINT("uint", 4000000000u),
-                                    MHDCTX_F_DOUBLE("double", 1.234),
-                                    MHDCTX_F_DOUBLE("nan", NAN),
-                                    MHDCTX_F_DOUBLE("inf", INFINITY),
-                                    MHDCTX_F_BOOL("yes", true), MHDCTX_F_BOOL("no", false),
-                                    MHDCTX_F_NULL("nothing"), MHDCTX_F_JSON("json", object),
-                                    MHDCTX_F_JSON("json_null", NULL)),
-                      "typed");
+    mhdctx_log_fields(
+        MHDCTX_LOG_INFO,
+        MHDCTX_FIELDS(MHDCTX_F_STR("str", "text"), MHDCTX_F_STR("str_null", NULL),
+                      MHDCTX_F_BYTES("bytes", "a\0b", 3), MHDCTX_F_BYTES("bytes_null", NULL, 5),
+                      MHDCTX_F_INT("int_min", LLONG_MIN), MHDCTX_F_INT("int", -17),
+                      MHDCTX_F_UINT("uint", 4000000000u), MHDCTX_F_DOUBLE("double", 1.234),
+                      MHDCTX_F_DOUBLE("nan", NAN), MHDCTX_F_DOUBLE("inf", INFINITY),
+                      MHDCTX_F_BOOL("yes", true), MHDCTX_F_BOOL("no", false),
+                      MHDCTX_F_NULL("nothing"), MHDCTX_F_JSON("json", object),
+                      MHDCTX_F_JSON("json_null", NULL)),
+        "typed");
     json_t *line = support_capture_only(LINE_FLAGS);
     ck_assert_str_eq(str_field(line, "str"), "text");
     ck_assert(json_is_null(json_object_get(line, "str_null")));
@@ -626,8 +624,9 @@ START_TEST(level_parse_accepts_names_in_any_case)
     static const struct {
         const char *text;
         mhdctx_log_level level;
-    } ok[] = {{"debug", MHDCTX_LOG_DEBUG}, {"INFO", MHDCTX_LOG_INFO},  {"Warn", MHDCTX_LOG_WARN},
-              {"eRRoR", MHDCTX_LOG_ERROR}, {"off", MHDCTX_LOG_OFF},    {"OFF", MHDCTX_LOG_OFF},
+    } ok[] = {{"debug", MHDCTX_LOG_DEBUG}, {"INFO", MHDCTX_LOG_INFO},
+              {"Warn", MHDCTX_LOG_WARN},   {"eRRoR", MHDCTX_LOG_ERROR},
+              {"off", MHDCTX_LOG_OFF},     {"OFF", MHDCTX_LOG_OFF},
               {"info", MHDCTX_LOG_INFO},   {"DEBUG", MHDCTX_LOG_DEBUG}};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         mhdctx_log_level level = (mhdctx_log_level)42;
@@ -643,12 +642,11 @@ END_TEST
 
 START_TEST(level_parse_rejects_others_and_leaves_level_untouched)
 {
-    static const char *const bad[] = {"", "warning", "err", "information", " info", "info ",
-                                      "trace", "0", "inf", "debug\n"};
+    static const char *const bad[] = {"",      "warning", "err", "information", " info",
+                                      "info ", "trace",   "0",   "inf",         "debug\n"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         mhdctx_log_level level = MHDCTX_LOG_WARN;
-        ck_assert_msg(mhdctx_log_level_parse(bad[i], &level) == MHDCTX_EINVAL, "'%s'",
-                      bad[i]);
+        ck_assert_msg(mhdctx_log_level_parse(bad[i], &level) == MHDCTX_EINVAL, "'%s'", bad[i]);
         ck_assert_int_eq(level, MHDCTX_LOG_WARN);
     }
     mhdctx_log_level level = MHDCTX_LOG_WARN;
@@ -662,9 +660,9 @@ END_TEST
  * The threshold is read from the environment once per process, so each case runs this
  * executable again (fork + exec) with a mode argument that main() handles. */
 
-#define CHILD_READ "--child-read-level"         /* exit status: the level */
-#define CHILD_READ_TWICE "--child-read-twice"   /* level, or 100 if the 2nd read differs */
-#define CHILD_SET_FIRST "--child-set-then-read" /* set WARN first, then read */
+#define CHILD_READ       "--child-read-level"    /* exit status: the level */
+#define CHILD_READ_TWICE "--child-read-twice"    /* level, or 100 if the 2nd read differs */
+#define CHILD_SET_FIRST  "--child-set-then-read" /* set WARN first, then read */
 
 static int child_mode(const char *mode)
 {
@@ -674,8 +672,7 @@ static int child_mode(const char *mode)
         mhdctx_log_level first = mhdctx_log_get_level();
         setenv("MHDCTX_LOG_LEVEL", first == MHDCTX_LOG_DEBUG ? "error" : "debug", 1);
         bool enabled = mhdctx_log_enabled(MHDCTX_LOG_DEBUG);
-        return mhdctx_log_get_level() == first &&
-                       enabled == (first == MHDCTX_LOG_DEBUG)
+        return mhdctx_log_get_level() == first && enabled == (first == MHDCTX_LOG_DEBUG)
                    ? (int)first
                    : 100;
     }
@@ -1021,7 +1018,7 @@ static void payload(char *out, int t, int i)
 struct tally {
     unsigned char seen[LOG_THREADS][LINES_PER_THREAD];
     size_t lines;
-    size_t bad;       /* not JSON, wrong fields, wrong message, duplicate */
+    size_t bad; /* not JSON, wrong fields, wrong message, duplicate */
     char first_bad[160];
 };
 
@@ -1083,9 +1080,10 @@ static void *log_worker_main(void *arg)
     pthread_barrier_wait(w->start);
     for (int i = 0; i < lines_per_thread(); i++) {
         payload(text, w->index, i);
-        mhdctx_log_fields(MHDCTX_LOG_INFO,
-                          MHDCTX_FIELDS(MHDCTX_F_INT("thread", w->index), MHDCTX_F_INT("seq", i)),
-                          "%s", text);
+        mhdctx_log_fields(
+            MHDCTX_LOG_INFO,
+            MHDCTX_FIELDS(MHDCTX_F_INT("thread", w->index), MHDCTX_F_INT("seq", i)), "%s",
+            text);
     }
     free(text);
     return NULL;
@@ -1217,7 +1215,7 @@ static void threads_to_a_pipe(bool async)
         start_async_writer();
     run_log_workers();
     mhdctx_log_shutdown(); /* writes what is queued, back to stdout */
-    close(fds[1]); /* EOF for the reader */
+    close(fds[1]);         /* EOF for the reader */
     pthread_join(reader_thread, NULL);
     close(fds[0]);
     ck_assert_uint_eq(mhdctx_log_dropped(), dropped);

@@ -200,9 +200,8 @@ static void stall_the_writer(struct stalled_pipe *p, mhdctx_log_full_policy poli
 {
     ck_assert_int_eq(pipe(p->fds), 0);
     ck_assert_int_eq(mhdctx_log_to_fd(p->fds[1]), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
-                                  .when_full = policy,
-                                  .block_timeout_ms = 50};
+    mhdctx_log_async_options o = {
+        .buffer_bytes = 64 * 1024, .when_full = policy, .block_timeout_ms = 50};
     ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
 }
 

@@ -1307,7 +1307,7 @@ END_TEST
  * repeated (parsed with JSON_REJECT_DUPLICATES). */
 START_TEST(test_access_line_keys_are_reserved_and_unique)
 {
-    static const char *const core[] = {"time",    "level",    "message",     "request_id",
+    static const char *const core[] = {"time",     "level",   "message",     "request_id",
                                        "trace_id", "span_id", "trace_flags", "user_id"};
     support_capture_start_info();
     struct app *app = app_new();
@@ -1338,7 +1338,8 @@ START_TEST(test_access_line_keys_are_reserved_and_unique)
     ck_assert_str_eq(jstr(line, "request_id_replaced"), "invalid_character");
     const char *key;
     json_t *value;
-    json_object_foreach(line, key, value) {
+    json_object_foreach(line, key, value)
+    {
         bool known = mhdctx__key_is_reserved(key);
         for (size_t i = 0; i < sizeof core / sizeof *core; i++)
             known = known || strcmp(key, core[i]) == 0;
@@ -1551,7 +1552,8 @@ static void get_and_reset_mid_answer(uint16_t port, const char *path, const char
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port),
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons(port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
     char request[256];

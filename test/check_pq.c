@@ -47,11 +47,12 @@ static char *show(const char *setting)
 static mhdctx_context *request_context(const char *request_id)
 {
     char text[512];
-    snprintf(text, sizeof text,
-             "{\"v\":1,\"request_id\":\"%s\",\"user_id\":\"42\",\"roles\":[],\"keys\":{},"
-             "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
-             "\"parent_span_id\":\"\",\"trace_flags\":\"01\",\"tracestate\":\"\"}",
-             request_id);
+    snprintf(
+        text, sizeof text,
+        "{\"v\":1,\"request_id\":\"%s\",\"user_id\":\"42\",\"roles\":[],\"keys\":{},"
+        "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
+        "\"parent_span_id\":\"\",\"trace_flags\":\"01\",\"tracestate\":\"\"}",
+        request_id);
     mhdctx_error err;
     mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), &err);
     ck_assert_msg(ctx != NULL, "import: %s", mhdctx_strerror(err));
@@ -87,8 +88,8 @@ START_TEST(the_server_sees_the_tagged_text)
     ck_assert_int_eq(q.status, PGRES_TUPLES_OK);
     ck_assert_msg(strstr(q.result, "request_id='pq-unit-tagged'") != NULL, "%s", q.result);
     ck_assert_ptr_nonnull(strstr(q.result, "route='%2Fusers%2F%7Bid%7D'"));
-    ck_assert_ptr_nonnull(
-        strstr(q.result, "traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"));
+    ck_assert_ptr_nonnull(strstr(
+        q.result, "traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'"));
     ck_assert_ptr_nonnull(strstr(q.result, "user_id='42'"));
     free(q.result);
     mhdctx_context_unref(ctx);

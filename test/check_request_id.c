@@ -23,8 +23,14 @@ struct id_case {
     mhdctx_id_verdict expected;
 };
 
-#define ID_CASE(id, max, verdict) {id, id, sizeof(id) - 1, max, verdict}
-#define ID_CASE_N(name, id, len, max, verdict) {name, id, len, max, verdict}
+#define ID_CASE(id, max, verdict)                                                              \
+    {                                                                                          \
+        id, id, sizeof(id) - 1, max, verdict                                                   \
+    }
+#define ID_CASE_N(name, id, len, max, verdict)                                                 \
+    {                                                                                          \
+        name, id, len, max, verdict                                                            \
+    }
 
 static const char long_128[] =
     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -55,7 +61,8 @@ static const struct id_case id_cases[] = {
     ID_CASE_N("exactly 128 bytes, max 128", long_128, 128, 128, MHDCTX_ID_VALID),
     ID_CASE_N("only len bytes are read", "abc!", 3, 128, MHDCTX_ID_VALID),
     ID_CASE_N("custom max 4, 4 bytes", "abcd", 4, 4, MHDCTX_ID_VALID),
-    ID_CASE_N("128 bytes, max at the limit", long_129, 128, MHDCTX_REQUEST_ID_LIMIT, MHDCTX_ID_VALID),
+    ID_CASE_N("128 bytes, max at the limit", long_129, 128, MHDCTX_REQUEST_ID_LIMIT,
+              MHDCTX_ID_VALID),
     /* empty */
     ID_CASE_N("empty", "", 0, 128, MHDCTX_ID_EMPTY),
     ID_CASE_N("NULL pointer", NULL, 0, 128, MHDCTX_ID_EMPTY),
@@ -171,8 +178,8 @@ START_TEST(hex_encode_matches_printf_at_every_length)
             mhdctx__hex_encode(got, bytes + from, len);
             for (size_t i = 0; i < len; i++)
                 snprintf(want + 2 * i, 3, "%02x", bytes[from + i]);
-            ck_assert_msg(memcmp(got, want, 2 * len) == 0, "len %zu from %zu: %.*s", len,
-                          from, (int)(2 * len), got);
+            ck_assert_msg(memcmp(got, want, 2 * len) == 0, "len %zu from %zu: %.*s", len, from,
+                          (int)(2 * len), got);
             for (size_t i = 2 * len; i < sizeof got; i++)
                 ck_assert_msg(got[i] == '#', "written past the digits at %zu (len %zu)", i,
                               len);
@@ -326,8 +333,7 @@ START_TEST(uuid_v4_forked_child_does_not_repeat_parent_ids)
     close(fds[0]);
     int status = 0;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %d",
-                  status);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %d", status);
     ck_assert_uint_eq(got, sizeof child_ids);
 
     for (int i = 0; i < IDS_AFTER_FORK; i++) {
@@ -353,7 +359,8 @@ START_TEST(strerror_and_error_name_for_every_value)
         {MHDCTX_ENOMEM, "MHDCTX_ENOMEM", "out of memory"},
         {MHDCTX_EINVAL, "MHDCTX_EINVAL", "invalid argument"},
         {MHDCTX_ELIMIT, "MHDCTX_ELIMIT", "a configured limit was exceeded"},
-        {MHDCTX_ERESERVED, "MHDCTX_ERESERVED", "the key is reserved for a field of the library"},
+        {MHDCTX_ERESERVED, "MHDCTX_ERESERVED",
+         "the key is reserved for a field of the library"},
         {MHDCTX_ENOTFOUND, "MHDCTX_ENOTFOUND", "not found"},
         {MHDCTX_EIO, "MHDCTX_EIO", "input/output error"},
         {MHDCTX_EPARSE, "MHDCTX_EPARSE", "malformed input"},

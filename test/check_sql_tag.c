@@ -247,8 +247,7 @@ static bool find_pair(const struct pairs *p, const char *key, size_t *index)
     return false;
 }
 
-static void expect_pair(const struct pairs *p, const char *key, const char *val,
-                        size_t val_len)
+static void expect_pair(const struct pairs *p, const char *key, const char *val, size_t val_len)
 {
     size_t i = 0;
     ck_assert_msg(find_pair(p, key, &i), "key %s missing", key);
@@ -459,8 +458,9 @@ START_TEST(test_existing_comment_unchanged)
         ck_assert_str_eq(buf, commented[i]);
         ck_assert_uint_eq(needed, strlen(commented[i]) + 1);
     }
-    static const char *const plain[] = {"SELECT 1", "SELECT a / b * c FROM t", "SELECT 5-3",
-                                        "SELECT '-' || '-'", "", "SELECT '*/'"};
+    static const char *const plain[] = {"SELECT 1",   "SELECT a / b * c FROM t",
+                                        "SELECT 5-3", "SELECT '-' || '-'",
+                                        "",           "SELECT '*/'"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
         ck_assert_msg(!mhdctx_sql_has_comment(plain[i]), "%s", plain[i]);
     ck_assert(!mhdctx_sql_has_comment(NULL));
@@ -551,9 +551,10 @@ START_TEST(test_user_key_selection_and_non_string_values)
     ck_assert_int_eq(mhdctx_set_new(ctx, "real", json_real(2.5)), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_new(ctx, "flag", json_true()), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_new(ctx, "nothing", json_null()), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_set_new(ctx, "obj", json_pack("{s:i, s:[b, n], s:s}", "a", 1, "b",
-                                                          1, "c", "x'y")),
-                     MHDCTX_OK);
+    ck_assert_int_eq(
+        mhdctx_set_new(ctx, "obj",
+                       json_pack("{s:i, s:[b, n], s:s}", "a", 1, "b", 1, "c", "x'y")),
+        MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_new(ctx, "arr", json_pack("[s, i]", "*/", 3)), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_string(ctx, "s", "plain"), MHDCTX_OK);
     ck_assert_int_eq(mhdctx_set_string(ctx, "unselected", "zzz"), MHDCTX_OK);
@@ -565,8 +566,9 @@ START_TEST(test_user_key_selection_and_non_string_values)
     ck_assert_ptr_nonnull(strstr(out, "/*arr='%5B%22*%2F%22%2C3%5D',"));
     ck_assert_ptr_nonnull(strstr(out, ",flag='true',"));
     ck_assert_ptr_nonnull(strstr(out, ",nothing='null',"));
-    ck_assert_ptr_nonnull(
-        strstr(out, ",obj='%7B%22a%22%3A1%2C%22b%22%3A%5Btrue%2Cnull%5D%2C%22c%22%3A%22x\\'y%22%7D',"));
+    ck_assert_ptr_nonnull(strstr(
+        out,
+        ",obj='%7B%22a%22%3A1%2C%22b%22%3A%5Btrue%2Cnull%5D%2C%22c%22%3A%22x\\'y%22%7D',"));
     ck_assert_ptr_nonnull(strstr(out, ",s='plain',"));
     ck_assert_ptr_null(strstr(out, "unselected"));
     ck_assert_ptr_null(strstr(out, "absent"));
@@ -604,7 +606,10 @@ struct bytes {
     const char *s;
     size_t len;
 };
-#define B(lit) {(lit), sizeof(lit) - 1}
+#define B(lit)                                                                                 \
+    {                                                                                          \
+        (lit), sizeof(lit) - 1                                                                 \
+    }
 
 static const struct bytes hostile[] = {
     B("*/ DROP TABLE users; --"),
@@ -656,8 +661,7 @@ START_TEST(test_hostile_values_decode_back)
 {
     const char *keys[] = {"payload", "other"};
     set_tag_keys(keys, 2);
-    static const char *const statements[] = {"SELECT * FROM t WHERE a = $1",
-                                             "SELECT 1;  \n"};
+    static const char *const statements[] = {"SELECT * FROM t WHERE a = $1", "SELECT 1;  \n"};
     size_t as_user = 0;
     for (size_t i = 0; i < N_HOSTILE; i++) {
         mhdctx_context *ctx = new_context();
@@ -830,8 +834,8 @@ START_TEST(test_repeated_tag_key_gives_one_pair)
     free(out);
     mhdctx_context_unref(ctx);
     reset_tag_keys();
-    ck_assert_msg(rc == MHDCTX_OK ? tenants == 1 : tenants == 0,
-                  "rc %d, tenant pairs %zu: %s", rc, tenants, copy);
+    ck_assert_msg(rc == MHDCTX_OK ? tenants == 1 : tenants == 0, "rc %d, tenant pairs %zu: %s",
+                  rc, tenants, copy);
 }
 END_TEST
 
@@ -840,14 +844,13 @@ START_TEST(test_invalid_utf8_user_id_refused)
     mhdctx_context *ctx = new_context();
     ck_assert_int_eq(mhdctx_set_user_id(ctx, "ok"), MHDCTX_OK);
     static const char *const bad[] = {
-        "\xff",         "\xc3",          "a\xc3(",         "\xc0\xaf",
+        "\xff",         "\xc3",         "a\xc3(",           "\xc0\xaf",
         "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80",
         "abc\x80",      "\xe2\x82",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_msg(mhdctx_set_user_id(ctx, bad[i]) == MHDCTX_EINVAL, "case %zu", i);
-        ck_assert_msg(mhdctx_set_string(ctx, "tenant", bad[i]) == MHDCTX_EINVAL, "case %zu",
-                      i);
+        ck_assert_msg(mhdctx_set_string(ctx, "tenant", bad[i]) == MHDCTX_EINVAL, "case %zu", i);
     }
     ck_assert_str_eq(mhdctx_user_id(ctx), "ok");
     ck_assert_int_eq(mhdctx_set_user_id(ctx, ""), MHDCTX_EINVAL);
@@ -1038,8 +1041,8 @@ static size_t put_utf8(char *out, unsigned cp)
  * control bytes only when @p controls. Returns the length. */
 static size_t random_utf8(char *out, size_t max, bool controls)
 {
-    static const char *const tokens[] = {"*/", "/*", "--", "'", "\"", ";", "\\", "\\'",
-                                         "%",  "%2F", ",", "=", "*", "/", " ", "''"};
+    static const char *const tokens[] = {"*/", "/*",  "--", "'", "\"", ";", "\\", "\\'",
+                                         "%",  "%2F", ",",  "=", "*",  "/", " ",  "''"};
     size_t len = 0, target = rng_below((unsigned)max + 1);
     while (len < target) {
         char tmp[8];
@@ -1074,8 +1077,9 @@ static size_t random_utf8(char *out, size_t max, bool controls)
 START_TEST(test_fuzz_random_values)
 {
     static const char *const statements[] = {
-        "SELECT * FROM t WHERE a = $1", "SELECT 1;", "UPDATE t SET x = ? WHERE y = ?;\n",
-        "SELECT a / b * c", "INSERT INTO t VALUES (';')  ",
+        "SELECT * FROM t WHERE a = $1",      "SELECT 1;",
+        "UPDATE t SET x = ? WHERE y = ?;\n", "SELECT a / b * c",
+        "INSERT INTO t VALUES (';')  ",
     };
     const char *keys[] = {"fuzz", "extra"};
     set_tag_keys(keys, 2);

@@ -33,12 +33,12 @@
 #define USER_ID        "42"
 #define STMT_MSG       "sql statement completed"
 /* Far more rows than a deadline of 100 ms lets it count: only an interrupt ends it. */
-#define LONG_QUERY                                                                       \
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) " \
+#define LONG_QUERY                                                                             \
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) "       \
     "SELECT count(*) FROM c"
 #define SHORT_ROWS 100000
-#define SHORT_QUERY                                                                      \
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) "    \
+#define SHORT_QUERY                                                                            \
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) "          \
     "SELECT count(*) FROM c"
 
 /* ==== helpers ========================================================================= */
@@ -132,7 +132,7 @@ struct run {
     int step_rc;     /* last sqlite3_step() result */
     long long value; /* column 0 of the last row, when there was one */
     int rows;
-    char *text;      /* sqlite3_sql() of the statement (owned: free()) */
+    char *text;           /* sqlite3_sql() of the statement (owned: free()) */
     mhdctx_context *seen; /* mhdctx_current() while running (not a reference) */
     uint64_t elapsed_ms;
 };
