@@ -54,6 +54,15 @@ for log in build/test/w3c-trace-context.log build/test/postgresql.log; do
 done
 
 if [ "$full" = yes ]; then
+    echo "== style: every C file as .clang-format writes it"
+    unformatted=$(find src include test demo bench examples fuzz -name '*.[ch]' | while read -r f; do
+        clang-format "$f" | cmp -s - "$f" || echo "$f"; done)
+    if [ -n "$unformatted" ]; then
+        echo "not clang-format clean (clang-format -i them):"; echo "$unformatted"
+        totals_fail=$((totals_fail + 1)); echo "$totals_pass passed, $totals_fail failed"; exit 1
+    fi
+    totals_pass=$((totals_pass + 1))
+
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer: make check"
     mkdir -p build-asan
     (cd build-asan && ../configure --enable-werror --enable-sanitizers >/dev/null)
