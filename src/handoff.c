@@ -69,11 +69,11 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
         return NULL;
     char flags[3] = {0};
     mhdctx__hex_encode(flags, &ctx->trace_flags, 1);
-    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    mhdctx__context_lock(ctx);
     mhdctx__context_draw_ids_locked(ctx);
     json_t *user = ctx->user_id ? json_string(ctx->user_id) : json_null();
     json_t *keys = export_keys(ctx);
-    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+    mhdctx__context_unlock(ctx);
     json_t *doc = json_pack("{s:i, s:s, s:o, s:o, s:o, s:s, s:s, s:s, s:s, s:s}", "v", 1,
                             "request_id", ctx->request_id, "user_id", user, "roles",
                             mhdctx_roles_json(ctx), "keys", keys, "trace_id", ctx->trace_id,

@@ -33,27 +33,35 @@ static void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
+/* encodeURIComponent's unreserved bytes (the quote is one, but the format escapes it). */
 static bool component_safe(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           strchr("-_.!~*'()", c) != NULL;
+    unsigned char lower = c | 0x20; /* maps A-Z, and only A-Z, onto a-z */
+    if ((lower >= 'a' && lower <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("-_.!~*()", c) != NULL; /* rarer: letters return first */
 }
 
-/* URL-encode, then escape the meta character ' with a backslash. */
+/* URL-encode, then escape the meta character ' with a backslash. Runs of bytes that stay
+ * as they are are copied in one piece. */
 static void put_encoded(struct out *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0; /* where the pending run of plain bytes starts */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (component_safe(c))
+            continue;
+        put(o, s + run, i - run);
+        run = i + 1;
         if (c == '\'') {
             put(o, "\\'", 2);
-        } else if (c != '\0' && component_safe(c)) {
-            put(o, (const char *)&c, 1);
         } else {
             char esc[3] = {'%', hex[c >> 4], hex[c & 0xf]};
             put(o, esc, 3);
         }
     }
+    put(o, s + run, n - run);
 }
 
 bool mhdctx_sql_has_comment(const char *sql)
@@ -67,11 +75,19 @@ struct pair {
     const char *key;
     const char *value;
     size_t value_len;
+    bool encoded; /* the value is written as it is (already encoded, or only plain bytes) */
 };
 
-static int compare_pairs(const void *a, const void *b)
+/* By key. A handful of pairs (at most 5 + MHDCTX_SQL_MAX_TAG_KEYS): insertion sort. */
+static void sort_pairs(struct pair *pairs, size_t n)
 {
-    return strcmp(((const struct pair *)a)->key, ((const struct pair *)b)->key);
+    for (size_t i = 1; i < n; i++) {
+        struct pair p = pairs[i];
+        size_t j = i;
+        for (; j > 0 && strcmp(pairs[j - 1].key, p.key) > 0; j--)
+            pairs[j] = pairs[j - 1];
+        pairs[j] = p;
+    }
 }
 
 /* Process-wide list of the user keys that go into tags, set at start-up. */
@@ -129,24 +145,25 @@ mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n)
 static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *traceparent)
 {
     size_t n = 0;
-    pairs[n++] = (struct pair){"framework", "mhdctx/" MHDCTX_VERSION_STRING,
-                               sizeof "mhdctx/" MHDCTX_VERSION_STRING - 1};
-    pairs[n++] = (struct pair){"request_id", ctx->request_id, strlen(ctx->request_id)};
+    pairs[n++] = (struct pair){"framework", "mhdctx%2F" MHDCTX_VERSION_STRING, /* d.d.d */
+                               sizeof "mhdctx%2F" MHDCTX_VERSION_STRING - 1, true};
+    pairs[n++] = (struct pair){"request_id", ctx->request_id, ctx->request_id_len, false};
     const char *route = ctx->route ? ctx->route : ctx->text;
-    pairs[n++] = (struct pair){"route", route, strlen(route)};
+    pairs[n++] = (struct pair){"route", route, strlen(route), false};
     mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) {
         mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id, ctx->trace_flags);
-        pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN};
+        pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN,
+                                   true}; /* hex digits and '-' */
     }
     if (ctx->user_id)
-        pairs[n++] = (struct pair){"user_id", ctx->user_id, strlen(ctx->user_id)};
+        pairs[n++] = (struct pair){"user_id", ctx->user_id, strlen(ctx->user_id), false};
     for (size_t k = 0; k < n_tag_keys; k++) {
         for (size_t i = 0; i < ctx->n_keys; i++) {
             if (strcmp(ctx->keys[i].name, tag_keys[k]) != 0)
                 continue;
             const json_t *v = ctx->keys[i].value;
-            struct pair p = {ctx->keys[i].name, NULL, 0};
+            struct pair p = {ctx->keys[i].name, NULL, 0, false};
             if (json_is_string(v)) {
                 p.value = json_string_value(v);
                 p.value_len = json_string_length(v);
@@ -162,14 +179,17 @@ static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *trace
 
 static void write_comment(struct out *o, struct pair *pairs, size_t n)
 {
-    qsort(pairs, n, sizeof *pairs, compare_pairs);
+    sort_pairs(pairs, n);
     put(o, "/*", 2);
     for (size_t i = 0; i < n; i++) {
         if (i)
             put(o, ",", 1);
         put_encoded(o, pairs[i].key, strlen(pairs[i].key));
         put(o, "='", 2);
-        put_encoded(o, pairs[i].value, pairs[i].value_len);
+        if (pairs[i].encoded)
+            put(o, pairs[i].value, pairs[i].value_len);
+        else
+            put_encoded(o, pairs[i].value, pairs[i].value_len);
         put(o, "'", 1);
     }
     put(o, "*/", 2);
@@ -190,11 +210,12 @@ static void write_tagged(struct out *o, mhdctx_context *ctx, const char *sql)
     }
     struct pair pairs[5 + MHDCTX_SQL_MAX_TAG_KEYS];
     char traceparent[MHDCTX_TRACEPARENT_LEN + 1];
-    pthread_mutex_lock(&ctx->lock);
+    bool locked = mhdctx__context_lock_if_shared(ctx); /* as a log line: see internal.h */
     size_t n = collect_pairs(ctx, pairs, traceparent);
     put(o, " ", 1);
     write_comment(o, pairs, n);
-    pthread_mutex_unlock(&ctx->lock);
+    if (locked)
+        mhdctx__context_unlock(ctx);
     put(o, sql + body, len - body);
 }
 

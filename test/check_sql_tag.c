@@ -16,6 +16,7 @@
 #include "support.h"
 
 #include <check.h>
+#include <ctype.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -344,6 +345,35 @@ START_TEST(test_exact_simple_statement)
     ck_assert_str_eq(out, expected);
     free(out);
 
+    mhdctx_context_unref(ctx);
+    reset_tag_keys();
+}
+END_TEST
+
+/* Every ASCII byte of a value, alone and between letters, is written as
+ * encodeURIComponent writes it (A-Z a-z 0-9 - _ . ! ~ * ( ) as they are, every other
+ * byte as %XX in upper case), except the quote, escaped as \'. */
+START_TEST(test_each_byte_encoded_as_encode_uri_component)
+{
+    const char *keys[] = {"v"};
+    set_tag_keys(keys, 1);
+    mhdctx_context *ctx = new_context();
+    for (int c = 1; c < 128; c++) {
+        char expected[16];
+        if (isalnum(c) || strchr("-_.!~*()", c))
+            snprintf(expected, sizeof expected, "%c", c);
+        else if (c == '\'')
+            snprintf(expected, sizeof expected, "\\'");
+        else
+            snprintf(expected, sizeof expected, "%%%02X", (unsigned)c);
+        char value[8], pair[64];
+        snprintf(value, sizeof value, "ab%ccd", c);
+        ck_assert_int_eq(mhdctx_set_string(ctx, "v", value), MHDCTX_OK);
+        char *out = tag(ctx, "SELECT 1");
+        snprintf(pair, sizeof pair, ",v='ab%scd'*/", expected); /* the last key */
+        ck_assert_msg(strstr(out, pair) != NULL, "byte %d: %s", c, out);
+        free(out);
+    }
     mhdctx_context_unref(ctx);
     reset_tag_keys();
 }
@@ -1167,6 +1197,7 @@ static Suite *sql_tag_suite(void)
     Suite *suite = suite_create("sql_tag");
     TCase *tc = support_tcase(suite, "format", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_exact_simple_statement);
+    tcase_add_test(tc, test_each_byte_encoded_as_encode_uri_component);
     tcase_add_test(tc, test_current_context_used);
     tcase_add_test(tc, test_final_semicolon_and_blanks);
     tcase_add_test(tc, test_existing_comment_unchanged);
