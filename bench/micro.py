@@ -4,7 +4,10 @@ measured in the same run: reading the current context, generating an id, one log
 with six context fields (to /dev/null and to a file, pino with the same fields to the
 same destination), SQL tagging, and heap allocations per request.
 
-usage: micro.py [--quick] [--json FILE]
+usage: micro.py [--quick] [--rounds N] [--json FILE]
+Each round runs bench/micro and then the Node peers, so that the machine's drift (on a
+VM, tens of percent within a minute for file writes) hits both alike; the table shows
+the median over rounds of each figure and of each round's ratio, and the ratio's range.
 Needs top_builddir/top_srcdir in the environment (make bench sets them). The Node rows
 need bench/node/node_modules (bench/node/install.sh); without them they are left out.
 """
@@ -12,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,13 +41,10 @@ def pino_lines_per_s(dest, lines):
     return result[0]["lines_per_s"]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    args = ap.parse_args()
+def one_round(quick):
+    """One run of bench/micro and of the Node peers: ({figure: record}, {figure: value})."""
     ours = run_json_lines(["taskset", "-c", "1", os.path.join(BUILD, "bench", "micro")] +
-                          (["--quick"] if args.quick else []))
+                          (["--quick"] if quick else []))
     by = {}
     for r in ours:
         key = r["bench"] if r["bench"] != "log" else "log %s %s" % (r["dest"], r["sink"])
@@ -54,38 +55,59 @@ def main():
                               os.path.join(NODE_DIR, "als-bench.js")])[0]
         node["current"] = als["get_store_ns"]
         node["uuid"] = als["random_uuid_ns"]
-        lines = 1000000 // 200 + 1 if args.quick else 1000000  # as many as bench/micro.c
+        lines = 1000000 // 200 + 1 if quick else 1000000  # as many as bench/micro.c
         with tempfile.NamedTemporaryFile(prefix="mhdctx-pino-") as f:
             node["log /dev/null"] = pino_lines_per_s("/dev/null", lines)
             node["log file"] = pino_lines_per_s(f.name, lines)
-    else:
+    return by, node
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None, help="default 5, 1 with --quick")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 5)
+    runs = [one_round(args.quick) for _ in range(rounds)]
+    if not runs[0][1]:
         print("node peer not available (bench/node/install.sh): Node columns left out")
 
     print("micro: pinned to CPU 1 (the batched writer's thread shares it); node: pino "
-          "with a synchronous destination, one write per line; ratio: mhdctx's advantage")
-    row = "%-40s %17s %17s %8s"
-    print(row % ("figure", "mhdctx", "node", "ratio"))
+          "with a synchronous destination, one write per line; %d round(s), each figure "
+          "and ratio the median over rounds; ratio: mhdctx's advantage" % rounds)
+    row = "%-40s %17s %17s %8s %13s"
+    print(row % ("figure", "mhdctx", "node", "ratio", "ratio range"))
 
-    def show(name, value, unit, peer=None, higher_is_better=False):
-        mine = "%.2f %s" % (value, unit) if value < 100 else "%.0f %s" % (value, unit)
-        other = ("%.2f %s" % (peer, unit) if peer < 100 else "%.0f %s" % (peer, unit)) \
-            if peer else "-"
-        ratio = "-"
-        if peer:
-            ratio = "%.2fx" % (value / peer if higher_is_better else peer / value)
-        print(row % (name, mine, other, ratio))
+    def number(value, unit):
+        return "%.2f %s" % (value, unit) if value < 100 else "%.0f %s" % (value, unit)
 
-    show("current context (node: getStore)", by["current"]["ns"], "ns",
-         node.get("current"))
-    show("UUID v4 id (node: randomUUID)", by["uuid"]["ns"], "ns", node.get("uuid"))
+    def show(name, mine, peer_key=None, higher_is_better=False):
+        """mine(by) -> (value, unit): one figure of ours, beside a Node figure."""
+        values = [mine(by)[0] for by, _ in runs]
+        unit = mine(runs[0][0])[1]
+        peers = [node[peer_key] for _, node in runs if peer_key in node]
+        ratio = other = spread = "-"
+        if peers:
+            ratios = [(v / p if higher_is_better else p / v)
+                      for v, p in zip(values, peers)]
+            other = number(statistics.median(peers), unit)
+            ratio = "%.2fx" % statistics.median(ratios)
+            spread = "%.2f-%.2fx" % (min(ratios), max(ratios))
+        print(row % (name, number(statistics.median(values), unit), other, ratio, spread))
+
+    show("current context (node: getStore)", lambda by: (by["current"]["ns"], "ns"),
+         "current")
+    show("UUID v4 id (node: randomUUID)", lambda by: (by["uuid"]["ns"], "ns"), "uuid")
     for dest in ("/dev/null", "file"):
         for sink in ("sync", "async"):
-            r = by["log %s %s" % (dest, sink)]
+            key = "log %s %s" % (dest, sink)
             show("log line, %s, %s" % (dest, "batched" if sink == "async"
                                         else "write per line"),
-                 r["lines_per_s"], "lines/s", node.get("log " + dest), True)
-    show("SQL tag (sqlcommenter, into a buffer)", by["sql_tag"]["ns"], "ns")
-    a = by["allocations"]
+                 lambda by, key=key: (by[key]["lines_per_s"], "lines/s"), "log " + dest,
+                 True)
+    show("SQL tag (sqlcommenter, into a buffer)", lambda by: (by["sql_tag"]["ns"], "ns"))
+    a = runs[-1][0]["allocations"]  # counted, not timed: every round counts the same
     print("heap allocations per request: bare MHD %.2f; added by mhdctx: library %.2f "
           "(%.2f with an incoming id), with the id header %.2f (MHD's response and header), "
           "the id header and the access line %.2f"
@@ -93,7 +115,8 @@ def main():
              a["with_id_header_and_access_line"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mhdctx": ours, "node": node}, f, indent=1)
+            json.dump([{"mhdctx": list(by.values()), "node": node} for by, node in runs],
+                      f, indent=1)
     return 0
 
 
