@@ -14,7 +14,6 @@
  */
 #include "internal.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* A bounded writer that keeps counting past its end, like snprintf. */
@@ -141,7 +140,8 @@ mhdctx_error mhdctx_sql_tag_keys(const char *const *keys, size_t n)
     return MHDCTX_OK;
 }
 
-/* Fills @pairs (caller holds the context lock); returns the count. */
+/* Fills @pairs (the caller holds the context lock, or is its only holder); returns the
+ * count. */
 static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *traceparent)
 {
     size_t n = 0;
