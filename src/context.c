@@ -716,7 +716,7 @@ static void write_ids_locked(mhdctx_context *ctx, mhdctx__buf *b, const char *sp
         p = PUT_RESERVED_LITERAL(p, "\",\"span_id\":\"");
         p = put_reserved(p, span_id ? span_id : ctx->span_id, MHDCTX_SPAN_ID_LEN);
         p = PUT_RESERVED_LITERAL(p, "\",\"trace_flags\":\"");
-        mhdctx__hex_encode(p, &ctx->trace_flags, 1);
+        mhdctx__hex_byte(p, ctx->trace_flags);
         p += 2;
     }
     p = PUT_RESERVED_LITERAL(p, "\",\"user_id\":");

@@ -68,7 +68,7 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
     if (ctx == NULL)
         return NULL;
     char flags[3] = {0};
-    mhdctx__hex_encode(flags, &ctx->trace_flags, 1);
+    mhdctx__hex_byte(flags, ctx->trace_flags);
     mhdctx__context_lock(ctx);
     mhdctx__context_draw_ids_locked(ctx);
     json_t *user = ctx->user_id ? json_string(ctx->user_id) : json_null();

@@ -214,6 +214,14 @@ void mhdctx__chacha_4blocks(const unsigned char key[32], uint32_t counter,
 /* ---- random ids (request_id.c) ---------------------------------------------------- */
 /* Writes the 2 * @n lowercase hex digits of the @n bytes at @bytes (no NUL). */
 void mhdctx__hex_encode(char *out, const unsigned char *bytes, size_t n);
+/* "000102...feff": the two lowercase hex digits of every byte. */
+extern const char mhdctx__hex_pairs[513];
+/* Writes the two lowercase hex digits of @byte (no NUL): one byte, inline (a log line's
+ * trace flags, on every line). */
+static inline void mhdctx__hex_byte(char *out, unsigned char byte)
+{
+    memcpy(out, mhdctx__hex_pairs + 2 * byte, 2);
+}
 /* Whether the @n bytes at @bytes are all zero: W3C Trace Context forbids such ids. */
 static inline bool mhdctx__all_zero(const unsigned char *bytes, size_t n)
 {

@@ -55,8 +55,8 @@ const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict)
 }
 
 /* Two lowercase hex digits per byte, copied from a table of all 256 pairs: no shift,
- * no division, no printf. */
-static const char hex_pairs[513] =
+ * no division, no printf (mhdctx__hex_byte in internal.h). */
+const char mhdctx__hex_pairs[513] =
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
     "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
     "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
@@ -69,7 +69,7 @@ static const char hex_pairs[513] =
 static void put_hex_table(char *out, const unsigned char *bytes, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        memcpy(out + 2 * i, hex_pairs + 2 * bytes[i], 2);
+        mhdctx__hex_byte(out + 2 * i, bytes[i]);
 }
 
 #if defined(__SSE2__)

@@ -89,7 +89,7 @@ void mhdctx_traceparent_format(char out[MHDCTX_TRACEPARENT_LEN + 1], const char 
     out[35] = '-';
     memcpy(out + 36, span_id, 16);
     out[52] = '-';
-    mhdctx__hex_encode(out + 53, &flags, 1);
+    mhdctx__hex_byte(out + 53, flags);
     out[55] = '\0';
 }
 
