@@ -613,7 +613,10 @@ MHDCTX_EXPORT void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size
 
 /**
  * Receives each formatted line (JSON text ending in '\n', not NUL-terminated at
- * line[len]). Called on the logging thread, possibly from several threads at once.
+ * line[len]). Called on the logging thread, one call at a time (under the sink's lock).
+ * @p line is borrowed for the call. A line the callback itself logs is not written: it
+ * is counted in mhdctx_log_dropped() (the lock is held and the thread's line storage
+ * holds @p line).
  */
 typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, size_t len,
                                     void *cls);
@@ -626,8 +629,11 @@ typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, si
  * so concurrent lines never interleave (synchronous mode, the default; see
  * mhdctx_log_async_start() for batched writes). A synchronous write to a pipe whose
  * reader stalls blocks the logging thread with it: prefer the asynchronous mode there. A
- * failing sink (full disk, closed pipe) counts the line as dropped; SIGPIPE is suppressed for
- * the write when the process does not ignore it.
+ * non-blocking fd that is full is waited for, up to one second per write. A failing
+ * sink (full disk, closed pipe) counts the line as dropped; SIGPIPE is suppressed for
+ * the write when the process does not ignore it. A line the sink took only in part is
+ * ended with a newline before the next line, which therefore starts a line of its own.
+ * A child of fork() logs through the same sink, synchronously.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stdout(void);
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stderr(void);

@@ -323,6 +323,10 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
 {
     if (!mhdctx_log_enabled(level))
         return;
+    if (mhdctx__in_log_callback) {
+        mhdctx__sink_count_drop(); /* see mhdctx_log_to_callback() */
+        return;
+    }
     mhdctx__buf b;
     line_begin(&b, level);
     put_message(&b, fmt, ap);

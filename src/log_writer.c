@@ -78,6 +78,7 @@ static size_t take_batch(size_t *lines)
     writer.len = 0;
     writer.lines = 0;
     writer.flush_asked = false;
+    pthread_cond_broadcast(&writer.space); /* producers waiting for room have it now */
     return len;
 }
 
@@ -108,6 +109,17 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&writer.lock);
     return NULL;
+}
+
+/* Waits until every byte queued before the call is written (lock held). */
+static void wait_written(void)
+{
+    uint64_t target = writer.queued;
+    while ((writer.running || writer.stopping) && writer.written < target) {
+        writer.flush_asked = true;
+        pthread_cond_signal(&writer.work);
+        pthread_cond_wait(&writer.space, &writer.lock);
+    }
 }
 
 /* Waits for room for @len bytes (lock held), as the policy says. */
@@ -144,20 +156,13 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
         /* Crossing half full wakes the writer once; below that it wakes on its own. */
         if (writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2)
             pthread_cond_signal(&writer.work);
+    } else if (result == MHDCTX__NOT_QUEUED) {
+        /* The caller writes it directly: after the lines this thread queued before it
+         * (a line larger than a buffer, or one logged while the writer stops). */
+        wait_written();
     }
     pthread_mutex_unlock(&writer.lock);
     return result;
-}
-
-/* Waits until every byte queued before the call is written (lock held). */
-static void wait_written(void)
-{
-    uint64_t target = writer.queued;
-    while ((writer.running || writer.stopping) && writer.written < target) {
-        writer.flush_asked = true;
-        pthread_cond_signal(&writer.work);
-        pthread_cond_wait(&writer.space, &writer.lock);
-    }
 }
 
 void mhdctx_log_flush(void)
@@ -227,9 +232,14 @@ static void register_fork_handler(void)
     pthread_atfork(NULL, NULL, after_fork_child);
 }
 
-mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
+void mhdctx__log_fork_safe(void)
 {
     pthread_once(&fork_handler_once, register_fork_handler);
+}
+
+mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
+{
+    mhdctx__log_fork_safe();
     mhdctx_log_async_options o = effective(options);
     if (!options_valid(&o))
         return MHDCTX_EINVAL;
@@ -237,7 +247,7 @@ mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
         return MHDCTX_ESTATE;
     pthread_mutex_lock(&writer.lock);
     mhdctx_error rc = MHDCTX_OK;
-    if (writer.running) {
+    if (writer.running || writer.stopping) {
         rc = MHDCTX_ESTATE;
     } else if ((writer.active = mhdctx__malloc(o.buffer_bytes)) == NULL ||
                (writer.spare = mhdctx__malloc(o.buffer_bytes)) == NULL) {
@@ -248,6 +258,7 @@ mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
         writer.options = o;
         writer.cap = o.buffer_bytes;
         writer.len = writer.lines = 0;
+        writer.queued = writer.written = 0;
         writer.stopping = writer.flush_asked = false;
         writer.running = true;
         if (pthread_create(&writer.thread, NULL, writer_main, NULL) != 0) {
@@ -274,16 +285,16 @@ void mhdctx_log_async_stop(void)
         pthread_mutex_unlock(&writer.lock);
         return;
     }
-    /* From here on lines are written synchronously; what is queued is written by the
-     * writer's last passes (it leaves only with an empty buffer). */
+    /* From here on lines are written synchronously, each once what was queued before
+     * it is written by the writer's last passes (it leaves only with an empty buffer). */
     writer.stopping = true;
     writer.running = false;
-    atomic_store_explicit(&writer_on, false, memory_order_release);
     pthread_cond_signal(&writer.work);
     pthread_cond_broadcast(&writer.space); /* producers waiting for room write directly */
     pthread_mutex_unlock(&writer.lock);
     pthread_join(writer.thread, NULL);
     pthread_mutex_lock(&writer.lock);
+    atomic_store_explicit(&writer_on, false, memory_order_release);
     release_buffers();
     writer.stopping = false;
     pthread_mutex_unlock(&writer.lock);
@@ -302,5 +313,6 @@ static void after_fork_child(void)
     init_conditions();
     writer.running = writer.stopping = writer.flush_asked = false;
     writer.len = writer.lines = 0;
+    writer.queued = writer.written = 0; /* the parent's lines are not ours to wait for */
     release_buffers(); /* the child is single-threaded: nobody else touches them */
 }

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,6 +25,7 @@ struct sink {
     int fd;
     bool owns_fd;       /* a file we opened: closed when replaced */
     bool guard_sigpipe; /* fd is a pipe or socket and SIGPIPE is not ignored */
+    bool torn;          /* the last write stopped inside a line */
     mhdctx_log_callback fn;
     void *cls;
 };
@@ -32,6 +34,10 @@ static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sink active = {.kind = SINK_FD, .fd = STDOUT_FILENO};
 static bool active_checked; /* guard_sigpipe computed for the default sink */
 static atomic_ullong dropped;
+_Thread_local bool mhdctx__in_log_callback __attribute__((tls_model("initial-exec")));
+
+/* How long a write waits for a full non-blocking fd to take bytes again. */
+#define WRITABLE_WAIT_MS 1000
 
 void mhdctx__sink_count_drop(void)
 {
@@ -59,8 +65,19 @@ static bool fd_can_raise_sigpipe(int fd)
     return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
 }
 
+/* A non-blocking fd that is full (EAGAIN): waits until it takes bytes again, for a
+ * bounded time, as a blocking fd would have waited in write(). */
+static bool wait_writable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int n;
+    while ((n = poll(&p, 1, WRITABLE_WAIT_MS)) < 0 && errno == EINTR) {
+    }
+    return n > 0;
+}
+
 /* write() all @len bytes; returns how many were written (@len unless an error other
- * than EINTR stopped it). */
+ * than EINTR, or a full non-blocking fd for longer than WRITABLE_WAIT_MS, stopped it). */
 static size_t write_all(int fd, const char *data, size_t len)
 {
     size_t done = 0;
@@ -68,6 +85,8 @@ static size_t write_all(int fd, const char *data, size_t len)
         ssize_t n = write(fd, data + done, len - done);
         if (n < 0) {
             if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_writable(fd))
                 continue;
             break;
         }
@@ -99,15 +118,27 @@ static size_t write_without_sigpipe(int fd, const char *data, size_t len)
     return done;
 }
 
-/* Writes to the active fd (sink lock held); returns the bytes written. */
+static size_t write_bytes(const char *data, size_t len)
+{
+    return active.guard_sigpipe ? write_without_sigpipe(active.fd, data, len)
+                                : write_all(active.fd, data, len);
+}
+
+/* Writes to the active fd (sink lock held); returns the bytes written. A write that
+ * stopped inside a line (disk full, a reader that stopped reading) left a fragment:
+ * the next write ends it with a newline first, so that the lines after it stay whole
+ * and are not glued onto it. */
 static size_t write_to_fd(const char *data, size_t len)
 {
     if (!active_checked) {
         active.guard_sigpipe = fd_can_raise_sigpipe(active.fd) && !sigpipe_ignored();
         active_checked = true;
     }
-    return active.guard_sigpipe ? write_without_sigpipe(active.fd, data, len)
-                                : write_all(active.fd, data, len);
+    if (active.torn && write_bytes("\n", 1) != 1)
+        return 0;
+    size_t done = write_bytes(data, len);
+    active.torn = done > 0 && done < len && data[done - 1] != '\n';
+    return done;
 }
 
 static size_t count_lines(const char *data, size_t len)
@@ -141,12 +172,16 @@ void mhdctx__sink_write(mhdctx_log_level level, const char *line, size_t len)
     case MHDCTX__NOT_QUEUED:
         break;
     }
+    mhdctx__log_fork_safe();
     bool ok = true;
     pthread_mutex_lock(&sink_lock);
-    if (active.kind == SINK_CALLBACK)
+    if (active.kind == SINK_CALLBACK) {
+        mhdctx__in_log_callback = true;
         active.fn(level, line, len, active.cls);
-    else
+        mhdctx__in_log_callback = false;
+    } else {
         ok = write_to_fd(line, len) == len;
+    }
     pthread_mutex_unlock(&sink_lock);
     if (!ok)
         mhdctx__sink_count_drop();
@@ -167,6 +202,7 @@ void mhdctx__sink_after_fork_child(void)
 
 static void replace_sink(struct sink next)
 {
+    mhdctx__log_fork_safe();
     mhdctx_log_flush(); /* queued lines go where they were meant to go */
     pthread_mutex_lock(&sink_lock);
     struct sink old = active;

@@ -16,8 +16,14 @@ void mhdctx__sink_write_batch(const char *data, size_t len, size_t lines);
 bool mhdctx__sink_is_fd(void);
 /* In a child of fork(): the sink lock may have been held by a thread that is gone. */
 void mhdctx__sink_after_fork_child(void);
+/* Set while this thread runs the callback sink: a line it logs there is dropped (the
+ * sink lock is held and the thread's line storage holds the line being delivered). */
+extern _Thread_local bool mhdctx__in_log_callback __attribute__((tls_model("initial-exec")));
 
 /* log_writer.c */
+/* Registers (once) the fork handler that makes the logging locks anew in a child. */
+void mhdctx__log_fork_safe(void);
+
 enum mhdctx__queued {
     MHDCTX__QUEUED,    /* the writer thread will write it */
     MHDCTX__DROPPED,   /* buffer full under the drop policy, or the wait timed out */

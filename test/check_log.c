@@ -12,8 +12,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <regex.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -987,6 +989,155 @@ START_TEST(callback_receives_each_line_with_its_level)
 }
 END_TEST
 
+static int reentered;
+
+static void logging_callback(mhdctx_log_level level, const char *line, size_t len, void *cls)
+{
+    (void)level, (void)line, (void)len;
+    (*(int *)cls)++;
+    if (reentered++ == 0)
+        mhdctx_log_warn("from inside the sink"); /* used to wait for the sink's own lock */
+}
+
+START_TEST(callback_that_logs_drops_its_own_line)
+{
+    int calls = 0;
+    uint64_t before = mhdctx_log_dropped();
+    ck_assert_int_eq(mhdctx_log_to_callback(logging_callback, &calls), MHDCTX_OK);
+    mhdctx_log_info("outer");
+    mhdctx_log_info("second");
+    ck_assert_int_eq(calls, 2);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
+}
+END_TEST
+
+/* Reads @fd until EOF into data (up to cap bytes), starting late: the writer finds the
+ * pipe full first. */
+struct collected_pipe {
+    int fd;
+    char *data;
+    size_t len, cap;
+};
+
+static void *collect_to_eof(void *arg)
+{
+    struct collected_pipe *r = arg;
+    sleep_ms(200);
+    ssize_t n;
+    while ((n = read(r->fd, r->data + r->len, r->cap - r->len)) > 0 ||
+           (n < 0 && errno == EINTR))
+        r->len += n > 0 ? (size_t)n : 0;
+    return NULL;
+}
+
+START_TEST(non_blocking_pipe_gets_whole_lines)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0); /* the sink's end only */
+    struct collected_pipe r = {.fd = fds[0], .cap = 1 << 20};
+    r.data = malloc(r.cap);
+    ck_assert_ptr_nonnull(r.data);
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, collect_to_eof, &r), 0);
+    uint64_t before = mhdctx_log_dropped();
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    char *big = repeat('n', 300 * 1024); /* several pipe-fulls: EAGAIN on the way */
+    mhdctx_log_info("%s", big);
+    mhdctx_log_info("next");
+    ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before);
+    const char *second = memchr(r.data, '\n', r.len);
+    ck_assert_ptr_nonnull(second);
+    json_t *first = support_parse_line(r.data, (size_t)(second + 1 - r.data), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(first, "message")), big);
+    json_t *next = support_parse_line(second + 1, r.len - (size_t)(second + 1 - r.data), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(next, "message")), "next");
+    json_decref(first);
+    json_decref(next);
+    free(big);
+    free(r.data);
+}
+END_TEST
+
+/* A reader that stops reading for longer than the sink waits: the line is cut and
+ * dropped, and the next line starts on a line of its own. */
+START_TEST(line_after_a_cut_line_starts_a_line_of_its_own)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe2(fds, O_NONBLOCK), 0);
+    uint64_t before = mhdctx_log_dropped();
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    char *big = repeat('c', 300 * 1024);
+    mhdctx_log_info("%s", big); /* fills the pipe, waits a second, gives up */
+    free(big);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
+    char *drained = malloc(1 << 20);
+    ck_assert_ptr_nonnull(drained);
+    while (read(fds[0], drained, 1 << 20) > 0) {
+    }
+    mhdctx_log_info("next");
+    ssize_t n = read(fds[0], drained, 1 << 20);
+    ck_assert_int_gt(n, 1);
+    ck_assert_int_eq(drained[0], '\n'); /* ends the cut line */
+    json_t *next = support_parse_line(drained + 1, (size_t)n - 1, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(next, "message")), "next");
+    json_decref(next);
+    free(drained);
+    ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
+    close(fds[0]);
+    close(fds[1]);
+}
+END_TEST
+
+/* A thread holds the sink's lock (inside a callback) when another forks: the child's
+ * lines must not wait for a lock whose holder does not exist there. */
+static sem_t in_sink, may_leave;
+
+static void holding_callback(mhdctx_log_level level, const char *line, size_t len, void *cls)
+{
+    (void)level, (void)line, (void)len, (void)cls;
+    sem_post(&in_sink);
+    sem_wait(&may_leave);
+}
+
+static void *log_one(void *arg)
+{
+    (void)arg;
+    mhdctx_log_info("held");
+    return NULL;
+}
+
+START_TEST(child_of_fork_logs_while_a_parent_thread_held_the_sink)
+{
+    sem_init(&in_sink, 0, 0);
+    sem_init(&may_leave, 0, 0);
+    ck_assert_int_eq(mhdctx_log_to_callback(holding_callback, NULL), MHDCTX_OK);
+    pthread_t holder;
+    ck_assert_int_eq(pthread_create(&holder, NULL, log_one, NULL), 0);
+    sem_wait(&in_sink);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(10);
+        if (mhdctx_log_to_file("/dev/null") != MHDCTX_OK)
+            _exit(3);
+        mhdctx_log_info("in the child");
+        _exit(0);
+    }
+    sem_post(&may_leave);
+    pthread_join(holder, NULL);
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    sem_destroy(&in_sink);
+    sem_destroy(&may_leave);
+}
+END_TEST
+
 /* ---- many threads, one sink -------------------------------------------------------------- */
 
 #define LOG_THREADS 8
@@ -1298,6 +1449,10 @@ static Suite *log_suite(void)
     tcase_add_test(tc, dev_full_counts_a_drop_and_does_not_crash);
     tcase_add_test(tc, closed_pipe_with_default_sigpipe_counts_a_drop);
     tcase_add_test(tc, callback_receives_each_line_with_its_level);
+    tcase_add_test(tc, callback_that_logs_drops_its_own_line);
+    tcase_add_test(tc, non_blocking_pipe_gets_whole_lines);
+    tcase_add_test(tc, line_after_a_cut_line_starts_a_line_of_its_own);
+    tcase_add_test(tc, child_of_fork_logs_while_a_parent_thread_held_the_sink);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");

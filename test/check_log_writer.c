@@ -302,6 +302,50 @@ START_TEST(line_larger_than_a_buffer_is_written_directly)
 }
 END_TEST
 
+START_TEST(larger_line_keeps_its_place_after_queued_lines)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024, .flush_interval_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 1); /* queued, and the writer waits a minute */
+    char *big = repeat('z', 100 * 1024);
+    mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 1)), "%s", big);
+    free(big);
+    mhdctx_log_flush();
+    assert_numbered_file(path, 2); /* 0 before 1 */
+}
+END_TEST
+
+/* The parent's queued lines are not the child's: a child that starts a writer of its
+ * own can flush it (it used to wait forever for the parent's bytes). */
+START_TEST(child_of_fork_flushes_its_own_writer)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 1);
+    /* The writer thread is up and waiting: under AddressSanitizer, a child forked while
+     * it was still starting sometimes hung in its own pthread_create. */
+    mhdctx_log_flush();
+    log_numbered(1, 2); /* still queued at the fork */
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        if (!UNDER_TSAN && mhdctx_log_async_start(&o) != MHDCTX_OK) /* see below */
+            _exit(4);
+        log_numbered(2, 3);
+        mhdctx_log_flush();
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    mhdctx_log_flush();
+    long ns[4];
+    ck_assert_uint_eq(numbered_lines(path, ns, 4), 3); /* 0, the child's 2, then 1 */
+}
+END_TEST
+
 START_TEST(child_of_fork_logs_synchronously)
 {
     ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
@@ -347,7 +391,9 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
+    tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
     tcase_add_test(tc, child_of_fork_logs_synchronously);
+    tcase_add_test(tc, child_of_fork_flushes_its_own_writer);
     return s;
 }
 
