@@ -71,7 +71,7 @@ mhdctx_context *mhdctx__context_create(const char *uri)
     atomic_init(&ctx->refs, 1);
     ctx->start_mono_ns = mhdctx__monotonic_ns();
     ctx->id_verdict = MHDCTX_ID_MISSING;
-    ctx->id_header = "X-Request-Id";
+    ctx->id_header = MHDCTX__DEFAULT_ID_HEADER;
     memcpy(ctx->text, uri, uri_len + 1);
     char *question = strchr(ctx->text, '?');
     if (question) {

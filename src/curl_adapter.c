@@ -80,7 +80,7 @@ CURLcode mhdctx_curl_perform(CURL *easy, mhdctx_context *ctx, struct curl_slist 
     mhdctx_outgoing call;
     mhdctx_outgoing_start(&call, ctx);
     struct curl_slist *list =
-        propagation_headers(&call, headers, ctx ? ctx->id_header : "X-Request-Id");
+        propagation_headers(&call, headers, ctx ? ctx->id_header : MHDCTX__DEFAULT_ID_HEADER);
     if (list == NULL) {
         mhdctx_outgoing_finish(&call, "GET", "", 0, "out of memory");
         return CURLE_OUT_OF_MEMORY;

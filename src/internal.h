@@ -103,6 +103,9 @@ enum mhdctx__phase {
     MHDCTX__PHASE_ANSWERED /* a hook answered: remaining calls are absorbed */
 };
 
+#define MHDCTX__DEFAULT_ID_HEADER "X-Request-Id"
+#define MHDCTX__ID_HEADER_ROOM    64 /* a header name for the id, with its NUL */
+
 struct mhdctx__user_key {
     char name[MHDCTX_MAX_KEY_LEN + 1];
     json_t *value;
@@ -121,7 +124,11 @@ struct mhdctx_context {
     unsigned int status;           /* status queued by the library's own helpers */
     struct MHD_Response *deferred; /* a hook's answer, queued at the next call */
     void *user_req_cls;            /* the wrapped handler's own req_cls slot */
-    const char *id_header;         /* response header for the id (the middleware's setting) */
+    /* Response header for the id: MHDCTX__DEFAULT_ID_HEADER or id_header_copy. A copy of
+     * the middleware's setting, not a pointer into it: a worker's reference may outlive
+     * mhdctx_middleware_free(). */
+    const char *id_header;
+    char id_header_copy[MHDCTX__ID_HEADER_ROOM];
     char *user_id;
     char **roles;
     size_t n_roles;

@@ -23,7 +23,7 @@ mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback handler, void
         return NULL;
     mw->handler = handler;
     mw->handler_cls = handler_cls;
-    strcpy(mw->id_header, "X-Request-Id");
+    strcpy(mw->id_header, MHDCTX__DEFAULT_ID_HEADER);
     mw->id_header_len = strlen(mw->id_header);
     mw->id_max_len = MHDCTX_REQUEST_ID_DEFAULT_MAX;
     mw->trust_incoming_ids = true;
@@ -103,6 +103,7 @@ mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw, const char *nam
         return MHDCTX_ELIMIT;
     memcpy(mw->id_header, name, len + 1);
     mw->id_header_len = len;
+    mw->id_header_custom = strcmp(name, MHDCTX__DEFAULT_ID_HEADER) != 0;
     return MHDCTX_OK;
 }
 
@@ -398,7 +399,8 @@ static mhdctx_hook_result run_hooks(const mhdctx_middleware *mw,
 static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
                           struct MHD_Connection *connection, const char *method)
 {
-    ctx->id_header = mw->id_header;
+    if (mw->id_header_custom) /* else the default, from mhdctx__context_create */
+        ctx->id_header = memcpy(ctx->id_header_copy, mw->id_header, mw->id_header_len + 1);
 #define NAMED(literal)                                                                         \
     {                                                                                          \
         .name = literal, .name_len = sizeof literal - 1                                        \

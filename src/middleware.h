@@ -25,8 +25,9 @@ struct mhdctx_middleware {
     void *handler_cls;
     MHD_RequestCompletedCallback completed;
     void *completed_cls;
-    char id_header[64];
+    char id_header[MHDCTX__ID_HEADER_ROOM];
     size_t id_header_len;
+    bool id_header_custom; /* not MHDCTX__DEFAULT_ID_HEADER: contexts copy it */
     size_t id_max_len;
     bool trust_incoming_ids;
     bool trust_incoming_deadline;

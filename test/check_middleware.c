@@ -799,6 +799,33 @@ START_TEST(test_request_id_configuration)
 }
 END_TEST
 
+/* A worker's reference outlives the daemon and the middleware: the context still names
+ * the custom id header (it used to point into the freed middleware; ASan saw it). */
+START_TEST(test_custom_id_header_outlives_the_middleware)
+{
+    support_capture_start_info();
+    struct app *app = app_new();
+    app->keep_refs = true;
+    mhdctx_middleware *mw = app_middleware(app);
+    ck_assert_int_eq(mhdctx_set_request_id_header(mw, "X-Correlation-Id"), MHDCTX_OK);
+    support_server s;
+    server_start(&s, mw, MODE_EPOLL);
+    http_response *r = support_http_get(s.port, "/r", "X-Correlation-Id: kept-1\r\n");
+    ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "kept-1");
+    http_response_free(r);
+    support_server_stop(&s);
+    mhdctx_middleware_free(mw);
+    ck_assert_uint_eq(app->n_refs, 1);
+    struct MHD_Response *late =
+        MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    ck_assert_int_eq(mhdctx_response_add_request_id(late, app->refs[0]), MHDCTX_OK);
+    ck_assert_str_eq(MHD_get_response_header(late, "X-Correlation-Id"), "kept-1");
+    MHD_destroy_response(late);
+    app_free(app);
+    support_capture_stop();
+}
+END_TEST
+
 /* Edge mode: incoming ids are never used. */
 START_TEST(test_untrusted_request_ids)
 {
@@ -1771,6 +1798,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_hostile_request_ids);
     tcase_add_test(tc, test_valid_request_id_boundaries);
     tcase_add_test(tc, test_request_id_configuration);
+    tcase_add_test(tc, test_custom_id_header_outlives_the_middleware);
     tcase_add_test(tc, test_untrusted_request_ids);
 
     tc = support_tcase(suite, "hooks", TEST_TIMEOUT_S, NULL, NULL);
