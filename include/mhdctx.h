@@ -281,6 +281,7 @@ MHDCTX_EXPORT void mhdctx_task_cancel(mhdctx_task *task);
  * {"v":1,"request_id":"..","user_id":".."|null,"roles":[..],"keys":{..},
  *  "trace_id":"..","span_id":"..","parent_span_id":"..","trace_flags":"01",
  *  "tracestate":".."}
+ * "keys" holds each user key as it was set, the value its log lines carry.
  * Owned: free() the result. NULL on allocation failure or a NULL context.
  */
 MHDCTX_EXPORT char *mhdctx_context_export(const mhdctx_context *ctx) MHDCTX_WARN_UNUSED;

@@ -51,11 +51,15 @@ void mhdctx_task_cancel(mhdctx_task *task)
 
 /* ---- export ----------------------------------------------------------------------------- */
 
+/* Each key as its value was when it was set, the text log lines carry: the caller may
+ * have changed a value it still shares since (and may be changing it now). */
 static json_t *export_keys(const mhdctx_context *ctx)
 {
     json_t *keys = json_object();
     for (size_t i = 0; keys && i < ctx->n_keys; i++) {
-        if (json_object_set(keys, ctx->keys[i].name, ctx->keys[i].value) != 0) {
+        const struct mhdctx__user_key *key = &ctx->keys[i];
+        json_t *value = json_loadb(key->json, key->json_len, JSON_DECODE_ANY, NULL);
+        if (json_object_set_new(keys, key->name, value) != 0) { /* NULL value: fails */
             json_decref(keys);
             return NULL;
         }

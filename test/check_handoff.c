@@ -474,6 +474,32 @@ START_TEST(export_import_round_trip)
 }
 END_TEST
 
+/* A value the caller still shares and changes after mhdctx_set(): the export carries
+ * what the log lines carry, the value as it was set (it used to carry the grown array,
+ * which the worker's import then refused as too long). */
+START_TEST(export_carries_keys_as_they_were_set)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_ptr_nonnull(ctx);
+    json_t *cart = json_pack("[i]", 1);
+    ck_assert_int_eq(mhdctx_set(ctx, "cart", cart), MHDCTX_OK);
+    for (int i = 0; i < 20000; i++)
+        json_array_append_new(cart, json_integer(i));
+    char *text = mhdctx_context_export(ctx);
+    ck_assert_ptr_nonnull(text);
+    mhdctx_context *copy = import_text(text, MHDCTX_OK);
+    json_t *got = mhdctx_get(copy, "cart");
+    json_t *expected = json_pack("[i]", 1);
+    ck_assert(json_equal(got, expected));
+    json_decref(expected);
+    json_decref(got);
+    json_decref(cart);
+    free(text);
+    mhdctx_context_unref(copy);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 static void log_in_current(void *arg)
 {
     (void)arg;
@@ -1039,6 +1065,7 @@ static Suite *handoff_suite(void)
     tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, export_writes_version_1_with_every_field);
     tcase_add_test(tc, export_keeps_every_trace_flags_byte);
+    tcase_add_test(tc, export_carries_keys_as_they_were_set);
     tcase_add_test(tc, export_under_each_allocation_failure_is_null_or_whole);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);
