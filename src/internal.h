@@ -99,6 +99,7 @@ char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len);
 /* ---- context (context.c) ---------------------------------------------------------- */
 enum mhdctx__phase {
     MHDCTX__PHASE_NEW = 0, /* created from the request line, headers not read yet */
+    MHDCTX__PHASE_HOOKS,   /* the hooks run: a response of the library's is held back */
     MHDCTX__PHASE_HANDLER, /* hooks passed: the handler runs */
     MHDCTX__PHASE_ANSWERED /* a hook answered: remaining calls are absorbed */
 };

@@ -417,6 +417,7 @@ static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
     if (mhdctx__context_set_method(ctx, method ? method : "") != MHDCTX_OK ||
         assign_trace(ctx, connection, &scans.of[SCAN_TRACEPARENT]) != MHDCTX_OK)
         return false;
+    ctx->phase = MHDCTX__PHASE_HOOKS;
     switch (run_hooks(mw, connection, ctx)) {
     case MHDCTX_HOOK_CONTINUE:
         ctx->phase = MHDCTX__PHASE_HANDLER;

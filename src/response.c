@@ -42,7 +42,7 @@ static enum MHD_Result queue_owned(struct MHD_Connection *connection, unsigned s
         ok = mhdctx_response_add_request_id(response, ctx) == MHDCTX_OK;
     if (ok && header)
         ok = MHD_add_response_header(response, header, value) == MHD_YES;
-    if (ok && ctx && ctx->phase == MHDCTX__PHASE_NEW && ctx->deferred == NULL) {
+    if (ok && ctx && ctx->phase == MHDCTX__PHASE_HOOKS && ctx->deferred == NULL) {
         /* Called from a hook, during MHD's first call: hold it for the next call. */
         ctx->deferred = response;
         ctx->status = status;

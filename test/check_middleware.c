@@ -230,6 +230,12 @@ static void record_first_call(struct app *app, mhdctx_context *ctx)
     pthread_mutex_unlock(&app->lock);
 }
 
+/* mhdctx_run()'s function on /own-context: answers inside a context of the app's own. */
+static void respond_from_own_context(void *connection)
+{
+    mhdctx_respond_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "from_own_context");
+}
+
 /* The final call: answers according to the path. */
 static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connection,
                                  const char *url, mhdctx_context *ctx,
@@ -257,6 +263,12 @@ static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connect
     }
     if (strcmp(url, "/e") == 0)
         return mhdctx_respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad_request");
+    if (strcmp(url, "/own-context") == 0) { /* a response the hooks must not hold back */
+        mhdctx_context *own = mhdctx_context_new();
+        mhdctx_run(own, respond_from_own_context, connection);
+        mhdctx_context_unref(own);
+        return MHD_YES;
+    }
     if (strcmp(url, "/shared") == 0)
         return MHD_queue_response(connection, MHD_HTTP_NOT_FOUND, app->shared);
     if (strcmp(url, "/big") == 0) {
@@ -821,6 +833,26 @@ START_TEST(test_custom_id_header_outlives_the_middleware)
     ck_assert_int_eq(mhdctx_response_add_request_id(late, app->refs[0]), MHDCTX_OK);
     ck_assert_str_eq(MHD_get_response_header(late, "X-Correlation-Id"), "kept-1");
     MHD_destroy_response(late);
+    app_free(app);
+    support_capture_stop();
+}
+END_TEST
+
+/* A handler that answers inside a context of its own (mhdctx_run): the answer is sent,
+ * not held back as if a hook had given it (the client used to wait until shutdown). */
+START_TEST(test_respond_inside_an_apps_own_context)
+{
+    support_capture_start_info();
+    struct app *app = app_new();
+    mhdctx_middleware *mw = app_middleware(app);
+    support_server s;
+    server_start(&s, mw, MODE_EPOLL);
+    http_response *r = support_http_get(s.port, "/own-context", NULL);
+    ck_assert_int_eq(r->status, MHD_HTTP_INTERNAL_SERVER_ERROR);
+    ck_assert_ptr_nonnull(strstr(r->body, "from_own_context"));
+    http_response_free(r);
+    support_server_stop(&s);
+    mhdctx_middleware_free(mw);
     app_free(app);
     support_capture_stop();
 }
@@ -1799,6 +1831,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_valid_request_id_boundaries);
     tcase_add_test(tc, test_request_id_configuration);
     tcase_add_test(tc, test_custom_id_header_outlives_the_middleware);
+    tcase_add_test(tc, test_respond_inside_an_apps_own_context);
     tcase_add_test(tc, test_untrusted_request_ids);
 
     tc = support_tcase(suite, "hooks", TEST_TIMEOUT_S, NULL, NULL);
