@@ -31,7 +31,9 @@
  *    handler, hook or completion callback is running on the calling thread, else NULL.
  *  - A context may be read and logged with from any thread that holds a reference
  *    (mhdctx_context_ref()); setters lock the context, so concurrent readers always see
- *    a consistent value. Borrowed strings returned by getters stay valid until the
+ *    a consistent value. Each thread holds a reference of its own: one reference
+ *    shared by two threads is not enough (while a single reference exists the library
+ *    skips the context's lock). Borrowed strings returned by getters stay valid until the
  *    same field is set again or the last reference is dropped.
  *  - Logging calls are safe from any thread at any time. Logger configuration
  *    (mhdctx_log_to_*) is meant for start-up; mhdctx_log_set_level() is safe any time.
@@ -719,7 +721,10 @@ typedef struct mhdctx_middleware mhdctx_middleware;
  * Creates the middleware in front of @p handler, which keeps MHD's own signature and
  * receives @p handler_cls. Its `req_cls` argument is a slot of its own per request
  * (initially NULL, preserved across calls), so existing handlers work unchanged; MHD's
- * own `*req_cls` is used by the middleware.
+ * own `*req_cls` is used by the middleware. Not supported: HTTP upgrades (WebSocket).
+ * MHD passes its own `*req_cls`, the middleware's, to an upgrade handler
+ * (MHD_create_response_for_upgrade), not the handler's slot, and with no current context.
+ * Contexts may outlive the middleware (a worker's reference): they keep what they need.
  * Owned: release with mhdctx_middleware_free() after MHD_stop_daemon().
  * @return NULL on allocation failure or a NULL handler.
  */
