@@ -859,7 +859,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, con
                                                   size_t n_roles);
 /**
  * Loads a JSON file {"<token>": {"user_id": "42", "roles": ["admin"]}, ...}.
- * @p err (may be NULL) receives a message on failure.
+ * All or nothing: on failure the table is as it was. @p err (may be NULL) receives a
+ * message on failure.
  * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape),
  *         MHDCTX_EINVAL, MHDCTX_ENOMEM.
  */

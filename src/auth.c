@@ -268,6 +268,7 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
                          jerr.text);
     }
     mhdctx_error rc = json_is_object(root) ? MHDCTX_OK : MHDCTX_EPARSE;
+    size_t before = table->n; /* a failed load adds nothing: a retry must not duplicate */
     const char *token;
     json_t *spec;
     json_object_foreach(root, token, spec)
@@ -277,6 +278,8 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
         rc = load_entry(table, token, spec);
     }
     json_decref(root);
+    while (rc != MHDCTX_OK && table->n > before)
+        entry_release(&table->entries[--table->n]);
     if (rc != MHDCTX_OK)
         return load_fail(err, err_size, rc, path,
                          "expected {\"<token>\": {\"user_id\": \"...\", \"roles\": [...]}}");

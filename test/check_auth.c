@@ -461,6 +461,22 @@ START_TEST(token_table_load_wrong_shape_is_eparse_with_message)
 }
 END_TEST
 
+START_TEST(token_table_load_failure_adds_nothing)
+{
+    char *path = temp_file("{\"a\": {\"user_id\": \"1\"}, \"b\": {\"user_id\": \"2\"}, "
+                           "\"c\": {\"user_id\": 3}}");
+    mhdctx_token_table *table = new_table();
+    ck_assert_int_eq(mhdctx_token_table_load(table, path, NULL, 0), MHDCTX_EPARSE);
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(mhdctx_token_table_verify("a", 1, ctx, table), MHDCTX_EAUTH);
+    ck_assert_int_eq(mhdctx_token_table_verify("b", 1, ctx, table), MHDCTX_EAUTH);
+    mhdctx_context_unref(ctx);
+    mhdctx_token_table_free(table);
+    remove_temp_file(path);
+}
+END_TEST
+
 START_TEST(token_table_load_duplicate_token_is_eparse)
 {
     char *path = temp_file("{\"tok\": {\"user_id\": \"1\"}, \"tok\": {\"user_id\": \"2\"}}");
@@ -558,6 +574,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, token_table_load_empty_object_is_ok);
     tcase_add_loop_test(tc, token_table_load_malformed_json_is_eparse_with_message, 0,
                         (int)(sizeof malformed_files / sizeof *malformed_files));
+    tcase_add_test(tc, token_table_load_failure_adds_nothing);
     tcase_add_loop_test(tc, token_table_load_wrong_shape_is_eparse_with_message, 0,
                         (int)(sizeof wrong_shape_files / sizeof *wrong_shape_files));
     tcase_add_test(tc, token_table_load_duplicate_token_is_eparse);
