@@ -604,7 +604,7 @@ MHDCTX_EXPORT void mhdctx_log_ctx(mhdctx_context *ctx, mhdctx_log_level level,
     MHDCTX_PRINTF(5, 6);
 /**
  * Error helper: level "error", adds "errno" (number) and "error" (strerror text of
- * @p errnum) to the fields.
+ * @p errnum) to the fields, of which it writes the first 30.
  */
 MHDCTX_EXPORT void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size_t n,
                                     const char *fmt, ...) MHDCTX_PRINTF(4, 5);

@@ -396,7 +396,7 @@ void mhdctx_log_errno(int errnum, const mhdctx_field *fields, size_t n, const ch
     /* GNU strerror_r returns the text (maybe not in text); XSI fills text. */
     const char *message = strerror_r(errnum, text, sizeof text);
     mhdctx_field all[ERRNO_MAX_FIELDS + 2];
-    size_t count = n < ERRNO_MAX_FIELDS ? n : ERRNO_MAX_FIELDS;
+    size_t count = fields == NULL ? 0 : n < ERRNO_MAX_FIELDS ? n : ERRNO_MAX_FIELDS;
     all[0] = MHDCTX_F_INT("errno", errnum);
     all[1] = MHDCTX_F_STR("error", message);
     if (count)

@@ -768,6 +768,17 @@ START_TEST(log_errno_keeps_call_fields)
 }
 END_TEST
 
+START_TEST(log_errno_with_null_fields_ignores_n)
+{
+    support_capture_start();
+    mhdctx_log_errno(EIO, NULL, 3, "no fields");
+    json_t *v = support_capture_only(LINE_FLAGS);
+    ck_assert_int_eq(json_integer_value(json_object_get(v, "errno")), EIO);
+    ck_assert_uint_eq(json_object_size(v), 5); /* time, level, message, errno, error */
+    json_decref(v);
+}
+END_TEST
+
 START_TEST(log_errno_with_unknown_errno_still_logs)
 {
     support_capture_start();
@@ -1438,6 +1449,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, log_errno_adds_errno_and_error_text);
     tcase_add_test(tc, log_errno_keeps_call_fields);
     tcase_add_test(tc, log_errno_with_unknown_errno_still_logs);
+    tcase_add_test(tc, log_errno_with_null_fields_ignores_n);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sinks");
