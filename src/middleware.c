@@ -395,6 +395,21 @@ static mhdctx_hook_result run_hooks(const mhdctx_middleware *mw,
     return MHDCTX_HOOK_CONTINUE;
 }
 
+/* The request never reached its hooks (bad headers, client gone, a failure while its
+ * headers were read): its access line still needs a request id and a trace. */
+static void complete_ids(mhdctx_context *ctx)
+{
+    if (ctx->request_id[0] == '\0') {
+        char uuid[MHDCTX_UUID_LEN + 1];
+        mhdctx_uuid_v4(uuid);
+        mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, MHDCTX_ID_MISSING);
+    }
+    bool traced = ctx->trace_id[0] != '\0' ||
+                  atomic_load_explicit(&ctx->ids_to_draw, memory_order_acquire) != 0;
+    if (!traced)
+        mhdctx__context_set_trace(ctx, NULL, NULL, 0);
+}
+
 /* First call: the headers are parsed. Returns false to close the connection. */
 static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
                           struct MHD_Connection *connection, const char *method)
@@ -484,14 +499,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     if (ctx == NULL)
         return;
     mhdctx_context *previous = mhdctx__enter(ctx);
-    if (ctx->phase == MHDCTX__PHASE_NEW && ctx->request_id[0] == '\0') {
-        /* The request never reached the handler (bad headers, client gone): its
-         * access line still needs an id. */
-        char uuid[MHDCTX_UUID_LEN + 1];
-        mhdctx_uuid_v4(uuid);
-        mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, MHDCTX_ID_MISSING);
-        mhdctx__context_set_trace(ctx, NULL, NULL, 0);
-    }
+    if (ctx->phase == MHDCTX__PHASE_NEW)
+        complete_ids(ctx);
     mhdctx__drop_deferred(ctx); /* the client left before a hook's answer was sent */
     if (mw->completed)
         mw->completed(mw->completed_cls, connection, &ctx->user_req_cls, toe);

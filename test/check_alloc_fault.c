@@ -385,6 +385,10 @@ static void assert_access_line(const json_t *lines, const char *id, unsigned sta
     ck_assert_msg(n == 1, "%s: %zu access lines", id, n);
     ck_assert_int_eq(json_integer_value(json_object_get(access, "status")), status);
     ck_assert_str_eq(str_field(access, "path"), "/fault/7");
+    /* whatever failed before the trace was read, the line names one */
+    const char *trace_id = jstr(access, "trace_id"), *span_id = jstr(access, "span_id");
+    ck_assert_msg(trace_id && is_hex_id(trace_id, MHDCTX_TRACE_ID_LEN), "%s: trace_id", id);
+    ck_assert_msg(span_id && is_hex_id(span_id, MHDCTX_SPAN_ID_LEN), "%s: span_id", id);
 }
 
 /* A complete, correct 200. */
