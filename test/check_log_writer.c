@@ -88,6 +88,14 @@ static void assert_numbered_file(const char *file, long count)
     free(ns);
 }
 
+/* The writer with options @o, writing to the test's file; returns @o. */
+static mhdctx_log_async_options start_writer_to_file(mhdctx_log_async_options o)
+{
+    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    return o;
+}
+
 START_TEST(options_are_checked)
 {
     mhdctx_log_async_options small = {.buffer_bytes = 1000};
@@ -124,9 +132,8 @@ END_TEST
 
 START_TEST(flush_writes_every_line_logged_before_it)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 60000}; /* only flush writes */
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file(
+        (mhdctx_log_async_options){.flush_interval_ms = 60000}); /* only flush writes */
     log_numbered(0, 5000);
     mhdctx_log_flush();
     assert_numbered_file(path, 5000);
@@ -135,9 +142,7 @@ END_TEST
 
 START_TEST(stop_writes_what_is_queued)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 60000});
     log_numbered(0, 3000);
     mhdctx_log_async_stop();
     log_numbered(3000, 3010); /* synchronous again, after the queued ones */
@@ -147,9 +152,7 @@ END_TEST
 
 START_TEST(idle_lines_are_written_within_the_interval)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 20};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 20});
     log_numbered(0, 3);
     long ns[3];
     size_t seen = 0;
@@ -167,9 +170,7 @@ START_TEST(switching_sinks_sends_queued_lines_to_the_old_one)
     int fd = mkstemp(second);
     ck_assert_int_ge(fd, 0);
     close(fd);
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 60000});
     log_numbered(0, 100);
     ck_assert_int_eq(mhdctx_log_to_file(second), MHDCTX_OK);
     log_numbered(0, 7);
@@ -291,9 +292,7 @@ END_TEST
 
 START_TEST(line_larger_than_a_buffer_is_written_directly)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file((mhdctx_log_async_options){.buffer_bytes = 64 * 1024});
     char *big = repeat('z', 100 * 1024);
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 0)), "%s", big);
     free(big);
@@ -304,9 +303,8 @@ END_TEST
 
 START_TEST(larger_line_keeps_its_place_after_queued_lines)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024, .flush_interval_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_file(
+        (mhdctx_log_async_options){.buffer_bytes = 64 * 1024, .flush_interval_ms = 60000});
     log_numbered(0, 1); /* queued, and the writer waits a minute */
     char *big = repeat('z', 100 * 1024);
     mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 1)), "%s", big);
@@ -320,9 +318,8 @@ END_TEST
  * own can flush it (it used to wait forever for the parent's bytes). */
 START_TEST(child_of_fork_flushes_its_own_writer)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    mhdctx_log_async_options o =
+        start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 60000});
     log_numbered(0, 1);
     /* The writer thread is up and waiting: under AddressSanitizer, a child forked while
      * it was still starting sometimes hung in its own pthread_create. */
@@ -348,9 +345,8 @@ END_TEST
 
 START_TEST(child_of_fork_logs_synchronously)
 {
-    ck_assert_int_eq(mhdctx_log_to_file(path), MHDCTX_OK);
-    mhdctx_log_async_options o = {.flush_interval_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    mhdctx_log_async_options o =
+        start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 60000});
     log_numbered(0, 1);
     mhdctx_log_flush();
     pid_t child = fork();
