@@ -39,17 +39,25 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
     return MHDCTX_OK;
 }
 
+/* Where the authority (user info, host, port) starts: after "scheme://", after the "//"
+ * of a scheme-relative URL; a path-only URL has none (the authority found is empty). A
+ * "://" counts only before the first '/', '?' or '#': one in the query is not a scheme. */
+static const char *authority_start(const char *url)
+{
+    const char *scheme_end = strstr(url, "://");
+    if (scheme_end && (size_t)(scheme_end - url) < strcspn(url, "/?#"))
+        return scheme_end + 3;
+    return strncmp(url, "//", 2) == 0 ? url + 2 : url;
+}
+
 /* scheme://host[:port]/path: user info and the query string may hold secrets. */
 static size_t url_for_log(const char *url, char *out, size_t size)
 {
-    /* A "://" counts only before the first '/', '?' or '#': one in the query is not
-     * a scheme. */
-    const char *scheme_end = strstr(url, "://");
-    const char *rest =
-        scheme_end && (size_t)(scheme_end - url) < strcspn(url, "/?#") ? scheme_end + 3 : url;
+    const char *rest = authority_start(url);
     size_t scheme_len = (size_t)(rest - url);
     size_t authority_len = strcspn(rest, "/?#");
-    const char *at = memchr(rest, '@', authority_len);
+    /* User info runs to the last '@' of the authority: a password may hold a raw '@'. */
+    const char *at = memrchr(rest, '@', authority_len);
     const char *host = at ? at + 1 : rest;
     size_t host_len = authority_len - (size_t)(host - rest);
     size_t path_len = strcspn(rest + authority_len, "?#");
