@@ -24,7 +24,8 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * PQexecParams() of @p sql with the current request's sqlcommenter tag appended, so the
  * server's statement log, pg_stat_activity and slow-query log name the request.
  * When the request has a deadline, the statement runs with statement_timeout set to the
- * time left (the server cancels it at the deadline) and the setting is restored after;
+ * time left (the server cancels it at the deadline) and the value it had is put back
+ * after (the application's own, or inside a transaction block a change local to it);
  * once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
  * result is returned (mhdctx_deadline_passed() then says why).
  * Owned result: PQclear(). NULL only on allocation failure (as libpq).

@@ -4,8 +4,10 @@
  * Optional: compiled only when ./configure finds libpq.
  *
  * Cost, measured in bench/: a request with a deadline pays one round trip before the
- * statement (set_config) and one after (RESET), so that a pooled connection never keeps
- * another request's timeout or name.
+ * statement (set_config, which also reads the values it replaces) and one after (the
+ * values put back), so that a pooled connection never keeps another request's timeout
+ * or name, and keeps its own: RESET would go back to the server's default, not to what
+ * the application had set.
  */
 #include "internal.h"
 #include "mhdctx_pq.h"
@@ -22,11 +24,33 @@ void mhdctx_pq_log_statements(bool enable)
     atomic_store(&log_statements, enable);
 }
 
-/* What begin_statement() changed on the session, for end_statement() to restore. */
+/* What begin_statement() changed on the session, and the values it replaced, for
+ * end_statement() to put back. "local": inside a transaction block both changes are
+ * SET LOCAL, so that they end with the transaction (an abort undoes them too). */
 struct session_change {
     bool timeout;
     bool name;
+    bool local;
+    char old_timeout[64];
+    char old_name[128];
 };
+
+/* $1 statement_timeout, $2 application_name (NULL: left alone), $3 whether local. */
+#define SET_CONFIG_SQL                                                                         \
+    "CASE WHEN $1::text IS NOT NULL THEN set_config('statement_timeout', $1, $3) END, "        \
+    "CASE WHEN $2::text IS NOT NULL THEN set_config('application_name', $2, $3) END"
+#define SET_SESSION_SQL "SELECT " SET_CONFIG_SQL
+/* The same, after reading the values it replaces: the old values come first, from a
+ * subquery that OFFSET 0 keeps from being merged into the set_config calls. */
+#define SAVE_AND_SET_SQL                                                                       \
+    "SELECT old.t, old.n, " SET_CONFIG_SQL                                                     \
+    " FROM (SELECT current_setting('statement_timeout') "                                      \
+    "AS t, current_setting('application_name') AS n OFFSET 0) AS old"
+
+static void copy_value(char *to, size_t size, const PGresult *r, int column)
+{
+    snprintf(to, size, "%s", PQgetvalue(r, 0, column));
+}
 
 /* The deadline has passed: nothing is sent. */
 static PGresult *refused(PGconn *conn)
@@ -46,27 +70,29 @@ static bool begin_statement(PGconn *conn, mhdctx_context *ctx, bool with_name,
     char timeout_text[24], app_name[64];
     snprintf(timeout_text, sizeof timeout_text, "%" PRId64, left > 0 ? left : 1);
     snprintf(app_name, sizeof app_name, "mhdctx %s", mhdctx_request_id(ctx));
-    const char *values[2] = {timeout ? timeout_text : app_name, app_name};
-    const char *sql = timeout && name ? "SELECT set_config('statement_timeout', $1, false), "
-                                        "set_config('application_name', $2, false)"
-                      : timeout       ? "SELECT set_config('statement_timeout', $1, false)"
-                                      : "SELECT set_config('application_name', $1, false)";
-    PGresult *r = PQexecParams(conn, sql, timeout && name ? 2 : 1, NULL, values, NULL, NULL, 0);
-    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    bool local = PQtransactionStatus(conn) == PQTRANS_INTRANS;
+    const char *params[3] = {timeout ? timeout_text : NULL, name ? app_name : NULL,
+                             local ? "true" : "false"};
+    PGresult *r = PQexecParams(conn, SAVE_AND_SET_SQL, 3, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    *change =
+        (struct session_change){.timeout = ok && timeout, .name = ok && name, .local = local};
+    if (ok) {
+        copy_value(change->old_timeout, sizeof change->old_timeout, r, 0);
+        copy_value(change->old_name, sizeof change->old_name, r, 1);
+    }
     PQclear(r);
-    *change = (struct session_change){ok && timeout, ok && name};
     return ok;
 }
 
 static void end_statement(PGconn *conn, const struct session_change *change)
 {
-    const char *sql = change->timeout && change->name
-                          ? "RESET statement_timeout; RESET application_name"
-                      : change->timeout ? "RESET statement_timeout"
-                      : change->name    ? "RESET application_name"
-                                        : NULL;
-    if (sql)
-        PQclear(PQexec(conn, sql));
+    if (!change->timeout && !change->name)
+        return;
+    const char *params[3] = {change->timeout ? change->old_timeout : NULL,
+                             change->name ? change->old_name : NULL,
+                             change->local ? "true" : "false"};
+    PQclear(PQexecParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0));
 }
 
 static void log_statement(const char *sql, const PGresult *r, uint64_t start_ns)
@@ -92,7 +118,7 @@ PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
     if (conn == NULL || sql == NULL)
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
-    struct session_change change = {false, false};
+    struct session_change change = {.timeout = false};
     if (mhdctx_deadline_passed(ctx))
         return refused(conn);
     char *tagged = mhdctx_sql_tag_ctx(ctx, sql);
@@ -115,7 +141,7 @@ PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name, int n_params,
     if (conn == NULL || name == NULL)
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
-    struct session_change change = {false, false};
+    struct session_change change = {.timeout = false};
     if (mhdctx_deadline_passed(ctx))
         return refused(conn);
     uint64_t start = mhdctx__monotonic_ns();

@@ -192,6 +192,55 @@ START_TEST(a_long_request_id_fits_application_name)
 }
 END_TEST
 
+/* The application's own settings are put back, not reset to the server's defaults. */
+static void assert_setting(const char *setting, const char *expected)
+{
+    char *value = show(setting);
+    ck_assert_msg(strcmp(value, expected) == 0, "%s is %s, expected %s", setting, value,
+                  expected);
+    free(value);
+}
+
+START_TEST(the_applications_own_settings_are_kept)
+{
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    PQclear(PQexec(conn, "SET application_name = 'myapp'"));
+    PQclear(PQprepare(conn, "whoami", "SELECT current_setting('application_name')", 0, NULL));
+    mhdctx_context *ctx = request_context("pq-unit-own-settings");
+    mhdctx_set_deadline_in(ctx, 2000);
+    struct query q = {"SELECT current_setting('statement_timeout')", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_str_ne(q.result, "5s"); /* the request's own timeout while it ran */
+    free(q.result);
+    char *seen = NULL;
+    mhdctx_run(ctx, run_prepared, &seen);
+    ck_assert_str_eq(seen, "mhdctx pq-unit-own-settings");
+    free(seen);
+    assert_setting("statement_timeout", "5s");
+    assert_setting("application_name", "myapp");
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* In a transaction block the changes are local to it: the application's SET LOCAL is
+ * back after the statement, and nothing outlives the transaction. */
+START_TEST(inside_a_transaction_the_changes_end_with_it)
+{
+    PQclear(PQexec(conn, "BEGIN"));
+    PQclear(PQexec(conn, "SET LOCAL statement_timeout = '7s'"));
+    mhdctx_context *ctx = request_context("pq-unit-transaction");
+    mhdctx_set_deadline_in(ctx, 2000);
+    struct query q = {"SELECT 1::text", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_str_eq(q.result, "1");
+    free(q.result);
+    assert_setting("statement_timeout", "7s");
+    PQclear(PQexec(conn, "COMMIT"));
+    assert_setting("statement_timeout", "0");
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 static Suite *pq_suite(void)
 {
     Suite *s = suite_create("pq");
@@ -204,6 +253,8 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, nothing_is_sent_once_the_deadline_has_passed);
     tcase_add_test(tc, prepared_statements_carry_the_request_as_application_name);
     tcase_add_test(tc, a_long_request_id_fits_application_name);
+    tcase_add_test(tc, the_applications_own_settings_are_kept);
+    tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     suite_add_tcase(s, tc);
     return s;
 }
