@@ -23,8 +23,9 @@ static bool is_propagation_header(const char *line, const char *id_header)
 }
 
 /* The caller's headers without the ones we set: a repeated traceparent or request id
- * would make the receiver discard both. */
-static struct curl_slist *copy_headers(const struct curl_slist *from, const char *id_header)
+ * would make the receiver discard both. NULL also when none is left: @ok tells. */
+static struct curl_slist *copy_headers(const struct curl_slist *from, const char *id_header,
+                                       bool *ok)
 {
     struct curl_slist *copy = NULL;
     for (; from; from = from->next) {
@@ -33,6 +34,7 @@ static struct curl_slist *copy_headers(const struct curl_slist *from, const char
         struct curl_slist *grown = curl_slist_append(copy, from->data);
         if (grown == NULL) {
             curl_slist_free_all(copy);
+            *ok = false;
             return NULL;
         }
         copy = grown;
@@ -58,8 +60,7 @@ static struct curl_slist *propagation_headers(const mhdctx_outgoing *call,
                                               const char *id_header)
 {
     bool ok = true;
-    struct curl_slist *list = copy_headers(headers, id_header);
-    /* NULL is also the copy of a list holding only our own headers: carry on then. */
+    struct curl_slist *list = copy_headers(headers, id_header, &ok);
     list = add_header(list, "traceparent", call->traceparent, &ok);
     if (call->tracestate[0])
         list = add_header(list, "tracestate", call->tracestate, &ok);

@@ -552,6 +552,33 @@ START_TEST(test_caller_headers_sent_and_restored)
 }
 END_TEST
 
+/* libcurl's strdup (curl_global_init_mem): fails once when armed. The first copy after
+ * arming is the adapter's copy of the caller's first header. */
+static atomic_bool fail_next_strdup;
+
+static char *test_strdup(const char *s)
+{
+    return atomic_exchange(&fail_next_strdup, false) ? NULL : strdup(s);
+}
+
+/* Out of memory while copying the caller's headers: the call fails, rather than going
+ * out without them (it used to go out with only the adapter's own headers). */
+START_TEST(test_caller_headers_lost_to_oom_fail_the_call)
+{
+    mhdctx_context *ctx = imported_context("01");
+    CURL *easy = client(srv.port, "/custom");
+    struct curl_slist *headers = curl_slist_append(NULL, "X-Custom: 1");
+    ck_assert_ptr_nonnull(headers);
+    atomic_store(&fail_next_strdup, true);
+    ck_assert_int_eq(mhdctx_curl_perform(easy, ctx, headers), CURLE_OUT_OF_MEMORY);
+    ck_assert(!atomic_load(&fail_next_strdup)); /* the failure was used */
+    ck_assert_uint_eq(records(), 0);            /* nothing went out */
+    curl_easy_cleanup(easy);
+    curl_slist_free_all(headers);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* With no list of the caller's, CURLOPT_HTTPHEADER ends up empty again. */
 START_TEST(test_no_caller_headers_restored_to_none)
 {
@@ -805,6 +832,7 @@ static Suite *curl_suite(void)
     tcase_add_test(tc, test_propagation_without_context);
     tcase_add_test(tc, test_caller_headers_sent_and_restored);
     tcase_add_test(tc, test_no_caller_headers_restored_to_none);
+    tcase_add_test(tc, test_caller_headers_lost_to_oom_fail_the_call);
 
     tc = support_tcase(s, "outcome", TEST_TIMEOUT_S, setup, teardown);
     tcase_add_test(tc, test_status_in_line);
@@ -822,7 +850,8 @@ static Suite *curl_suite(void)
 
 int main(void)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, free, realloc, test_strdup, calloc) !=
+        CURLE_OK) {
         fprintf(stderr, "curl_global_init failed\n");
         return 1;
     }
