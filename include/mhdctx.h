@@ -168,6 +168,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
 #define MHDCTX_TRACESTATE_MAX_LEN     512
 #define MHDCTX_TRACESTATE_MAX_MEMBERS 32
 #define MHDCTX_TRACE_FLAG_SAMPLED     0x01
+/* Trace Context Level 2: the trace id's right-most 7 bytes are random. Set on every
+ * trace the library starts (its ids come from a CSPRNG) and kept from a caller's. */
+#define MHDCTX_TRACE_FLAG_RANDOM 0x02
 
 /** A parsed traceparent header. */
 typedef struct mhdctx_trace_parent {

@@ -100,12 +100,15 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     if (parent) {
         memcpy(ctx->trace_id, parent->trace_id, sizeof ctx->trace_id);
         memcpy(ctx->parent_span_id, parent->parent_id, sizeof ctx->parent_span_id);
-        /* Only the sampled flag is defined by Level 1: unknown flags are not passed on. */
-        ctx->trace_flags = parent->flags & MHDCTX_TRACE_FLAG_SAMPLED;
+        /* The flags Level 2 defines are passed on (the trace id is the caller's, so is
+         * its randomness); others are unknown and, as the spec says, not. */
+        ctx->trace_flags =
+            parent->flags & (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM);
     } else {
         draw |= MHDCTX__DRAW_TRACE;
         ctx->parent_span_id[0] = '\0';
-        ctx->trace_flags = MHDCTX_TRACE_FLAG_SAMPLED; /* a root span is recorded */
+        /* A root span is recorded, and its trace id is drawn from the CSPRNG. */
+        ctx->trace_flags = MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM;
     }
     /* Before any other thread can see the context: no lock needed. */
     atomic_store_explicit(&ctx->ids_to_draw, draw, memory_order_release);

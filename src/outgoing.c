@@ -17,7 +17,8 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
     if (ctx == NULL)
         ctx = mhdctx_current();
     char trace_id[MHDCTX_TRACE_ID_LEN + 1];
-    unsigned char flags = MHDCTX_TRACE_FLAG_SAMPLED;
+    /* Without a traced context the call starts a trace: recorded, with a random id. */
+    unsigned char flags = MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM;
     if (ctx)
         mhdctx__context_draw_ids(ctx);
     if (ctx && ctx->trace_id[0]) {

@@ -804,8 +804,8 @@ START_TEST(context_fields_in_log_lines_are_valid_json)
 END_TEST
 
 /* A traced context's line names its trace, span and flags, every flags byte as the two
- * lowercase hex digits a traceparent spells it with. Only an import carries flags other
- * than sampled (a request keeps only the flags Level 1 defines). */
+ * lowercase hex digits a traceparent spells it with. Only an import carries flags no
+ * level defines (a request keeps only sampled and random). */
 START_TEST(trace_fields_in_log_lines_match_the_trace)
 {
     support_capture_start();
@@ -833,6 +833,29 @@ START_TEST(trace_fields_in_log_lines_match_the_trace)
         mhdctx_context_unref(ctx);
     }
     support_capture_stop();
+}
+END_TEST
+
+/* A request keeps the flags Trace Context Level 2 defines from its caller's traceparent
+ * (sampled, and random: the trace id is the caller's, so is its randomness) and drops
+ * the others, which no level defines; a new trace is recorded and random. */
+START_TEST(request_keeps_the_defined_trace_flags)
+{
+    for (unsigned flags = 0; flags < 256; flags++) {
+        mhdctx_trace_parent parent = {.trace_id = "0af7651916cd43dd8448eb211c80319c",
+                                      .parent_id = "b7ad6b7169203331",
+                                      .flags = (unsigned char)flags};
+        mhdctx_context *ctx = mhdctx__context_create("/");
+        ck_assert_ptr_nonnull(ctx);
+        ck_assert_int_eq(mhdctx__context_set_trace(ctx, &parent, NULL, 0), MHDCTX_OK);
+        ck_assert_uint_eq(mhdctx_trace_flags(ctx), flags & 0x03u);
+        mhdctx_context_unref(ctx);
+    }
+    mhdctx_context *root = mhdctx_context_new();
+    ck_assert_ptr_nonnull(root);
+    ck_assert_uint_eq(mhdctx_trace_flags(root),
+                      MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM);
+    mhdctx_context_unref(root);
 }
 END_TEST
 
@@ -1144,6 +1167,7 @@ static Suite *context_suite(void)
     tcase_add_test(tc, keys_get_of_absent_or_null_key);
     tcase_add_test(tc, context_fields_in_log_lines_are_valid_json);
     tcase_add_test(tc, trace_fields_in_log_lines_match_the_trace);
+    tcase_add_test(tc, request_keeps_the_defined_trace_flags);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");

@@ -485,7 +485,7 @@ START_TEST(test_propagation_without_context)
     ck_assert_int_eq(mhdctx_curl_perform(easy, NULL, NULL), CURLE_OK);
     struct record r = record_at(0);
     char span[MHDCTX_SPAN_ID_LEN + 1];
-    check_traceparent(&r, NULL, MHDCTX_TRACE_FLAG_SAMPLED, span);
+    check_traceparent(&r, NULL, MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM, span);
     char trace[MHDCTX_TRACE_ID_LEN + 1];
     memcpy(trace, r.traceparent + 3, MHDCTX_TRACE_ID_LEN);
     trace[MHDCTX_TRACE_ID_LEN] = '\0';

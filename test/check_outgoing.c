@@ -187,7 +187,8 @@ START_TEST(start_without_context_starts_a_new_trace)
     ck_assert(is_hex_id(ta.trace_id, MHDCTX_TRACE_ID_LEN));
     ck_assert_str_ne(ta.trace_id, tb.trace_id); /* each call is its own trace */
     ck_assert_str_eq(ta.parent_id, a.span_id);
-    ck_assert_uint_eq(ta.flags & MHDCTX_TRACE_FLAG_SAMPLED, MHDCTX_TRACE_FLAG_SAMPLED);
+    /* recorded, and random (Trace Context Level 2): the ids come from the CSPRNG */
+    ck_assert_uint_eq(ta.flags, MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM);
     ck_assert_str_eq(a.parent_span_id, "");
     ck_assert_str_eq(a.tracestate, "");
     ck_assert_ptr_null(a.ctx);

@@ -321,7 +321,8 @@ START_TEST(test_exact_simple_statement)
     traceparent_of(ctx, tp);
     ck_assert_uint_eq(strlen(mhdctx_trace_id(ctx)), MHDCTX_TRACE_ID_LEN);
     ck_assert_uint_eq(strlen(mhdctx_span_id(ctx)), MHDCTX_SPAN_ID_LEN);
-    ck_assert_uint_eq(mhdctx_trace_flags(ctx), MHDCTX_TRACE_FLAG_SAMPLED);
+    ck_assert_uint_eq(mhdctx_trace_flags(ctx),
+                      MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM);
     char expected[1024];
     snprintf(expected, sizeof expected,
              "SELECT * FROM users WHERE id = $1 /*framework='mhdctx%%2F%s',"

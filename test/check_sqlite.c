@@ -191,7 +191,7 @@ START_TEST(test_prepare_tags_statement_in_context)
     snprintf(want, sizeof want, "request_id='%s'", mhdctx_request_id(ctx));
     ck_assert_ptr_nonnull(strstr(comment, want));
     ck_assert_ptr_nonnull(strstr(comment, "route='" ROUTE_ENCODED "'"));
-    snprintf(want, sizeof want, "traceparent='00-%s-%s-01'", mhdctx_trace_id(ctx),
+    snprintf(want, sizeof want, "traceparent='00-%s-%s-03'", mhdctx_trace_id(ctx),
              mhdctx_span_id(ctx));
     ck_assert_ptr_nonnull(strstr(comment, want));
     ck_assert_ptr_nonnull(strstr(comment, "user_id='" USER_ID "'"));

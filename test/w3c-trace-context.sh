@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the W3C Trace Context validation suite (shared/conformance/w3c-trace-context,
-# unmodified) against the demo's POST /test endpoint, at its default strict level.
+# unmodified) against the demo's POST /test endpoint, at its default strict level and
+# at Trace Context Level 2 (SPEC_LEVEL=2: Level 1's tests and the random flag's).
 # The suite is looked up beside the checkout (../shared) or at $MHDCTX_W3C_SUITE.
 # Skips (77) when the suite or python3-aiohttp is missing, unless MHDCTX_REQUIRE_W3C=1
 # (CI), where that is a failure.
@@ -32,7 +33,7 @@ done
 # The harness listens on a port of its own; pick a free one.
 harness_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cd "$suite/test" || exit 1
-PYTHONDONTWRITEBYTECODE=1 SERVICE_ENDPOINT="http://127.0.0.1:$port/test" \
+PYTHONDONTWRITEBYTECODE=1 SPEC_LEVEL=2 SERVICE_ENDPOINT="http://127.0.0.1:$port/test" \
     HARNESS_PORT=$harness_port /usr/bin/python3 test.py >"$work/result.txt" 2>&1
 status=$?
 tail -n 25 "$work/result.txt"
