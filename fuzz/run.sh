@@ -13,7 +13,7 @@ flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefine
 libs=$(pkg-config --cflags --libs libmicrohttpd jansson uuid)
 status=0
 printf '%-14s %14s %10s\n' target executions result
-for target in request_id traceparent tracestate bearer import sql_tag json_string; do
+for target in request_id traceparent tracestate bearer import sql_tag json_string log_fields; do
     # shellcheck disable=SC2086
     clang $flags -o "$out/fuzz_$target" "fuzz/fuzz_$target.c" $srcs $libs -pthread
     work="$out/$target"

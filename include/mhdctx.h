@@ -586,10 +586,12 @@ typedef struct mhdctx_field {
  * Writes one JSON line: "time" (RFC 3339 UTC, milliseconds), "level", "message"
  * (printf-style @p fmt), then - inside a request - "request_id", "user_id" (null while
  * anonymous) and every user key of the current context, then the @p n fields.
- * A field named like a field of the library is written as "field_<name>", so a call
- * can never forge a request id. Any bytes are escaped into valid JSON (invalid UTF-8
- * becomes U+FFFD). Never blocks forever and never fails the caller: a line the sink
- * cannot take is counted (mhdctx_log_dropped()). Safe from any thread.
+ * A line never repeats a key: a field named like a field of the library (so a call
+ * can never forge a request id), like a user key, or like an earlier field of the call
+ * is written under the first free name of "field_<name>", "field_<name>_2", "_3"...
+ * (a line's own keys count, not keys inside values). Any bytes are escaped into valid JSON
+ * (invalid UTF-8 becomes U+FFFD). Never blocks forever and never fails the caller: a line the
+ * sink cannot take is counted (mhdctx_log_dropped()). Safe from any thread.
  */
 MHDCTX_EXPORT void mhdctx_log(mhdctx_log_level level, const char *fmt, ...) MHDCTX_PRINTF(2, 3);
 MHDCTX_EXPORT void mhdctx_log_fields(mhdctx_log_level level, const mhdctx_field *fields,

@@ -390,6 +390,155 @@ START_TEST(field_repeating_a_user_key_is_renamed)
 }
 END_TEST
 
+/* The line of one mhdctx_log_ctx() call with @n fields, parsed (duplicate keys fail). */
+static json_t *line_of_fields(mhdctx_context *ctx, const mhdctx_field *fields, size_t n)
+{
+    support_capture_clear();
+    mhdctx_log_ctx(ctx, MHDCTX_LOG_INFO, fields, n, "fields");
+    return support_capture_only(LINE_FLAGS);
+}
+
+START_TEST(repeated_call_field_gets_numbered_names)
+{
+    support_capture_start();
+    json_t *line = line_of_fields(
+        NULL, MHDCTX_FIELDS(MHDCTX_F_INT("x", 0), MHDCTX_F_INT("x", 1), MHDCTX_F_INT("x", 2)));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "x")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_x")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_x_2")), 2);
+    json_decref(line);
+}
+END_TEST
+
+/* A renamed field takes "field_<key>"; a field of the call named so itself moves on. */
+START_TEST(renamed_field_and_a_field_so_named_both_stay)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "acme"), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_string(ctx, "field_user_id", "a user key"), MHDCTX_OK);
+    support_capture_start();
+    json_t *line = line_of_fields(ctx, MHDCTX_FIELDS(MHDCTX_F_INT("tenant_id", 1),
+                                                     MHDCTX_F_INT("field_tenant_id", 2),
+                                                     MHDCTX_F_INT("user_id", 3)));
+    ck_assert_str_eq(str_field(line, "tenant_id"), "acme");
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_tenant_id")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_field_tenant_id")), 2);
+    ck_assert_str_eq(str_field(line, "field_user_id"), "a user key");
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_user_id_2")), 3);
+    json_decref(line);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* Only the line's own keys count: a key inside a user key's object or inside an
+ * earlier field's JSON value leaves a call field its name. */
+START_TEST(keys_inside_values_do_not_rename_a_field)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_int_eq(
+        mhdctx_set_new(ctx, "obj", json_pack("{s:i,s:[{s:i}]}", "y", 1, "l", "z", 2)),
+        MHDCTX_OK);
+    support_capture_start();
+    json_t *nested = json_pack("{s:{s:s}}", "w", "v", "a\"b,\"w\":");
+    json_t *line = line_of_fields(
+        ctx, MHDCTX_FIELDS(MHDCTX_F_JSON("j", nested), MHDCTX_F_INT("y", 1),
+                           MHDCTX_F_INT("z", 2), MHDCTX_F_INT("w", 3), MHDCTX_F_INT("v", 4)));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "y")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "z")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "w")), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "v")), 4);
+    ck_assert_ptr_null(json_object_get(line, "field_y"));
+    json_decref(line);
+    json_decref(nested);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* Two keys that escape to the same text (invalid UTF-8 becomes U+FFFD), and a key too
+ * long for any fixed buffer, are told apart in full. */
+START_TEST(keys_equal_once_escaped_or_long_stay_apart)
+{
+    char long_key[1500];
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = '\0';
+    support_capture_start();
+    json_t *line = line_of_fields(
+        NULL, MHDCTX_FIELDS(MHDCTX_F_INT("\xff", 0), MHDCTX_F_INT("\xfe", 1),
+                            MHDCTX_F_INT(long_key, 2), MHDCTX_F_INT(long_key, 3)));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "\xef\xbf\xbd")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_\xef\xbf\xbd")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, long_key)), 2);
+    char renamed[sizeof long_key + 8];
+    snprintf(renamed, sizeof renamed, "field_%s", long_key);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, renamed)), 3);
+    json_decref(line);
+}
+END_TEST
+
+/* Random calls over names chosen to collide - library fields, user keys, renamed forms,
+ * repeats, escapes, NULL - inside and outside a context: every line parses with no key
+ * twice (LINE_FLAGS), keeps every field (each value is its field's index, found once
+ * outside the line's own keys), and a library field never carries a call's value. */
+START_TEST(call_fields_never_repeat_a_key)
+{
+    static const char *const pool[] = {"a",
+                                       "field_a",
+                                       "field_a_2",
+                                       "request_id",
+                                       "field_request_id",
+                                       "time",
+                                       "field_time_2",
+                                       "tenant_id",
+                                       "field_tenant_id",
+                                       "obj",
+                                       "",
+                                       NULL,
+                                       "\xff",
+                                       "\xfe",
+                                       "field_\xef\xbf\xbd",
+                                       "a\"b",
+                                       "caf\xc3\xa9",
+                                       "y",
+                                       "trace_id",
+                                       "field_field_a"};
+    enum { POOL = sizeof pool / sizeof *pool, MAX_FIELDS = 12 };
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "acme"), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_string(ctx, "field_a", "user"), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_new(ctx, "obj", json_pack("{s:i}", "y", 7)), MHDCTX_OK);
+    support_capture_start();
+    unsigned seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        mhdctx_context *on = round % 2 ? ctx : NULL;
+        mhdctx_field fields[MAX_FIELDS];
+        size_t n = 1 + (size_t)(rand_r(&seed) % MAX_FIELDS);
+        for (size_t i = 0; i < n; i++)
+            fields[i] = MHDCTX_F_INT(pool[rand_r(&seed) % POOL], (long long)i);
+        support_capture_clear();
+        mhdctx_log_ctx(on, MHDCTX_LOG_INFO, fields, n, "round %d", round);
+        json_t *line = support_capture_only(LINE_FLAGS);
+        size_t own = on ? 11 : 3; /* time level message [5 ids, tenant_id field_a obj] */
+        ck_assert_uint_eq(json_object_size(line), own + n);
+        bool seen[MAX_FIELDS] = {false};
+        const char *key;
+        json_t *value;
+        json_object_foreach(line, key, value)
+        {
+            if (!json_is_integer(value))
+                continue;
+            long long i = json_integer_value(value);
+            ck_assert_msg(i >= 0 && (size_t)i < n && !seen[i], "round %d: %s", round, key);
+            seen[i] = true;
+        }
+        if (on)
+            ck_assert_str_eq(str_field(line, "request_id"), mhdctx_request_id(ctx));
+        ck_assert_msg(json_is_string(json_object_get(line, "time")), "round %d", round);
+        json_decref(line);
+    }
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* ---- hostile input -------------------------------------------------------------------- */
 
 START_TEST(hostile_message_gives_one_valid_line)
@@ -1423,6 +1572,11 @@ static Suite *log_suite(void)
     tcase_add_test(tc, field_named_request_id_cannot_forge_the_id);
     tcase_add_test(tc, field_named_request_id_is_renamed_outside_a_context_too);
     tcase_add_test(tc, field_repeating_a_user_key_is_renamed);
+    tcase_add_test(tc, repeated_call_field_gets_numbered_names);
+    tcase_add_test(tc, renamed_field_and_a_field_so_named_both_stay);
+    tcase_add_test(tc, keys_inside_values_do_not_rename_a_field);
+    tcase_add_test(tc, keys_equal_once_escaped_or_long_stay_apart);
+    tcase_add_test(tc, call_fields_never_repeat_a_key);
     tcase_add_test(tc, hostile_message_gives_one_valid_line);
     tcase_add_test(tc, hostile_fields_give_one_valid_line);
     tcase_add_test(tc, hostile_context_values_give_one_valid_line);
