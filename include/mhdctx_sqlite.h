@@ -18,16 +18,23 @@ extern "C" {
 /**
  * Interrupt a statement once the current request's deadline has passed (SQLITE_INTERRUPT).
  * Checked every 1000 virtual-machine steps: a statement shorter than that (a one-row
- * INSERT) runs to its end even past the deadline, and a wait for a lock (the busy
- * timeout) is not interrupted and can outlast the deadline: keep busy timeouts short.
+ * INSERT) runs to its end even past the deadline.
+ * A wait for a lock ends at the deadline too (SQLITE_BUSY): the busy timeout set when
+ * mhdctx_sqlite_attach() runs (sqlite3_busy_timeout(), PRAGMA busy_timeout) is replaced
+ * by a busy handler that waits the same steps for the same time but no longer than the
+ * current request's deadline. Set the timeout before attaching; a later
+ * sqlite3_busy_timeout() or sqlite3_busy_handler() replaces that handler, deadline check
+ * included, and attaching again without this flag leaves it in place. A busy handler of
+ * the application's own (no busy timeout) is left alone and is not bounded.
  */
 #define MHDCTX_SQLITE_DEADLINE 0x2u
 
 /**
  * Installs the hooks chosen in @p flags on @p db (replacing its trace and progress
- * callbacks). Both read the context current on the thread that runs the statement, so
- * use a connection from one thread at a time (SQLite's own rule without
- * SQLITE_OPEN_FULLMUTEX). @return SQLITE_OK or SQLite's error code.
+ * callbacks, and with MHDCTX_SQLITE_DEADLINE its busy timeout: see above). Both read the
+ * context current on the thread that runs the statement, so use a connection from one thread at
+ * a time (SQLite's own rule without SQLITE_OPEN_FULLMUTEX). @return SQLITE_OK or SQLite's error
+ * code.
  */
 MHDCTX_EXPORT int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags);
 

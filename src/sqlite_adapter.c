@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "mhdctx_sqlite.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,15 +33,66 @@ static int on_progress(void *cls)
     return mhdctx_deadline_passed(mhdctx_current());
 }
 
+/* The waits of SQLite's own busy timeout (sqliteDefaultBusyCallback), in ms: retry
+ * after 1, 2, 5, ... ms, then every 100 ms. */
+static const int busy_delays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+enum { BUSY_STEPS = sizeof busy_delays / sizeof *busy_delays, BUSY_STEPS_TOTAL = 328 };
+
+/* How long SQLite's busy timeout would have waited before retry @count. */
+static int busy_waited_ms(int count)
+{
+    if (count >= BUSY_STEPS)
+        return BUSY_STEPS_TOTAL + busy_delays[BUSY_STEPS - 1] * (count - BUSY_STEPS);
+    int total = 0;
+    for (int i = 0; i < count; i++)
+        total += busy_delays[i];
+    return total;
+}
+
+/* The busy timeout the application set (@cls, in ms), waited out as SQLite waits it,
+ * but never past the current request's deadline: SQLITE_BUSY (return 0) then. */
+static int on_busy(void *cls, int count)
+{
+    int timeout = (int)(intptr_t)cls;
+    int waited = busy_waited_ms(count);
+    int delay = busy_delays[count < BUSY_STEPS ? count : BUSY_STEPS - 1];
+    if (delay > timeout - waited)
+        delay = timeout - waited;
+    mhdctx_context *ctx = mhdctx_current();
+    if (delay <= 0 || mhdctx_deadline_passed(ctx))
+        return 0;
+    int64_t left = mhdctx_deadline_remaining_ms(ctx); /* rounded down: + 1 ends past it */
+    sqlite3_sleep(left < delay ? (int)left + 1 : delay);
+    return 1;
+}
+
+/* The connection's busy timeout in ms (PRAGMA busy_timeout); 0 when none is set, when
+ * the application installed a busy handler of its own, or when it cannot be read. */
+static int busy_timeout_ms(sqlite3 *db)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ms = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        ms = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    return ms > 0 ? ms : 0;
+}
+
 int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags)
 {
     if (db == NULL)
         return SQLITE_MISUSE;
+    bool deadline = flags & MHDCTX_SQLITE_DEADLINE;
+    /* Read before the trace is set: the PRAGMA is not the application's statement. */
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    int timeout_ms = deadline ? busy_timeout_ms(db) : 0;
     int rc =
         sqlite3_trace_v2(db, flags & MHDCTX_SQLITE_LOG_STATEMENTS ? SQLITE_TRACE_PROFILE : 0,
                          flags & MHDCTX_SQLITE_LOG_STATEMENTS ? on_trace : NULL, NULL);
-    sqlite3_progress_handler(db, 1000, flags & MHDCTX_SQLITE_DEADLINE ? on_progress : NULL,
-                             NULL);
+    sqlite3_progress_handler(db, 1000, deadline ? on_progress : NULL, NULL);
+    if (timeout_ms > 0 && rc == SQLITE_OK)
+        rc = sqlite3_busy_handler(db, on_busy, (void *)(intptr_t)timeout_ms);
     return rc;
 }
 

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TEST_TIMEOUT_S 60
 #define ROUTE          "/users/{id}"
@@ -782,6 +783,113 @@ START_TEST(test_deadline_other_thread_without_context)
 }
 END_TEST
 
+/* ==== deadline: waits for a lock ========================================================= */
+
+/* Two connections to one database file: @holder takes an exclusive lock, @waiter (with
+ * a busy timeout of @timeout_ms, set before the adapter is attached) has to wait. */
+struct locked_db {
+    char path[64];
+    sqlite3 *holder, *waiter;
+};
+
+static void lock_db(struct locked_db *l, int timeout_ms)
+{
+    snprintf(l->path, sizeof l->path, "/tmp/mhdctx-sqlite-XXXXXX");
+    int fd = mkstemp(l->path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(sqlite3_open(l->path, &l->holder), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_open(l->path, &l->waiter), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(l->holder, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_busy_timeout(l->waiter, timeout_ms), SQLITE_OK);
+    ck_assert_int_eq(mhdctx_sqlite_attach(l->waiter, MHDCTX_SQLITE_DEADLINE), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(l->holder, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+}
+
+static void unlock_db(struct locked_db *l)
+{
+    sqlite3_exec(l->holder, "COMMIT", NULL, NULL, NULL);
+    close_db(l->waiter);
+    close_db(l->holder);
+    unlink(l->path);
+}
+
+/* The result of a statement that may stop at prepare (reading the schema) or at step. */
+static int result_of(const struct run *r)
+{
+    return r->prepare_rc != SQLITE_OK ? r->prepare_rc : r->step_rc;
+}
+
+/* A busy timeout of 10 s inside a request with 150 ms left: SQLITE_BUSY at the
+ * deadline, not ten seconds later. */
+START_TEST(test_deadline_ends_a_lock_wait)
+{
+    struct locked_db l;
+    lock_db(&l, 10000);
+    mhdctx_context *ctx = request_context();
+    mhdctx_set_deadline_in(ctx, 150);
+    struct run r = run_in(ctx, l.waiter, "INSERT INTO t VALUES (1)");
+    ck_assert_int_eq(result_of(&r), SQLITE_BUSY);
+    ck_assert_msg(r.elapsed_ms >= 100 && r.elapsed_ms < 3000, "busy after %llu ms",
+                  (unsigned long long)r.elapsed_ms);
+    ck_assert(mhdctx_deadline_passed(ctx));
+    free(r.text);
+    mhdctx_context_unref(ctx);
+    unlock_db(&l);
+}
+END_TEST
+
+/* Without a deadline (no request; a request with time to spare) the busy timeout the
+ * application set still holds, as long as it was. */
+START_TEST(test_busy_timeout_kept_without_a_deadline)
+{
+    struct locked_db l;
+    lock_db(&l, 300);
+    struct run alone = {.db = l.waiter, .sql = "INSERT INTO t VALUES (1)"};
+    run_statement(&alone);
+    ck_assert_int_eq(result_of(&alone), SQLITE_BUSY);
+    ck_assert_msg(alone.elapsed_ms >= 280, "busy after %llu ms",
+                  (unsigned long long)alone.elapsed_ms);
+    mhdctx_context *ctx = request_context();
+    mhdctx_set_deadline_in(ctx, 60000);
+    struct run spare = run_in(ctx, l.waiter, "INSERT INTO t VALUES (1)");
+    ck_assert_int_eq(result_of(&spare), SQLITE_BUSY);
+    ck_assert_msg(spare.elapsed_ms >= 280 && spare.elapsed_ms < 30000, "busy after %llu ms",
+                  (unsigned long long)spare.elapsed_ms);
+    free(alone.text);
+    free(spare.text);
+    mhdctx_context_unref(ctx);
+    unlock_db(&l);
+}
+END_TEST
+
+static void *commit_later(void *arg)
+{
+    sleep_ms(100);
+    sqlite3_exec(arg, "COMMIT", NULL, NULL, NULL);
+    return NULL;
+}
+
+/* The wait retries: a lock released before the deadline lets the statement run. */
+START_TEST(test_lock_released_before_the_deadline)
+{
+    struct locked_db l;
+    lock_db(&l, 10000);
+    mhdctx_context *ctx = request_context();
+    mhdctx_set_deadline_in(ctx, 20000);
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, commit_later, l.holder), 0);
+    struct run r = run_in(ctx, l.waiter, "INSERT INTO t VALUES (1)");
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_int_eq(r.prepare_rc, SQLITE_OK);
+    ck_assert_int_eq(r.step_rc, SQLITE_DONE);
+    ck_assert(!mhdctx_deadline_passed(ctx));
+    free(r.text);
+    mhdctx_context_unref(ctx);
+    unlock_db(&l);
+}
+END_TEST
+
 /* ==== suite =============================================================================== */
 
 static Suite *sqlite_suite(void)
@@ -810,6 +918,9 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_deadline_flag_absent_not_enforced);
     tcase_add_test(tc, test_deadline_per_context_other_thread);
     tcase_add_test(tc, test_deadline_other_thread_without_context);
+    tcase_add_test(tc, test_deadline_ends_a_lock_wait);
+    tcase_add_test(tc, test_busy_timeout_kept_without_a_deadline);
+    tcase_add_test(tc, test_lock_released_before_the_deadline);
     return s;
 }
 
