@@ -23,9 +23,12 @@ extern "C" {
  * mhdctx_sqlite_attach() runs (sqlite3_busy_timeout(), PRAGMA busy_timeout) is replaced
  * by a busy handler that waits the same steps for the same time but no longer than the
  * current request's deadline. Set the timeout before attaching; a later
- * sqlite3_busy_timeout() or sqlite3_busy_handler() replaces that handler, deadline check
- * included, and attaching again without this flag leaves it in place. A busy handler of
- * the application's own (no busy timeout) is left alone and is not bounded.
+ * sqlite3_busy_timeout(), sqlite3_busy_handler() or PRAGMA busy_timeout = N replaces that
+ * handler, deadline check included, and attaching again without this flag leaves it in
+ * place. Once it is installed, PRAGMA busy_timeout reads 0 (SQLite's rule for any busy
+ * handler): code that sets a timeout "when none is set" would remove the bound. A busy
+ * handler of the application's own (no busy timeout), or a timeout that cannot be read
+ * (an authorizer that denies PRAGMA), is left alone and is not bounded.
  */
 #define MHDCTX_SQLITE_DEADLINE 0x2u
 

@@ -102,8 +102,7 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
         memcpy(ctx->parent_span_id, parent->parent_id, sizeof ctx->parent_span_id);
         /* The flags Level 2 defines are passed on (the trace id is the caller's, so is
          * its randomness); others are unknown and, as the spec says, not. */
-        ctx->trace_flags =
-            parent->flags & (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM);
+        ctx->trace_flags = parent->flags & MHDCTX__TRACE_FLAGS_SENT;
     } else {
         draw |= MHDCTX__DRAW_TRACE;
         ctx->parent_span_id[0] = '\0';

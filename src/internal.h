@@ -114,6 +114,11 @@ struct mhdctx__user_key {
     size_t json_len;
 };
 
+/* The trace flags a traceparent the library sends may carry: the ones Trace Context
+ * Level 2 defines (the spec wants the others zero). An imported context keeps every
+ * bit it was given, for its log lines and its next export. */
+#define MHDCTX__TRACE_FLAGS_SENT (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM)
+
 struct mhdctx_context {
     atomic_uint refs;
     pthread_mutex_t lock; /* guards user_id, roles and keys */
@@ -143,7 +148,7 @@ struct mhdctx_context {
     char span_id[MHDCTX_SPAN_ID_LEN + 1];
     atomic_uint ids_to_draw; /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
     char parent_span_id[MHDCTX_SPAN_ID_LEN + 1]; /* "" for a new trace */
-    unsigned char trace_flags;
+    unsigned char trace_flags;    /* all 8 bits as imported; sent: MHDCTX__TRACE_FLAGS_SENT */
     char *tracestate;             /* normalized incoming tracestate, NULL when none */
     char *route;                  /* the application's name for the route, guarded by lock */
     _Atomic uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
@@ -250,6 +255,37 @@ struct mhdctx__line_ids {
     const char *trace_id;   /* used when there is no context */
     const char *request_id; /* used when there is no context */
 };
+/* ---- the names of a line's call fields (field_names.c) --------------------------------- */
+
+struct mhdctx__name_slot {
+    size_t at;     /* where the key's text starts in the line (its '"') */
+    uint32_t len;  /* the text's length, quotes included; 0: an empty slot */
+    uint32_t next; /* for a key's own name: the first renamed candidate not known taken */
+};
+
+/* The line's top-level keys, for the call fields that need to look: a hash set built at
+ * the first such field (most lines never build it). Lives on the stack of one line. */
+typedef struct mhdctx__field_names {
+    struct mhdctx__name_slot *slots; /* NULL until built; inline_slots or the heap */
+    size_t cap, used;
+    uint64_t seed;
+    struct mhdctx__name_slot inline_slots[32];
+} mhdctx__field_names;
+
+/* Empty, without touching inline_slots (a line with fields pays three stores). */
+static inline void mhdctx__field_names_init(mhdctx__field_names *names)
+{
+    names->slots = NULL;
+    names->cap = names->used = 0;
+}
+
+/* Writes field @i's key - its own name, or the first free "field_<key>[_N]" - and the
+ * ':' (the caller writes the value). The context's lock is held when @ctx is not NULL.
+ * Out of memory: @b fails (the line is dropped and counted). */
+void mhdctx__put_field_name(mhdctx__buf *b, mhdctx__field_names *names, mhdctx_context *ctx,
+                            const mhdctx_field *fields, size_t i);
+void mhdctx__field_names_release(mhdctx__field_names *names);
+
 /* The library's own lines (the access line) append their fields to the buffer between
  * these two calls, without a field array: their keys are reserved names
  * (mhdctx__key_is_reserved), which no user key can repeat.

@@ -133,164 +133,6 @@ static const struct {
 
 /* ---- fields --------------------------------------------------------------------------- */
 
-/* The names the library writes in every line. A switch on the first byte: this runs
- * for every field of every line. */
-static bool is_core_key(const char *key)
-{
-    switch (key[0]) {
-    case 't':
-        return strcmp(key, "time") == 0 || strcmp(key, "trace_id") == 0 ||
-               strcmp(key, "trace_flags") == 0;
-    case 'l':
-        return strcmp(key, "level") == 0;
-    case 'm':
-        return strcmp(key, "message") == 0;
-    case 'r':
-        return strcmp(key, "request_id") == 0;
-    case 'u':
-        return strcmp(key, "user_id") == 0;
-    case 's':
-        return strcmp(key, "span_id") == 0;
-    default:
-        return false;
-    }
-}
-
-/* One character of a JSON string's text: an escape sequence whole, else one byte. */
-static size_t text_unit(const char *s, size_t n)
-{
-    if (s[0] != '\\' || n < 2)
-        return 1;
-    return s[1] == 'u' && n >= 6 ? 6 : 2;
-}
-
-/* Length of U+FFFD's spelling at @s, 0 if none: mhdctx__json_string writes it raw
- * when the text had it and as \ufffd for an invalid byte, the one character it can
- * spell two ways. */
-static size_t replacement_at(const char *s, size_t n)
-{
-    if (n >= 6 && memcmp(s, "\\ufffd", 6) == 0)
-        return 6;
-    return n >= 3 && memcmp(s, "\xef\xbf\xbd", 3) == 0 ? 3 : 0;
-}
-
-/* Whether two key texts written by mhdctx__json_string decode to the same key. */
-static bool same_key_text(const char *a, size_t an, const char *b, size_t bn)
-{
-    size_t i = 0, j = 0;
-    while (i < an && j < bn) {
-        size_t ra = replacement_at(a + i, an - i), rb = replacement_at(b + j, bn - j);
-        if (ra && rb) {
-            i += ra;
-            j += rb;
-            continue;
-        }
-        size_t ua = text_unit(a + i, an - i), ub = text_unit(b + j, bn - j);
-        if (ua != ub || memcmp(a + i, b + j, ua) != 0)
-            return false;
-        i += ua;
-        j += ub;
-    }
-    return i == an && j == bn;
-}
-
-/* Whether the line's top level (@line, @end bytes, valid JSON so far) already has the
- * key written as the JSON text @key (@n bytes, quotes included). Strings are skipped
- * whole and nested values by depth, so a key inside a value does not count. */
-static bool line_has_key(const char *line, size_t end, const char *key, size_t n)
-{
-    int depth = 0;
-    bool at_key = false; /* the next string at depth 1 is a key */
-    for (size_t i = 0; i < end; i++) {
-        char c = line[i];
-        if (c == '"') {
-            size_t start = i;
-            for (i++; i < end && line[i] != '"'; i++)
-                i += line[i] == '\\'; /* skip the escaped byte */
-            if (at_key && same_key_text(line + start, i + 1 - start, key, n))
-                return true;
-            at_key = false;
-        } else if (c == '{' || c == '[') {
-            depth++;
-            at_key = c == '{' && depth == 1;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (c == ',') {
-            at_key = depth == 1;
-        }
-    }
-    return false;
-}
-
-/* Whether field @i's name can be written as it is without looking at the line: not a
- * library field nor a user key, not repeated from an earlier field of the call, not
- * "field_..." (the renamed ones), and ASCII (escaping maps distinct invalid UTF-8
- * bytes to one U+FFFD). Cheap: this runs for every field. @dups gets the repeats. */
-static bool name_is_plainly_free(mhdctx_context *ctx, const mhdctx_field *fields, size_t i,
-                                 const char *key, unsigned *dups)
-{
-    *dups = 0;
-    for (size_t j = 0; j < i; j++)
-        *dups += strcmp(fields[j].key ? fields[j].key : "", key) == 0;
-    if (*dups || is_core_key(key) || strncmp(key, "field_", 6) == 0)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        if (*p >= 0x80)
-            return false;
-    }
-    return ctx == NULL || !mhdctx__context_has_key_locked(ctx, key);
-}
-
-/* Candidate @k for @key's name: the key itself, then "field_<key>", "field_<key>_2"... */
-static void put_candidate_name(mhdctx__buf *b, const char *key, unsigned k)
-{
-    if (k == 0) {
-        mhdctx__json_string(b, key, strlen(key));
-        return;
-    }
-    char stack[128], suffix[16] = "";
-    mhdctx__buf name;
-    mhdctx__buf_init(&name, stack, sizeof stack);
-    MHDCTX__PUT_LITERAL(&name, "field_");
-    mhdctx__buf_puts(&name, key);
-    if (k > 1)
-        mhdctx__buf_put(&name, suffix, (size_t)snprintf(suffix, sizeof suffix, "_%u", k));
-    if (name.failed)
-        b->failed = true; /* out of memory: the line is dropped and counted */
-    else
-        mhdctx__json_string(b, name.data, name.len);
-    mhdctx__buf_release(&name);
-}
-
-/* A line never repeats a key: a call's field may not overwrite what the library wrote (a
- * forged request id), nor repeat a user key or an earlier field of the call. Such a
- * field gets the first free name of "field_<key>", "field_<key>_2", ... The context's
- * lock is held. */
-static void put_field_key(mhdctx__buf *b, mhdctx_context *ctx, const mhdctx_field *fields,
-                          size_t i)
-{
-    const char *key = fields[i].key ? fields[i].key : "";
-    unsigned dups;
-    if (name_is_plainly_free(ctx, fields, i, key, &dups)) {
-        mhdctx__json_key(b, key);
-        return;
-    }
-    size_t line_end = b->len;
-    /* A library field's name is never a call's, even on a line without it (outside a
-     * request: no "request_id" to forge, still none a reader could take for one). The
-     * n-th repeat of a key starts at its n-th name: one look at the line, not n. */
-    unsigned first = dups ? dups : is_core_key(key) ? 1 : 0;
-    for (unsigned k = first; !b->failed; k++) {
-        b->len = line_end;
-        mhdctx__buf_putc(b, ',');
-        size_t name_at = b->len;
-        put_candidate_name(b, key, k);
-        if (!b->failed && !line_has_key(b->data, line_end, b->data + name_at, b->len - name_at))
-            break;
-    }
-    mhdctx__buf_putc(b, ':');
-}
-
 static void put_field_value(mhdctx__buf *b, const mhdctx_field *f)
 {
     switch (f->type) {
@@ -451,9 +293,14 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
     line_begin(&b, level);
     put_message(&b, fmt, ap);
     bool locked = put_context(&b, ctx, ids);
-    for (size_t i = 0; i < n && fields; i++) {
-        put_field_key(&b, ctx, fields, i);
-        put_field_value(&b, &fields[i]);
+    if (n && fields) {
+        mhdctx__field_names names;
+        mhdctx__field_names_init(&names);
+        for (size_t i = 0; i < n; i++) {
+            mhdctx__put_field_name(&b, &names, ctx, fields, i);
+            put_field_value(&b, &fields[i]);
+        }
+        mhdctx__field_names_release(&names);
     }
     mhdctx__line_close(&b, ctx, level, locked);
 }

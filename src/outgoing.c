@@ -24,7 +24,7 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
     if (ctx && ctx->trace_id[0]) {
         memcpy(trace_id, ctx->trace_id, sizeof trace_id);
         memcpy(call->parent_span_id, ctx->span_id, sizeof call->parent_span_id);
-        flags = ctx->trace_flags;
+        flags = ctx->trace_flags & MHDCTX__TRACE_FLAGS_SENT;
         snprintf(call->tracestate, sizeof call->tracestate, "%s", mhdctx_tracestate(ctx));
     } else {
         mhdctx__random_hex(trace_id, MHDCTX_TRACE_ID_LEN / 2); /* no request: new trace */

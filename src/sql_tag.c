@@ -152,7 +152,8 @@ static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *trace
     pairs[n++] = (struct pair){"route", route, strlen(route), false};
     mhdctx__context_draw_ids_locked(ctx);
     if (ctx->trace_id[0]) {
-        mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id, ctx->trace_flags);
+        mhdctx_traceparent_format(traceparent, ctx->trace_id, ctx->span_id,
+                                  ctx->trace_flags & MHDCTX__TRACE_FLAGS_SENT);
         pairs[n++] = (struct pair){"traceparent", traceparent, MHDCTX_TRACEPARENT_LEN,
                                    true}; /* hex digits and '-' */
     }

@@ -38,12 +38,13 @@ static int on_progress(void *cls)
 static const int busy_delays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
 enum { BUSY_STEPS = sizeof busy_delays / sizeof *busy_delays, BUSY_STEPS_TOTAL = 328 };
 
-/* How long SQLite's busy timeout would have waited before retry @count. */
-static int busy_waited_ms(int count)
+/* How long SQLite's busy timeout would have waited before retry @count (64 bits: a
+ * timeout of INT_MAX, "wait for ever", runs past 2^31 ms of steps). */
+static int64_t busy_waited_ms(int count)
 {
     if (count >= BUSY_STEPS)
-        return BUSY_STEPS_TOTAL + busy_delays[BUSY_STEPS - 1] * (count - BUSY_STEPS);
-    int total = 0;
+        return BUSY_STEPS_TOTAL + (int64_t)busy_delays[BUSY_STEPS - 1] * (count - BUSY_STEPS);
+    int64_t total = 0;
     for (int i = 0; i < count; i++)
         total += busy_delays[i];
     return total;
@@ -53,16 +54,16 @@ static int busy_waited_ms(int count)
  * but never past the current request's deadline: SQLITE_BUSY (return 0) then. */
 static int on_busy(void *cls, int count)
 {
-    int timeout = (int)(intptr_t)cls;
-    int waited = busy_waited_ms(count);
-    int delay = busy_delays[count < BUSY_STEPS ? count : BUSY_STEPS - 1];
-    if (delay > timeout - waited)
-        delay = timeout - waited;
+    int64_t timeout = (intptr_t)cls;
+    int64_t delay = busy_delays[count < BUSY_STEPS ? count : BUSY_STEPS - 1];
+    int64_t rest = timeout - busy_waited_ms(count);
+    if (delay > rest)
+        delay = rest;
     mhdctx_context *ctx = mhdctx_current();
     if (delay <= 0 || mhdctx_deadline_passed(ctx))
         return 0;
     int64_t left = mhdctx_deadline_remaining_ms(ctx); /* rounded down: + 1 ends past it */
-    sqlite3_sleep(left < delay ? (int)left + 1 : delay);
+    sqlite3_sleep((int)(left < delay ? left + 1 : delay));
     return 1;
 }
 

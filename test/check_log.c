@@ -475,6 +475,36 @@ START_TEST(keys_equal_once_escaped_or_long_stay_apart)
 }
 END_TEST
 
+/* Thousands of fields whose names differ only in invalid bytes (all written as
+ * "\ufffd\ufffd"), then as many plain ones: each keeps its value under a name of its
+ * own, numbered in order. (Names are looked up in a set of the line's keys: a call of
+ * colliding names costs in proportion to its size, not its square.) */
+START_TEST(many_colliding_fields_all_kept)
+{
+    enum { COLLIDING = 3000, PLAIN = 1000, N = COLLIDING + PLAIN };
+    static char names[N][8];
+    static mhdctx_field fields[N];
+    for (int i = 0; i < N; i++) {
+        if (i < COLLIDING)
+            snprintf(names[i], sizeof names[i], "%c%c", 0x80 + i / 64, 0x80 + i % 64);
+        else
+            snprintf(names[i], sizeof names[i], "p%d", i);
+        fields[i] = MHDCTX_F_INT(names[i], i);
+    }
+    support_capture_start();
+    json_t *line = line_of_fields(NULL, fields, N);
+    ck_assert_uint_eq(json_object_size(line), 3 + N);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "\xef\xbf\xbd\xef\xbf\xbd")), 0);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(line, "field_\xef\xbf\xbd\xef\xbf\xbd")), 1);
+    char last[64];
+    snprintf(last, sizeof last, "field_\xef\xbf\xbd\xef\xbf\xbd_%d", COLLIDING - 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, last)), COLLIDING - 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "p3999")), N - 1);
+    json_decref(line);
+}
+END_TEST
+
 /* Random calls over names chosen to collide - library fields, user keys, renamed forms,
  * repeats, escapes, NULL - inside and outside a context: every line parses with no key
  * twice (LINE_FLAGS), keeps every field (each value is its field's index, found once
@@ -848,10 +878,7 @@ static int run_child(const char *mode, const char *env)
         execl(self_path, self_path, mode, (char *)NULL);
         _exit(98);
     }
-    int status = 0;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "child did not exit: %d", status);
-    return WEXITSTATUS(status);
+    return support_wait_child(pid);
 }
 
 START_TEST(env_level_is_honoured)
@@ -1290,9 +1317,7 @@ START_TEST(child_of_fork_logs_while_a_parent_thread_held_the_sink)
     }
     sem_post(&may_leave);
     pthread_join(holder, NULL);
-    int status;
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    ck_assert_int_eq(support_wait_child(child), 0);
     sem_destroy(&in_sink);
     sem_destroy(&may_leave);
 }
@@ -1577,6 +1602,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, keys_inside_values_do_not_rename_a_field);
     tcase_add_test(tc, keys_equal_once_escaped_or_long_stay_apart);
     tcase_add_test(tc, call_fields_never_repeat_a_key);
+    tcase_add_test(tc, many_colliding_fields_all_kept);
     tcase_add_test(tc, hostile_message_gives_one_valid_line);
     tcase_add_test(tc, hostile_fields_give_one_valid_line);
     tcase_add_test(tc, hostile_context_values_give_one_valid_line);

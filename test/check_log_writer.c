@@ -334,9 +334,7 @@ START_TEST(child_of_fork_flushes_its_own_writer)
         mhdctx_log_flush();
         _exit(0);
     }
-    int status;
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    ck_assert_int_eq(support_wait_child(child), 0);
     mhdctx_log_flush();
     long ns[4];
     ck_assert_uint_eq(numbered_lines(path, ns, 4), 3); /* 0, the child's 2, then 1 */
@@ -365,9 +363,7 @@ START_TEST(child_of_fork_logs_synchronously)
         mhdctx_log_shutdown();
         _exit(0);
     }
-    int status;
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    ck_assert_int_eq(support_wait_child(child), 0);
     assert_numbered_file(path, 3);
 }
 END_TEST

@@ -107,6 +107,26 @@ START_TEST(start_passes_the_unsampled_flag)
 }
 END_TEST
 
+/* An imported context keeps every flag bit it was given, but a traceparent sent on
+ * carries only the bits Trace Context defines (sampled, random): the others must be 0. */
+START_TEST(start_sends_only_the_defined_flags)
+{
+    static const struct {
+        const char *imported;
+        unsigned char sent;
+    } cases[] = {{"ff", 0x03}, {"fe", 0x02}, {"fd", 0x01}, {"fc", 0x00}, {"02", 0x02}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mhdctx_context *ctx = imported_context(cases[i].imported, "");
+        ck_assert_uint_eq(mhdctx_trace_flags(ctx), strtoul(cases[i].imported, NULL, 16));
+        mhdctx_outgoing call;
+        ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
+        ck_assert_uint_eq(parse_call(&call).flags, cases[i].sent);
+        mhdctx_outgoing_finish(&call, "GET", "http://svc/", 200, NULL);
+        mhdctx_context_unref(ctx);
+    }
+}
+END_TEST
+
 START_TEST(two_calls_never_share_a_span)
 {
     mhdctx_context *ctx = imported_context("01", "");
@@ -470,6 +490,7 @@ static Suite *outgoing_suite(void)
     tcase_add_test(tc, start_continues_the_context_trace);
     tcase_add_test(tc, start_in_a_new_context_uses_its_ids);
     tcase_add_test(tc, start_passes_the_unsampled_flag);
+    tcase_add_test(tc, start_sends_only_the_defined_flags);
     tcase_add_test(tc, two_calls_never_share_a_span);
     tcase_add_test(tc, start_with_null_uses_the_current_context);
     tcase_add_test(tc, start_without_context_starts_a_new_trace);

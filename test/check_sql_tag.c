@@ -308,6 +308,27 @@ static char *cycle(const char *pattern, size_t n)
 
 /* ==== exact output ===================================================================== */
 
+/* The tag's traceparent carries only the flags Trace Context defines, whatever bits an
+ * imported context holds. */
+START_TEST(test_traceparent_sends_only_the_defined_flags)
+{
+    static const char text[] =
+        "{\"v\":1,\"request_id\":\"r1\",\"user_id\":null,\"roles\":[],\"keys\":{},"
+        "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\",\"span_id\":\"b7ad6b7169203331\","
+        "\"parent_span_id\":\"\",\"trace_flags\":\"fd\",\"tracestate\":\"\"}";
+    mhdctx_error err;
+    mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), &err);
+    ck_assert_msg(ctx != NULL, "import: %s", mhdctx_error_name(err));
+    ck_assert_uint_eq(mhdctx_trace_flags(ctx), 0xfd);
+    char *out = tag(ctx, "SELECT 1");
+    ck_assert_msg(strstr(out, "traceparent='00-0af7651916cd43dd8448eb211c80319c-"
+                              "b7ad6b7169203331-01'") != NULL,
+                  "%s", out);
+    free(out);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 START_TEST(test_exact_simple_statement)
 {
     mhdctx_context *ctx = new_context();
@@ -1198,6 +1219,7 @@ static Suite *sql_tag_suite(void)
     Suite *suite = suite_create("sql_tag");
     TCase *tc = support_tcase(suite, "format", TEST_TIMEOUT_S, NULL, teardown);
     tcase_add_test(tc, test_exact_simple_statement);
+    tcase_add_test(tc, test_traceparent_sends_only_the_defined_flags);
     tcase_add_test(tc, test_each_byte_encoded_as_encode_uri_component);
     tcase_add_test(tc, test_current_context_used);
     tcase_add_test(tc, test_final_semicolon_and_blanks);

@@ -820,6 +820,22 @@ static int result_of(const struct run *r)
     return r->prepare_rc != SQLITE_OK ? r->prepare_rc : r->step_rc;
 }
 
+/* An INSERT by the waiter, inside @ctx (NULL: outside any context), gives up with
+ * SQLITE_BUSY after @min_ms and before @max_ms. */
+static void insert_gives_up(struct locked_db *l, mhdctx_context *ctx, uint64_t min_ms,
+                            uint64_t max_ms)
+{
+    struct run r = {.db = l->waiter, .sql = "INSERT INTO t VALUES (1)"};
+    if (ctx)
+        mhdctx_run(ctx, run_statement, &r);
+    else
+        run_statement(&r);
+    ck_assert_int_eq(result_of(&r), SQLITE_BUSY);
+    ck_assert_msg(r.elapsed_ms >= min_ms && r.elapsed_ms < max_ms, "busy after %llu ms",
+                  (unsigned long long)r.elapsed_ms);
+    free(r.text);
+}
+
 /* A busy timeout of 10 s inside a request with 150 ms left: SQLITE_BUSY at the
  * deadline, not ten seconds later. */
 START_TEST(test_deadline_ends_a_lock_wait)
@@ -828,12 +844,8 @@ START_TEST(test_deadline_ends_a_lock_wait)
     lock_db(&l, 10000);
     mhdctx_context *ctx = request_context();
     mhdctx_set_deadline_in(ctx, 150);
-    struct run r = run_in(ctx, l.waiter, "INSERT INTO t VALUES (1)");
-    ck_assert_int_eq(result_of(&r), SQLITE_BUSY);
-    ck_assert_msg(r.elapsed_ms >= 100 && r.elapsed_ms < 3000, "busy after %llu ms",
-                  (unsigned long long)r.elapsed_ms);
+    insert_gives_up(&l, ctx, 100, 3000);
     ck_assert(mhdctx_deadline_passed(ctx));
-    free(r.text);
     mhdctx_context_unref(ctx);
     unlock_db(&l);
 }
@@ -845,19 +857,37 @@ START_TEST(test_busy_timeout_kept_without_a_deadline)
 {
     struct locked_db l;
     lock_db(&l, 300);
-    struct run alone = {.db = l.waiter, .sql = "INSERT INTO t VALUES (1)"};
-    run_statement(&alone);
-    ck_assert_int_eq(result_of(&alone), SQLITE_BUSY);
-    ck_assert_msg(alone.elapsed_ms >= 280, "busy after %llu ms",
-                  (unsigned long long)alone.elapsed_ms);
+    insert_gives_up(&l, NULL, 280, 30000);
     mhdctx_context *ctx = request_context();
     mhdctx_set_deadline_in(ctx, 60000);
-    struct run spare = run_in(ctx, l.waiter, "INSERT INTO t VALUES (1)");
-    ck_assert_int_eq(result_of(&spare), SQLITE_BUSY);
-    ck_assert_msg(spare.elapsed_ms >= 280 && spare.elapsed_ms < 30000, "busy after %llu ms",
-                  (unsigned long long)spare.elapsed_ms);
-    free(alone.text);
-    free(spare.text);
+    insert_gives_up(&l, ctx, 280, 30000);
+    mhdctx_context_unref(ctx);
+    unlock_db(&l);
+}
+END_TEST
+
+static int own_busy_calls;
+
+static int own_busy_handler(void *cls, int count)
+{
+    (void)cls;
+    (void)count;
+    own_busy_calls++;
+    return 0; /* give up at once */
+}
+
+/* A busy handler of the application's own (no busy timeout) stays the one called. */
+START_TEST(test_own_busy_handler_left_alone)
+{
+    struct locked_db l;
+    lock_db(&l, 0); /* no timeout: attach finds nothing to bound */
+    own_busy_calls = 0;
+    ck_assert_int_eq(sqlite3_busy_handler(l.waiter, own_busy_handler, NULL), SQLITE_OK);
+    ck_assert_int_eq(mhdctx_sqlite_attach(l.waiter, MHDCTX_SQLITE_DEADLINE), SQLITE_OK);
+    mhdctx_context *ctx = request_context();
+    mhdctx_set_deadline_in(ctx, 60000);
+    insert_gives_up(&l, ctx, 0, 30000);
+    ck_assert_int_gt(own_busy_calls, 0);
     mhdctx_context_unref(ctx);
     unlock_db(&l);
 }
@@ -921,6 +951,7 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_deadline_ends_a_lock_wait);
     tcase_add_test(tc, test_busy_timeout_kept_without_a_deadline);
     tcase_add_test(tc, test_lock_released_before_the_deadline);
+    tcase_add_test(tc, test_own_busy_handler_left_alone);
     return s;
 }
 

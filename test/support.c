@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 
 /* ==== strings and time ================================================================ */
@@ -76,6 +78,16 @@ void sleep_ms(unsigned ms)
                           .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
+}
+
+/* ==== processes ======================================================================= */
+
+int support_wait_child(pid_t pid)
+{
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child %d did not exit: status %d", (int)pid, status);
+    return WEXITSTATUS(status);
 }
 
 /* ==== JSON ============================================================================ */

@@ -12,6 +12,7 @@
  * http_response_free() as said); "borrowed" ones are not, and live as long as stated.
  *
  *   strings ............ str_fmt, copy_str, repeat, is_uuid_v4, is_hex_id, sleep_ms
+ *   processes .......... support_wait_child
  *   JSON ............... jstr, str_field, support_parse_line, support_find_line
  *   contexts ........... new_context, refs_of
  *   log capture ........ support_capture_*
@@ -32,6 +33,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 /* ==== strings and time ================================================================ */
 
@@ -55,6 +57,12 @@ bool is_hex_id(const char *s, size_t len);
 
 /** Sleeps @p ms milliseconds (resumed after a signal). Any thread. */
 void sleep_ms(unsigned ms);
+
+/* ==== processes ======================================================================= */
+
+/** Waits for the forked child @p pid; fails the test unless it exited (not killed by a
+ * signal). @return its exit status. */
+int support_wait_child(pid_t pid);
 
 /* ==== JSON ============================================================================ */
 
