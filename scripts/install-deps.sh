@@ -10,7 +10,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential autoconf automake libtool pkg-config \
     libmicrohttpd-dev libjansson-dev uuid-dev \
     check libsubunit-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev postgresql \
-    curl python3 python3-aiohttp valgrind ca-certificates clang clang-format libclang-rt-14-dev wrk >/dev/null
+    curl locales python3 python3-aiohttp valgrind ca-certificates clang clang-format libclang-rt-14-dev wrk >/dev/null
 # The OpenTelemetry interop test runs a small Node.js peer; the machine image usually
 # has Node.js and npm already.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <langinfo.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -240,6 +241,20 @@ static bool put_thousandths(mhdctx__buf *b, double v)
     return true;
 }
 
+/* printf writes the decimal point of the thread's locale: "," in de_DE, the two bytes
+ * of U+066B in ps_AF. JSON has only '.'; returns the text's new length. */
+static size_t with_json_point(char *text, size_t n)
+{
+    const char *radix = nl_langinfo(RADIXCHAR);
+    size_t r = radix ? strlen(radix) : 0;
+    char *at = r && strcmp(radix, ".") != 0 ? strstr(text, radix) : NULL;
+    if (at == NULL)
+        return n;
+    *at = '.';
+    memmove(at + 1, at + r, n - (size_t)(at - text) - r + 1); /* with the NUL */
+    return n - (r - 1);
+}
+
 void mhdctx__json_double(mhdctx__buf *b, double v)
 {
     if (!isfinite(v)) { /* JSON has no NaN or Infinity */
@@ -257,11 +272,7 @@ void mhdctx__json_double(mhdctx__buf *b, double v)
         n = snprintf(text, sizeof text, "%.17g", v);
     if (n <= 0 || (size_t)n >= sizeof text)
         return;
-    for (int i = 0; i < n; i++) {
-        if (text[i] == ',') /* a locale whose decimal point is a comma */
-            text[i] = '.';
-    }
-    mhdctx__buf_put(b, text, (size_t)n);
+    mhdctx__buf_put(b, text, with_json_point(text, (size_t)n));
 }
 
 static int dump_callback(const char *chunk, size_t size, void *data)

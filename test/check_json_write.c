@@ -7,11 +7,14 @@
 #include <check.h>
 #include <float.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -669,6 +672,56 @@ START_TEST(json_double_is_always_a_json_number)
 }
 END_TEST
 
+/* A locale of the application's whose decimal point is not '.' - "," (de_DE), or the
+ * two bytes of U+066B (ps_AF) - still gives JSON numbers. The locales are compiled
+ * from glibc's sources (Debian's "locales") into a directory of the test's own. */
+static locale_t compiled_locale(const char *dir, const char *name)
+{
+    char cmd[512], path[256];
+    snprintf(cmd, sizeof cmd, "localedef -c -i %s -f UTF-8 %s/%s.UTF-8 >/dev/null 2>&1", name,
+             dir, name);
+    ck_assert_int_ne(system(cmd), -1);
+    snprintf(path, sizeof path, "%s/%s.UTF-8", dir, name);
+    ck_assert_msg(access(path, F_OK) == 0, "localedef could not make %s (package locales)",
+                  path);
+    snprintf(path, sizeof path, "%s.UTF-8", name);
+    locale_t loc = newlocale(LC_ALL_MASK, path, (locale_t)0);
+    ck_assert_msg(loc != (locale_t)0, "newlocale(%s) failed", path);
+    return loc;
+}
+
+START_TEST(json_double_in_locales_with_another_decimal_point)
+{
+    char dir[] = "/tmp/mhdctx-locale-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    setenv("LOCPATH", dir, 1);
+    static const char *const names[] = {"de_DE", "ps_AF"};
+    static const struct {
+        double v;
+        const char *text;
+    } cases[] = {{1.23456, "1.23456"}, {-0.0001, "-0.0001"}, {1e-7, "1e-07"}, {2.5, "2.5"}};
+    for (size_t l = 0; l < sizeof names / sizeof *names; l++) {
+        locale_t loc = compiled_locale(dir, names[l]);
+        locale_t before = uselocale(loc);
+        char printed[32];
+        snprintf(printed, sizeof printed, "%g", 1.5);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            char text[64];
+            WRITE_TO_TEXT(mhdctx__json_double(&b_, cases[i].v), text);
+            ck_assert_msg(strcmp(text, cases[i].text) == 0, "%s: %s written as %s", names[l],
+                          cases[i].text, text);
+        }
+        uselocale(before);
+        freelocale(loc);
+        ck_assert_msg(strcmp(printed, "1.5") != 0, "%s: printf wrote 1.5 as in C", names[l]);
+    }
+    unsetenv("LOCPATH");
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* The largest finite doubles must not print as a number that overflows on reading
  * (a reader like jansson then refuses the whole log line). */
 START_TEST(json_double_max_finite_reads_back_finite)
@@ -863,6 +916,11 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, string_random_byte_strings_are_valid_json);
     tcase_add_test(tc, string_long_escaped_input_grows_the_buffer);
     tcase_add_test(tc, string_sequences_across_chunk_ends_read_back);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("locales"); /* localedef takes seconds per locale */
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, json_double_in_locales_with_another_decimal_point);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("numbers");
