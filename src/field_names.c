@@ -42,11 +42,13 @@ static bool is_core_key(const char *key)
 /* Whether field @i can be written under its own name without looking at the line: not
  * a library field nor a user key, not repeated from an earlier field of the call, not
  * "field_..." (the renamed ones), and ASCII (escaping writes distinct invalid UTF-8
- * bytes as one U+FFFD). The context's lock is held. */
+ * bytes as one U+FFFD). Past the first few fields of a call, the set is cheaper than a
+ * comparison with each earlier one. The context's lock is held. */
 static bool plainly_free(mhdctx_context *ctx, const mhdctx_field *fields, size_t i,
                          const char *key)
 {
-    if (is_core_key(key) || strncmp(key, "field_", 6) == 0)
+    enum { COMPARED_FIELDS = 16 };
+    if (i >= COMPARED_FIELDS || is_core_key(key) || strncmp(key, "field_", 6) == 0)
         return false;
     for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
         if (*p >= 0x80)
