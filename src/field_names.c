@@ -100,15 +100,20 @@ static bool same_key_text(const char *a, size_t an, const char *b, size_t bn)
     return i == an && j == bn;
 }
 
-/* FNV-1a from a seed, over the text with U+FFFD's two spellings as one. */
+/* FNV-1a from a seed, over the text's characters as same_key_text() reads them (so
+ * that texts it calls equal hash equal): U+FFFD's two spellings as one. */
 static uint64_t hash_key_text(uint64_t seed, const char *s, size_t n)
 {
     uint64_t h = seed;
     for (size_t i = 0; i < n;) {
         size_t r = replacement_at(s + i, n - i);
-        unsigned char c = r ? 0xff : (unsigned char)s[i]; /* 0xff: never a byte of text */
-        h = (h ^ c) * 0x100000001b3ull;
-        i += r ? r : 1;
+        if (r) {
+            h = (h ^ 0xff) * 0x100000001b3ull; /* 0xff: never a byte of text */
+            i += r;
+            continue;
+        }
+        for (size_t end = i + text_unit(s + i, n - i); i < end; i++)
+            h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
     }
     return h;
 }
