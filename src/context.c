@@ -106,8 +106,7 @@ mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_p
     } else {
         draw |= MHDCTX__DRAW_TRACE;
         ctx->parent_span_id[0] = '\0';
-        /* A root span is recorded, and its trace id is drawn from the CSPRNG. */
-        ctx->trace_flags = MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM;
+        ctx->trace_flags = MHDCTX__TRACE_FLAGS_NEW;
     }
     /* Before any other thread can see the context: no lock needed. */
     atomic_store_explicit(&ctx->ids_to_draw, draw, memory_order_release);

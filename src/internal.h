@@ -119,6 +119,9 @@ struct mhdctx__user_key {
  * bit it was given, for its log lines and its next export. */
 #define MHDCTX__TRACE_FLAGS_SENT (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM)
 
+/* The flags of a trace the library starts: recorded, its id drawn from the CSPRNG. */
+#define MHDCTX__TRACE_FLAGS_NEW (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM)
+
 struct mhdctx_context {
     atomic_uint refs;
     pthread_mutex_t lock; /* guards user_id, roles and keys */

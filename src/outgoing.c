@@ -17,8 +17,7 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
     if (ctx == NULL)
         ctx = mhdctx_current();
     char trace_id[MHDCTX_TRACE_ID_LEN + 1];
-    /* Without a traced context the call starts a trace: recorded, with a random id. */
-    unsigned char flags = MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM;
+    unsigned char flags = MHDCTX__TRACE_FLAGS_NEW; /* without a traced context: a new trace */
     if (ctx)
         mhdctx__context_draw_ids(ctx);
     if (ctx && ctx->trace_id[0]) {

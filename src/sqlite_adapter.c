@@ -36,18 +36,18 @@ static int on_progress(void *cls)
 /* The waits of SQLite's own busy timeout (sqliteDefaultBusyCallback), in ms: retry
  * after 1, 2, 5, ... ms, then every 100 ms. */
 static const int busy_delays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
-enum { BUSY_STEPS = sizeof busy_delays / sizeof *busy_delays, BUSY_STEPS_TOTAL = 328 };
+enum { BUSY_STEPS = sizeof busy_delays / sizeof *busy_delays };
 
-/* How long SQLite's busy timeout would have waited before retry @count (64 bits: a
- * timeout of INT_MAX, "wait for ever", runs past 2^31 ms of steps). */
+/* How long SQLite's busy timeout would have waited before retry @count: the table's
+ * steps, then its last step again (64 bits: a timeout of INT_MAX, "wait for ever",
+ * runs past 2^31 ms of steps). */
 static int64_t busy_waited_ms(int count)
 {
-    if (count >= BUSY_STEPS)
-        return BUSY_STEPS_TOTAL + (int64_t)busy_delays[BUSY_STEPS - 1] * (count - BUSY_STEPS);
+    int listed = count < BUSY_STEPS ? count : BUSY_STEPS;
     int64_t total = 0;
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < listed; i++)
         total += busy_delays[i];
-    return total;
+    return total + (int64_t)busy_delays[BUSY_STEPS - 1] * (count - listed);
 }
 
 /* The busy timeout the application set (@cls, in ms), waited out as SQLite waits it,
