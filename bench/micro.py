@@ -2,7 +2,8 @@
 """bench/micro.py - the micro-benchmarks of bench/micro.c next to their Node peers,
 measured in the same run: reading the current context, generating an id, one log line
 with six context fields (to /dev/null and to a file, pino with the same fields to the
-same destination), SQL tagging, and heap allocations per request.
+same destination: one write per line beside ours, and with pino's own 4 KiB buffer
+beside our batched writer), SQL tagging, and heap allocations per request.
 
 usage: micro.py [--quick] [--rounds N] [--json FILE]
 Each round runs bench/micro and then the Node peers, so that the machine's drift (on a
@@ -34,10 +35,14 @@ def node_ready():
     return shutil.which("node") and os.path.isdir(os.path.join(NODE_DIR, "node_modules"))
 
 
-def pino_lines_per_s(dest, lines):
+# pino's buffered destination (sonic-boom's minLength) for the peer of our batched writer.
+PINO_BUFFER = 4096
+
+
+def pino_lines_per_s(dest, lines, min_length=0):
     result = run_json_lines(["taskset", "-c", "1", "node",
                              os.path.join(NODE_DIR, "pino-bench.js"), "--dest", dest,
-                             "--lines", str(lines)])
+                             "--lines", str(lines), "--min-length", str(min_length)])
     return result[0]["lines_per_s"]
 
 
@@ -56,9 +61,10 @@ def one_round(quick):
         node["current"] = als["get_store_ns"]
         node["uuid"] = als["random_uuid_ns"]
         lines = 1000000 // 200 + 1 if quick else 1000000  # as many as bench/micro.c
-        with tempfile.NamedTemporaryFile(prefix="mhdctx-pino-") as f:
-            node["log /dev/null"] = pino_lines_per_s("/dev/null", lines)
-            node["log file"] = pino_lines_per_s(f.name, lines)
+        for sink, buffer in (("sync", 0), ("async", PINO_BUFFER)):
+            node["log /dev/null " + sink] = pino_lines_per_s("/dev/null", lines, buffer)
+            with tempfile.NamedTemporaryFile(prefix="mhdctx-pino-") as f:
+                node["log file " + sink] = pino_lines_per_s(f.name, lines, buffer)
     return by, node
 
 
@@ -74,8 +80,10 @@ def main():
         print("node peer not available (bench/node/install.sh): Node columns left out")
 
     print("micro: pinned to CPU 1 (the batched writer's thread shares it); node: pino "
-          "with a synchronous destination, one write per line; %d round(s), each figure "
-          "and ratio the median over rounds; ratio: mhdctx's advantage" % rounds)
+          "with a synchronous destination, one write per line beside ours, lines "
+          "buffered to %d bytes (minLength) beside our batched writer; %d round(s), each "
+          "figure and ratio the median over rounds; ratio: mhdctx's advantage"
+          % (PINO_BUFFER, rounds))
     row = "%-40s %17s %17s %8s %13s"
     print(row % ("figure", "mhdctx", "node", "ratio", "ratio range"))
 
@@ -104,8 +112,7 @@ def main():
             key = "log %s %s" % (dest, sink)
             show("log line, %s, %s" % (dest, "batched" if sink == "async"
                                         else "write per line"),
-                 lambda by, key=key: (by[key]["lines_per_s"], "lines/s"), "log " + dest,
-                 True)
+                 lambda by, key=key: (by[key]["lines_per_s"], "lines/s"), key, True)
     show("SQL tag (sqlcommenter, into a buffer)", lambda by: (by["sql_tag"]["ns"], "ns"))
     a = runs[-1][0]["allocations"]  # counted, not timed: every round counts the same
     print("heap allocations per request: bare MHD %.2f; added by mhdctx: library %.2f "

@@ -1,36 +1,46 @@
 // pino-bench.js - pino's cost per line with a request's context bound: the Node peer of
 // mhdctx's logger figures.
 //
-// usage: node pino-bench.js --dest PATH --lines N
+// usage: node pino-bench.js --dest PATH --lines N [--min-length BYTES]
 //
 // A child logger carries six context fields (request_id, trace_id, span_id, user_id,
 // tenant_id, route), as a request-scoped pino logger does; each line adds the ISO time
 // (pino.stdTimeFunctions.isoTime), the level, a short message and one call field. Lines
 // go to PATH through pino.destination({dest, sync: true}): one write(2) per line, as
-// mhdctx's sink writes. Prints {"lines":N,"seconds":S,"lines_per_s":R}.
+// mhdctx's synchronous sink writes. With --min-length, pino's own buffering, the peer
+// of mhdctx's batched writer: the destination collects lines until it holds BYTES, then
+// writes them in one write(2) (sonic-boom's minLength; its asynchronous mode is slower
+// in a loop that never yields, and its buffer grows without bound there).
+// Prints {"lines":N,"seconds":S,"lines_per_s":R}.
 import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 
 function usage(message) {
   process.stderr.write(`pino-bench: ${message}\n` +
-    'usage: node pino-bench.js --dest PATH --lines N\n');
+    'usage: node pino-bench.js --dest PATH --lines N [--min-length BYTES]\n');
   process.exit(2);
 }
 
 let args;
 try {
   args = parseArgs({
-    options: { dest: { type: 'string' }, lines: { type: 'string', default: '1000000' } },
+    options: {
+      dest: { type: 'string' },
+      lines: { type: 'string', default: '1000000' },
+      'min-length': { type: 'string', default: '0' },
+    },
   }).values;
 } catch (err) {
   usage(err.message);
 }
 if (!args.dest) usage('--dest is required');
 if (!/^\d+$/.test(args.lines)) usage(`bad --lines ${args.lines}`);
+if (!/^\d+$/.test(args['min-length'])) usage(`bad --min-length ${args['min-length']}`);
 const lines = Number(args.lines);
+const minLength = Number(args['min-length']);
 
-const destination = pino.destination({ dest: args.dest, sync: true });
+const destination = pino.destination({ dest: args.dest, sync: true, minLength });
 const logger = pino({
   base: null, // no pid/hostname: the lines carry what mhdctx's lines carry
   messageKey: 'message',
