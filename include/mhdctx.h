@@ -666,8 +666,10 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  * Asynchronous mode. A request thread copies its line into a bounded buffer (one
  * uncontended lock and a memcpy, no system call); one background writer thread writes
  * the buffer to the fd sink in batches: when it is half full, when mhdctx_log_flush()
- * asks, and at least every flush interval. Lines stay whole and never interleave.
- * Memory: two buffers of buffer_bytes each, allocated at start.
+ * asks, and at the latest one flush interval after a batch's first line. With nothing
+ * queued it sleeps until a line comes (no periodic wake-up). The thread is named
+ * "mhdctx-log" (top -H, /proc/PID/task/TID/comm). Lines stay whole and never
+ * interleave. Memory: two buffers of buffer_bytes each, allocated at start.
  *
  * When the buffer is full (the sink is slower than the server), the policy decides:
  * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;

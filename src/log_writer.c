@@ -11,8 +11,10 @@
  * sink lock, so lines never interleave with each other or with synchronous writes.
  *
  * The writer wakes when the active buffer is half full, when a flush is asked for, or
- * after the flush interval, whichever comes first: an idle server writes its last lines
- * within one interval, a busy one without a wake-up per line.
+ * one flush interval after the first line of a batch, whichever comes first: an idle
+ * server writes its last lines within one interval, a busy one without a wake-up per
+ * line. With nothing queued it sleeps without a timer (the first line wakes it), so
+ * that an idle server's writer does not wake every interval for nothing.
  */
 #include "sink.h"
 
@@ -67,6 +69,13 @@ static bool batch_wanted(void)
     return writer.len >= writer.cap / 2 || writer.flush_asked || writer.stopping;
 }
 
+/* Nothing queued and nothing asked for (lock held): the writer sleeps until a line or a
+ * call to flush or stop wakes it. */
+static bool nothing_to_do(void)
+{
+    return writer.len == 0 && !writer.flush_asked && !writer.stopping;
+}
+
 /* Takes the active buffer (lock held); the caller writes it without the lock. */
 static size_t take_batch(size_t *lines)
 {
@@ -85,9 +94,12 @@ static size_t take_batch(size_t *lines)
 static void *writer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "mhdctx-log"); /* for top -H and debuggers */
     pthread_mutex_lock(&writer.lock);
     for (;;) {
-        if (!batch_wanted()) {
+        if (nothing_to_do())
+            pthread_cond_wait(&writer.work, &writer.lock);
+        if (!batch_wanted()) { /* gather lines for one interval from the first */
             struct timespec until;
             deadline_after_ms(&until, writer.options.flush_interval_ms);
             pthread_cond_timedwait(&writer.work, &writer.lock, &until);
@@ -153,8 +165,12 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
         writer.len += len;
         writer.lines++;
         writer.queued += len;
-        /* Crossing half full wakes the writer once; below that it wakes on its own. */
-        if (writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2)
+        /* The first line of a batch wakes a writer asleep without a timer, crossing half
+         * full wakes it once more; between the two it wakes on its own. A signal with
+         * no waiter costs no system call. */
+        bool first = writer.len == len;
+        bool half = writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2;
+        if (first || half)
             pthread_cond_signal(&writer.work);
     } else if (result == MHDCTX__NOT_QUEUED) {
         /* The caller writes it directly: after the lines this thread queued before it

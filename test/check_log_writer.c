@@ -8,6 +8,7 @@
 #include "support.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -161,6 +162,66 @@ START_TEST(idle_lines_are_written_within_the_interval)
         seen = numbered_lines(path, ns, 3);
     }
     ck_assert_uint_eq(seen, 3);
+}
+END_TEST
+
+/* The context switches so far of this process's thread named @name (voluntary and not),
+ * from /proc; -1 when no thread has that name. */
+static long thread_switches(const char *name)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(tasks);
+    long switches = -1;
+    struct dirent *e;
+    while (switches < 0 && (e = readdir(tasks)) != NULL) {
+        char file[300], text[64] = "";
+        snprintf(file, sizeof file, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(file, "r");
+        if (f == NULL)
+            continue; /* "." and "..", or a thread that ended */
+        bool got = fgets(text, sizeof text, f) != NULL;
+        fclose(f);
+        text[strcspn(text, "\n")] = '\0';
+        snprintf(file, sizeof file, "/proc/self/task/%s/status", e->d_name);
+        if (!got || strcmp(text, name) != 0 || (f = fopen(file, "r")) == NULL)
+            continue;
+        char line[256];
+        long n;
+        switches = 0;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1)
+                switches += n;
+        }
+        fclose(f);
+    }
+    closedir(tasks);
+    return switches;
+}
+
+/* With nothing queued the writer sleeps until a line comes, however short the interval
+ * (it used to wake every interval); the line that ends the idle time is written within
+ * the interval all the same. */
+START_TEST(idle_writer_sleeps_until_a_line_comes)
+{
+    start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 10});
+    log_numbered(0, 1);
+    mhdctx_log_flush();
+    sleep_ms(50); /* the writer is back to sleep */
+    long before = thread_switches("mhdctx-log");
+    ck_assert_int_ge(before, 0);
+    sleep_ms(500); /* 50 intervals */
+    long after = thread_switches("mhdctx-log");
+    ck_assert_msg(after - before <= 2, "the idle writer woke %ld times", after - before);
+
+    log_numbered(1, 2);
+    long ns[2];
+    size_t seen = 0;
+    for (int i = 0; i < 500 && seen < 2; i++) { /* 10 ms expected; 5 s allowed */
+        sleep_ms(10);
+        seen = numbered_lines(path, ns, 2);
+    }
+    ck_assert_uint_eq(seen, 2);
 }
 END_TEST
 
@@ -377,6 +438,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, flush_writes_every_line_logged_before_it);
     tcase_add_test(tc, stop_writes_what_is_queued);
     tcase_add_test(tc, idle_lines_are_written_within_the_interval);
+    tcase_add_test(tc, idle_writer_sleeps_until_a_line_comes);
     tcase_add_test(tc, switching_sinks_sends_queued_lines_to_the_old_one);
     tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
     tcase_add_test(tc, full_buffer_drop_policy_never_waits);
