@@ -151,17 +151,25 @@ START_TEST(stop_writes_what_is_queued)
 }
 END_TEST
 
+/* Waits until the test's file holds @count lines, without a flush: the writer writes
+ * them on its own within its interval (tens of ms here); 5 s allowed for slow runs. */
+static void wait_written_alone(size_t count)
+{
+    long ns[8];
+    ck_assert_uint_le(count, sizeof ns / sizeof *ns);
+    size_t seen = 0;
+    for (int i = 0; i < 500 && seen < count; i++) {
+        sleep_ms(10);
+        seen = numbered_lines(path, ns, count);
+    }
+    ck_assert_uint_eq(seen, count);
+}
+
 START_TEST(idle_lines_are_written_within_the_interval)
 {
     start_writer_to_file((mhdctx_log_async_options){.flush_interval_ms = 20});
     log_numbered(0, 3);
-    long ns[3];
-    size_t seen = 0;
-    for (int i = 0; i < 500 && seen < 3; i++) { /* 20 ms expected; 5 s allowed */
-        sleep_ms(10);
-        seen = numbered_lines(path, ns, 3);
-    }
-    ck_assert_uint_eq(seen, 3);
+    wait_written_alone(3);
 }
 END_TEST
 
@@ -215,13 +223,7 @@ START_TEST(idle_writer_sleeps_until_a_line_comes)
     ck_assert_msg(after - before <= 2, "the idle writer woke %ld times", after - before);
 
     log_numbered(1, 2);
-    long ns[2];
-    size_t seen = 0;
-    for (int i = 0; i < 500 && seen < 2; i++) { /* 10 ms expected; 5 s allowed */
-        sleep_ms(10);
-        seen = numbered_lines(path, ns, 2);
-    }
-    ck_assert_uint_eq(seen, 2);
+    wait_written_alone(2);
 }
 END_TEST
 
