@@ -669,7 +669,10 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  * asks, and at the latest one flush interval after a batch's first line. With nothing
  * queued it sleeps until a line comes (no periodic wake-up). The thread is named
  * "mhdctx-log" (top -H, /proc/PID/task/TID/comm). Lines stay whole and never
- * interleave. Memory: two buffers of buffer_bytes each, allocated at start.
+ * interleave. A batch is written 64 KiB at a time (whole lines), yielding the CPU
+ * between writes: where the writer shares a CPU with request threads, it holds them off
+ * for one such write, whatever the buffer size. Memory: two buffers of buffer_bytes
+ * each, allocated at start.
  *
  * When the buffer is full (the sink is slower than the server), the policy decides:
  * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;

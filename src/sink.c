@@ -149,7 +149,7 @@ static size_t count_lines(const char *data, size_t len)
     return lines;
 }
 
-void mhdctx__sink_write_batch(const char *data, size_t len, size_t lines)
+void mhdctx__sink_write_batch(const char *data, size_t len)
 {
     pthread_mutex_lock(&sink_lock);
     size_t done = active.kind == SINK_FD ? write_to_fd(data, len) : 0;
@@ -157,7 +157,7 @@ void mhdctx__sink_write_batch(const char *data, size_t len, size_t lines)
     if (done == len)
         return;
     /* Every line whose newline did not reach the sink is lost, a partial one too. */
-    size_t lost = done == 0 ? lines : count_lines(data + done, len - done);
+    size_t lost = count_lines(data + done, len - done);
     atomic_fetch_add_explicit(&dropped, lost, memory_order_relaxed);
 }
 

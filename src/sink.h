@@ -9,9 +9,9 @@
  * reader and never raises SIGPIPE. Failure is counted, not reported. */
 void mhdctx__sink_write(mhdctx_log_level level, const char *line, size_t len);
 void mhdctx__sink_count_drop(void);
-/* Writes @len bytes holding @lines whole lines to the active fd sink, as one batch that
- * no other line interleaves with; the lines that did not make it are counted. */
-void mhdctx__sink_write_batch(const char *data, size_t len, size_t lines);
+/* Writes @len bytes of whole lines to the active fd sink, as one batch that no other
+ * line interleaves with; the lines that did not make it are counted. */
+void mhdctx__sink_write_batch(const char *data, size_t len);
 /* Whether the active sink is a file descriptor (not a callback). */
 bool mhdctx__sink_is_fd(void);
 /* In a child of fork(): the sink lock may have been held by a thread that is gone. */

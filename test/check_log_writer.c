@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -377,6 +378,82 @@ START_TEST(larger_line_keeps_its_place_after_queued_lines)
 }
 END_TEST
 
+/* What a reader of a SOCK_SEQPACKET socket saw: one record per write(2) of the writer. */
+struct records {
+    int fd;
+    char *data;
+    size_t len, count, max_plain; /* max_plain: the largest record of more than one line */
+    bool torn;                    /* a record that did not end with a newline */
+};
+
+static size_t newlines(const char *p, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += p[i] == '\n';
+    return n;
+}
+
+static void *read_records(void *arg)
+{
+    struct records *r = arg;
+    char *one = malloc(1 << 20);
+    ssize_t n;
+    while (one && (n = recv(r->fd, one, 1 << 20, 0)) > 0) {
+        char *grown = realloc(r->data, r->len + (size_t)n);
+        if (grown == NULL)
+            break;
+        r->data = grown;
+        memcpy(r->data + r->len, one, (size_t)n);
+        r->len += (size_t)n;
+        r->count++;
+        r->torn |= one[n - 1] != '\n';
+        if (newlines(one, (size_t)n) > 1 && (size_t)n > r->max_plain)
+            r->max_plain = (size_t)n;
+    }
+    free(one);
+    return NULL;
+}
+
+/* A batch of 250 KB and one line of 100 KB in it: the writer writes it in slices of at
+ * most 64 KiB of whole lines (a single longer line is a slice of its own), so that a
+ * request thread on the same CPU waits for one slice at most. One write of the whole
+ * batch would be one record here. */
+START_TEST(large_batch_is_written_in_whole_line_slices)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    int room = 1 << 20; /* the kernel caps it; a slice fits in any case */
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+    struct records r = {.fd = sv[1]};
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_records, &r), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(sv[0]), MHDCTX_OK);
+    mhdctx_log_async_options o = {.flush_interval_ms = 60000}; /* 1 MiB: no half-full */
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    log_numbered(0, 1500);
+    char *big = repeat('z', 100 * 1024);
+    mhdctx_log_fields(MHDCTX_LOG_INFO, MHDCTX_FIELDS(MHDCTX_F_INT("n", 1500)), "%s", big);
+    free(big);
+    log_numbered(1501, 3000);
+    mhdctx_log_flush();
+    mhdctx_log_shutdown();
+    close(sv[0]);
+    pthread_join(reader, NULL);
+    close(sv[1]);
+
+    ck_assert(!r.torn);
+    ck_assert_uint_le(r.max_plain, 64 * 1024);
+    ck_assert_uint_ge(r.count, 5); /* 350 KB in slices of at most 64 KiB */
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(r.data, 1, r.len, f), r.len);
+    fclose(f);
+    free(r.data);
+    assert_numbered_file(path, 3000); /* every line once, in order */
+}
+END_TEST
+
 /* The parent's queued lines are not the child's: a child that starts a writer of its
  * own can flush it (it used to wait forever for the parent's bytes). */
 START_TEST(child_of_fork_flushes_its_own_writer)
@@ -448,6 +525,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
+    tcase_add_test(tc, large_batch_is_written_in_whole_line_slices);
     tcase_add_test(tc, child_of_fork_logs_synchronously);
     tcase_add_test(tc, child_of_fork_flushes_its_own_writer);
     return s;
