@@ -386,14 +386,6 @@ struct records {
     bool torn;                    /* a record that did not end with a newline */
 };
 
-static size_t newlines(const char *p, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        n += p[i] == '\n';
-    return n;
-}
-
 static void *read_records(void *arg)
 {
     struct records *r = arg;
@@ -408,7 +400,8 @@ static void *read_records(void *arg)
         r->len += (size_t)n;
         r->count++;
         r->torn |= one[n - 1] != '\n';
-        if (newlines(one, (size_t)n) > 1 && (size_t)n > r->max_plain)
+        bool several_lines = memchr(one, '\n', (size_t)n - 1) != NULL;
+        if (several_lines && (size_t)n > r->max_plain)
             r->max_plain = (size_t)n;
     }
     free(one);
