@@ -91,6 +91,9 @@ void mhdctx__json_key(mhdctx__buf *b, const char *key);
 void mhdctx__json_int(mhdctx__buf *b, long long v);
 void mhdctx__json_uint(mhdctx__buf *b, unsigned long long v);
 void mhdctx__json_double(mhdctx__buf *b, double v);
+/* @thousandths / 1000 as a JSON number with at most three decimals, no trailing zeros:
+ * 1234 -> 1.234, 1500 -> 1.5, 2000 -> 2. */
+void mhdctx__json_thousandths(mhdctx__buf *b, unsigned long long thousandths);
 void mhdctx__json_value(mhdctx__buf *b, const json_t *v);
 /* @v as JSON text with jansson's @flags, NUL-terminated, @len (may be NULL) without the
  * NUL; free() it (mhdctx__free). NULL on allocation failure: never a partial text. */

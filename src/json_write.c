@@ -211,6 +211,20 @@ void mhdctx__json_int(mhdctx__buf *b, long long v)
     }
 }
 
+void mhdctx__json_thousandths(mhdctx__buf *b, unsigned long long thousandths)
+{
+    mhdctx__json_uint(b, thousandths / 1000);
+    unsigned frac = (unsigned)(thousandths % 1000);
+    if (frac) {
+        char digits[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                          (char)('0' + frac % 10)};
+        size_t n = 4;
+        while (digits[n - 1] == '0')
+            n--;
+        mhdctx__buf_put(b, digits, n);
+    }
+}
+
 /* The fast path for durations and other values with at most three decimals: a value
  * that equals k / 1000 is written as k's digits with a decimal point, which reads back
  * as the same double (both are the double nearest to that decimal). printf's %g
@@ -225,19 +239,9 @@ static bool put_thousandths(mhdctx__buf *b, double v)
         return false;
     if (k == 0 && signbit(v))
         return false; /* -0.0: %g says "-0" */
-    unsigned long long m = k < 0 ? 0ULL - (unsigned long long)k : (unsigned long long)k;
     if (k < 0)
         mhdctx__buf_putc(b, '-');
-    mhdctx__json_uint(b, m / 1000);
-    unsigned frac = (unsigned)(m % 1000);
-    if (frac) {
-        char digits[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
-                          (char)('0' + frac % 10)};
-        size_t n = 4;
-        while (digits[n - 1] == '0')
-            n--;
-        mhdctx__buf_put(b, digits, n);
-    }
+    mhdctx__json_thousandths(b, k < 0 ? 0ULL - (unsigned long long)k : (unsigned long long)k);
     return true;
 }
 

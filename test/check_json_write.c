@@ -638,6 +638,27 @@ START_TEST(json_double_thousandths_match_printf)
 }
 END_TEST
 
+/* The access line's duration: integer thousandths written as the double path writes
+ * k / 1000 (which matches printf), up to the largest count of microseconds. */
+START_TEST(json_thousandths_write_as_the_double_would)
+{
+    char text[64], expected[64];
+    for (unsigned long long k = 0; k <= 3000000; k += 89) {
+        WRITE_TO_TEXT(mhdctx__json_thousandths(&b_, k), text);
+        WRITE_TO_TEXT(mhdctx__json_double(&b_, (double)k / 1000.0), expected);
+        ck_assert_msg(strcmp(text, expected) == 0, "%llu: %s, double %s", k, text, expected);
+    }
+    WRITE_TO_TEXT(mhdctx__json_thousandths(&b_, 1500), text);
+    ck_assert_str_eq(text, "1.5");
+    WRITE_TO_TEXT(mhdctx__json_thousandths(&b_, 2000), text);
+    ck_assert_str_eq(text, "2");
+    WRITE_TO_TEXT(mhdctx__json_thousandths(&b_, 7), text);
+    ck_assert_str_eq(text, "0.007");
+    WRITE_TO_TEXT(mhdctx__json_thousandths(&b_, ULLONG_MAX), text);
+    ck_assert_str_eq(text, "18446744073709551.615");
+}
+END_TEST
+
 START_TEST(json_double_nan_and_infinity_are_null)
 {
     char text[64];
@@ -970,6 +991,7 @@ static Suite *json_write_suite(void)
     tcase_add_test(tc, json_uint_extremes);
     tcase_add_test(tc, json_double_prints_short_decimals_as_written);
     tcase_add_test(tc, json_double_thousandths_match_printf);
+    tcase_add_test(tc, json_thousandths_write_as_the_double_would);
     tcase_add_test(tc, json_double_nan_and_infinity_are_null);
     tcase_add_test(tc, json_double_is_always_a_json_number);
     tcase_add_test(tc, json_double_max_finite_reads_back_finite);
