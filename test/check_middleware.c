@@ -452,6 +452,31 @@ static void server_start(support_server *s, mhdctx_middleware *mw, unsigned mode
     server_start_ex(s, mw, mode, 0, NULL);
 }
 
+/* What most tests set up the same way: the log captured at info, an app and its
+ * middleware. fixture_open() does only that; the test configures f.mw and starts f.s
+ * itself (in the test, so that a failure to start fails the test), stops f.s and checks
+ * the app before fixture_close() frees the middleware and the app and restores the log
+ * sink. It saves every test repeating the same three lines at each end. */
+struct fixture {
+    struct app *app;
+    mhdctx_middleware *mw;
+    support_server s;
+};
+
+static void fixture_open(struct fixture *f)
+{
+    support_capture_start_info();
+    f->app = app_new();
+    f->mw = app_middleware(f->app);
+}
+
+static void fixture_close(struct fixture *f)
+{
+    mhdctx_middleware_free(f->mw);
+    app_free(f->app);
+    support_capture_stop();
+}
+
 /* ==== requests ======================================================================= */
 
 /* A POST of @p len bytes ('a'..'z') on a new connection; owned response. */
@@ -482,15 +507,13 @@ START_TEST(test_current_context)
 {
     const unsigned mode = (unsigned)_i;
     const char *id = "Az09._~:@+/=-req";
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start_ex(&s, mw, mode, 0, app);
+    struct fixture f;
+    fixture_open(&f);
+    server_start_ex(&f.s, f.mw, mode, 0, f.app);
 
     ck_assert_ptr_null(mhdctx_current());
     char *hdr = str_fmt("X-Request-Id: %s\r\n", id);
-    http_response *r = support_http_get(s.port, "/hello?x=1", hdr);
+    http_response *r = support_http_get(f.s.port, "/hello?x=1", hdr);
     free(hdr);
     ck_assert_int_eq(r->status, 200);
     ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
@@ -500,14 +523,14 @@ START_TEST(test_current_context)
     ck_assert_ptr_null(mhdctx_current()); /* the test thread never has a context */
 
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
-    ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->ctx_missing), 0);
     /* started and closed; the close comes after the completion callback */
-    ck_assert_uint_ge(atomic_load(&app->conn_events), 2);
-    ck_assert_uint_eq(atomic_load(&app->stale_current), 0);
-    ck_assert_uint_eq(app->n_seen, 1);
-    const struct seen *seen = &app->seen[0];
+    ck_assert_uint_ge(atomic_load(&f.app->conn_events), 2);
+    ck_assert_uint_eq(atomic_load(&f.app->stale_current), 0);
+    ck_assert_uint_eq(f.app->n_seen, 1);
+    const struct seen *seen = &f.app->seen[0];
     ck_assert_str_eq(seen->id, id);
     ck_assert_str_eq(seen->method, "GET");
     ck_assert_str_eq(seen->path, "/hello");
@@ -523,9 +546,7 @@ START_TEST(test_current_context)
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 1);
     json_decref(all);
 
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -534,13 +555,11 @@ END_TEST
 START_TEST(test_slot_preserved_across_body_calls)
 {
     const size_t body_len = 200 * 1024;
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
-    http_response *r = do_post(s.port, "/body", "X-Request-Id: body-1\r\n", body_len);
+    http_response *r = do_post(f.s.port, "/body", "X-Request-Id: body-1\r\n", body_len);
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "body-1");
     json_t *body = support_body_json(r);
@@ -553,21 +572,19 @@ START_TEST(test_slot_preserved_across_body_calls)
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
-    support_server_stop(&s);
-    ck_assert_uint_eq(atomic_load(&app->slot_violations), 0);
-    ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
-    ck_assert_uint_eq(atomic_load(&app->first_calls), 1);
-    ck_assert_uint_eq(app->n_done, 1);
-    ck_assert(app->done[0].slot_ok);
-    ck_assert_uint_eq(app->done[0].calls, atomic_load(&app->handler_calls));
+    support_server_stop(&f.s);
+    ck_assert_uint_eq(atomic_load(&f.app->slot_violations), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->ctx_missing), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->first_calls), 1);
+    ck_assert_uint_eq(f.app->n_done, 1);
+    ck_assert(f.app->done[0].slot_ok);
+    ck_assert_uint_eq(f.app->done[0].calls, atomic_load(&f.app->handler_calls));
 
     json_t *all = support_capture_parsed();
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "body-1"), "POST",
                        "/body", 200, "info", "completed");
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -601,15 +618,13 @@ START_TEST(test_hostile_request_ids)
     const size_t n_cases = sizeof cases / sizeof cases[0];
     char ids[sizeof cases / sizeof cases[0]][MHDCTX_UUID_LEN + 1];
 
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     for (size_t i = 0; i < n_cases; i++) {
         const struct hostile_case *c = &cases[i];
-        http_response *r = support_http_get(s.port, c->path, c->headers);
+        http_response *r = support_http_get(f.s.port, c->path, c->headers);
         ck_assert_int_eq(r->status, strcmp(c->path, "/e") == 0 ? 400 : 200);
         ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 1);
         const char *id = http_header(r, "X-Request-Id");
@@ -629,7 +644,7 @@ START_TEST(test_hostile_request_ids)
         http_response_free(r);
     }
     ck_assert(support_capture_wait(ACCESS_MSG, n_cases, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
     json_t *all = support_capture_parsed();
     for (size_t i = 0; i < n_cases; i++) {
@@ -637,7 +652,7 @@ START_TEST(test_hostile_request_ids)
         ck_assert_msg(access != NULL, "case %zu: no access line for %s", i, ids[i]);
         ck_assert_str_eq(jstr(access, "request_id_replaced"), cases[i].reason);
         ck_assert_ptr_nonnull(support_find_line(all, HANDLER_MSG, "request_id", ids[i]));
-        const struct seen *seen = app_seen(app, ids[i]);
+        const struct seen *seen = app_seen(f.app, ids[i]);
         ck_assert_ptr_nonnull(seen);
         ck_assert_int_ne(seen->verdict, MHDCTX_ID_VALID);
         ck_assert_int_ne(seen->verdict, MHDCTX_ID_MISSING);
@@ -648,10 +663,8 @@ START_TEST(test_hostile_request_ids)
     ck_assert(!support_capture_contains("zq"));
     json_decref(all);
 
-    mhdctx_middleware_free(mw);
-    app_free(app);
+    fixture_close(&f);
     free(long_hdr);
-    support_capture_stop();
 }
 END_TEST
 
@@ -661,28 +674,26 @@ START_TEST(test_valid_request_id_boundaries)
     char max_id[MHDCTX_REQUEST_ID_DEFAULT_MAX + 1];
     memset(max_id, 'm', MHDCTX_REQUEST_ID_DEFAULT_MAX);
     max_id[MHDCTX_REQUEST_ID_DEFAULT_MAX] = '\0';
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     char *hdr = str_fmt("X-Request-Id: %s\r\n", max_id);
-    http_response *r = support_http_get(s.port, "/r", hdr);
+    http_response *r = support_http_get(f.s.port, "/r", hdr);
     free(hdr);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), max_id);
     http_response_free(r);
     /* leading optional whitespace is not part of the value (MHD strips it) */
-    r = support_http_get(s.port, "/r", "X-Request-Id: \t  padded-id\r\n");
+    r = support_http_get(f.s.port, "/r", "X-Request-Id: \t  padded-id\r\n");
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "padded-id");
     http_response_free(r);
     /* trailing whitespace: MHD 0.9.75 keeps it in the value; RFC 9110 says it is not
      * part of it, so the library trims it and the id is used */
-    r = support_http_get(s.port, "/r", "X-Request-Id: trailing-id \t \r\n");
+    r = support_http_get(f.s.port, "/r", "X-Request-Id: trailing-id \t \r\n");
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "trailing-id");
     http_response_free(r);
     /* no header: a fresh UUID, nothing reported */
-    r = support_http_get(s.port, "/r", NULL);
+    r = support_http_get(f.s.port, "/r", NULL);
     const char *generated = http_header(r, "X-Request-Id");
     ck_assert(is_uuid_v4(generated));
     char gen[MHDCTX_UUID_LEN + 1];
@@ -690,7 +701,7 @@ START_TEST(test_valid_request_id_boundaries)
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 4, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "trailing-id");
     ck_assert_ptr_nonnull(line);
@@ -701,11 +712,9 @@ START_TEST(test_valid_request_id_boundaries)
     line = support_find_line(all, ACCESS_MSG, "request_id", gen);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
-    ck_assert_int_eq(app_seen(app, gen)->verdict, MHDCTX_ID_MISSING);
+    ck_assert_int_eq(app_seen(f.app, gen)->verdict, MHDCTX_ID_MISSING);
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -740,38 +749,36 @@ static mhdctx_error noop_verify(const char *token, size_t token_len, mhdctx_cont
 /* Custom header name and length; configuration frozen by the first request. */
 START_TEST(test_request_id_configuration)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    ck_assert_int_eq(mhdctx_set_request_id_header(mw, "Bad Header"), MHDCTX_EINVAL);
-    ck_assert_int_eq(mhdctx_set_request_id_header(mw, ""), MHDCTX_EINVAL);
-    ck_assert_int_eq(mhdctx_set_request_id_header(mw, NULL), MHDCTX_EINVAL);
-    ck_assert_int_eq(mhdctx_set_request_id_max_length(mw, 0), MHDCTX_EINVAL);
-    ck_assert_int_eq(mhdctx_set_request_id_max_length(mw, MHDCTX_REQUEST_ID_LIMIT + 1),
+    struct fixture f;
+    fixture_open(&f);
+    ck_assert_int_eq(mhdctx_set_request_id_header(f.mw, "Bad Header"), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_set_request_id_header(f.mw, ""), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_set_request_id_header(f.mw, NULL), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_set_request_id_max_length(f.mw, 0), MHDCTX_EINVAL);
+    ck_assert_int_eq(mhdctx_set_request_id_max_length(f.mw, MHDCTX_REQUEST_ID_LIMIT + 1),
                      MHDCTX_EINVAL);
-    ck_assert_int_eq(mhdctx_set_request_id_header(mw, "X-Correlation-Id"), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_set_request_id_max_length(mw, 8), MHDCTX_OK);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    ck_assert_int_eq(mhdctx_set_request_id_header(f.mw, "X-Correlation-Id"), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_set_request_id_max_length(f.mw, 8), MHDCTX_OK);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     /* the custom header is read and sent; X-Request-Id is just another header now */
     http_response *r =
-        support_http_get(s.port, "/r", "X-Correlation-Id: abc123\r\nX-Request-Id: other\r\n");
+        support_http_get(f.s.port, "/r", "X-Correlation-Id: abc123\r\nX-Request-Id: other\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "abc123");
     ck_assert_uint_eq(http_header_count(r, "X-Request-Id"), 0);
     ck_assert_str_eq(r->body, "abc123");
     http_response_free(r);
-    r = support_http_get(s.port, "/j", "X-Request-Id: other\r\n");
+    r = support_http_get(f.s.port, "/j", "X-Request-Id: other\r\n");
     const char *fresh = http_header(r, "X-Correlation-Id");
     ck_assert(is_uuid_v4(fresh));
     char fresh_id[MHDCTX_UUID_LEN + 1];
     copy_str(fresh_id, sizeof fresh_id, fresh);
     http_response_free(r);
     /* the length limit: 8 fits, 9 does not */
-    r = support_http_get(s.port, "/r", "X-Correlation-Id: abcdefgh\r\n");
+    r = support_http_get(f.s.port, "/r", "X-Correlation-Id: abcdefgh\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "abcdefgh");
     http_response_free(r);
-    r = support_http_get(s.port, "/e", "X-Correlation-Id: zqNINEchr\r\n");
+    r = support_http_get(f.s.port, "/e", "X-Correlation-Id: zqNINEchr\r\n");
     const char *replaced = http_header(r, "X-Correlation-Id");
     ck_assert(is_uuid_v4(replaced));
     char replaced_id[MHDCTX_UUID_LEN + 1];
@@ -779,21 +786,21 @@ START_TEST(test_request_id_configuration)
     http_response_free(r);
 
     /* frozen: every configuration call now fails and changes nothing */
-    ck_assert_int_eq(mhdctx_set_request_id_header(mw, "X-Other"), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_set_request_id_max_length(mw, 100), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(mw, false), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_on_completed(mw, NULL, NULL), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_add_hook(mw, noop_hook, NULL), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_add_bearer_auth(mw, noop_verify, NULL), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_access_log_route(mw, "/x", MHDCTX_LOG_OFF), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_access_log_level_fn(mw, level_same, NULL), MHDCTX_ESTATE);
-    ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_ESTATE);
-    r = support_http_get(s.port, "/r", "X-Correlation-Id: still-ok\r\n");
+    ck_assert_int_eq(mhdctx_set_request_id_header(f.mw, "X-Other"), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_set_request_id_max_length(f.mw, 100), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(f.mw, false), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_on_completed(f.mw, NULL, NULL), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_add_hook(f.mw, noop_hook, NULL), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_add_bearer_auth(f.mw, noop_verify, NULL), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_access_log_route(f.mw, "/x", MHDCTX_LOG_OFF), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_access_log_level_fn(f.mw, level_same, NULL), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_access_log_query(f.mw, true), MHDCTX_ESTATE);
+    r = support_http_get(f.s.port, "/r", "X-Correlation-Id: still-ok\r\n");
     ck_assert_str_eq(http_header(r, "X-Correlation-Id"), "still-ok");
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     ck_assert_ptr_null(json_object_get(
         support_find_line(all, ACCESS_MSG, "request_id", "abc123"), "request_id_replaced"));
@@ -805,9 +812,7 @@ START_TEST(test_request_id_configuration)
     ck_assert_str_eq(jstr(line, "request_id_replaced"), "too_long");
     ck_assert(!support_capture_contains("zqNINE"));
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -842,47 +847,41 @@ END_TEST
  * not held back as if a hook had given it (the client used to wait until shutdown). */
 START_TEST(test_respond_inside_an_apps_own_context)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
-    http_response *r = support_http_get(s.port, "/own-context", NULL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
+    http_response *r = support_http_get(f.s.port, "/own-context", NULL);
     ck_assert_int_eq(r->status, MHD_HTTP_INTERNAL_SERVER_ERROR);
     ck_assert_ptr_nonnull(strstr(r->body, "from_own_context"));
     http_response_free(r);
-    support_server_stop(&s);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    support_server_stop(&f.s);
+    fixture_close(&f);
 }
 END_TEST
 
 /* Edge mode: incoming ids are never used. */
 START_TEST(test_untrusted_request_ids)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(mw, false), MHDCTX_OK);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(f.mw, false), MHDCTX_OK);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
-    http_response *r = support_http_get(s.port, "/r", "X-Request-Id: zqTRUSTME\r\n");
+    http_response *r = support_http_get(f.s.port, "/r", "X-Request-Id: zqTRUSTME\r\n");
     const char *id = http_header(r, "X-Request-Id");
     ck_assert(is_uuid_v4(id));
     char untrusted[MHDCTX_UUID_LEN + 1];
     copy_str(untrusted, sizeof untrusted, id);
     http_response_free(r);
-    r = support_http_get(s.port, "/r", NULL); /* no header: nothing to report */
+    r = support_http_get(f.s.port, "/r", NULL); /* no header: nothing to report */
     char missing[MHDCTX_UUID_LEN + 1];
     ck_assert(is_uuid_v4(http_header(r, "X-Request-Id")));
     copy_str(missing, sizeof missing, http_header(r, "X-Request-Id"));
     http_response_free(r);
-    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(mw, true), MHDCTX_ESTATE);
+    ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(f.mw, true), MHDCTX_ESTATE);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, ACCESS_MSG, "request_id", untrusted);
     ck_assert_ptr_nonnull(line);
@@ -890,75 +889,68 @@ START_TEST(test_untrusted_request_ids)
     line = support_find_line(all, ACCESS_MSG, "request_id", missing);
     ck_assert_ptr_nonnull(line);
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
-    ck_assert_int_eq(app_seen(app, untrusted)->verdict, MHDCTX_ID_UNTRUSTED);
+    ck_assert_int_eq(app_seen(f.app, untrusted)->verdict, MHDCTX_ID_UNTRUSTED);
     ck_assert(!support_capture_contains("zqTRUSTME"));
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
 /* ==== tests: hooks =================================================================== */
 
-static mhdctx_middleware *hooked_middleware(struct app *app, struct hook_spec specs[3])
+/* Adds hooks '1', '2', '3' (order_hook, reporting to @p app) to @p mw. */
+static void add_order_hooks(mhdctx_middleware *mw, struct app *app, struct hook_spec specs[3])
 {
-    mhdctx_middleware *mw = app_middleware(app);
     for (int i = 0; i < 3; i++) {
         specs[i] = (struct hook_spec){app, (char)('1' + i)};
         ck_assert_int_eq(mhdctx_add_hook(mw, order_hook, &specs[i]), MHDCTX_OK);
     }
     ck_assert_int_eq(mhdctx_add_hook(mw, NULL, NULL), MHDCTX_EINVAL);
-    return mw;
 }
 
 START_TEST(test_hook_order_once_per_request)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
+    struct fixture f;
     struct hook_spec specs[3];
-    mhdctx_middleware *mw = hooked_middleware(app, specs);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    fixture_open(&f);
+    add_order_hooks(f.mw, f.app, specs);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
-    http_response *r = do_post(s.port, "/body", "X-Request-Id: hooks-1\r\n", 200 * 1024);
+    http_response *r = do_post(f.s.port, "/body", "X-Request-Id: hooks-1\r\n", 200 * 1024);
     ck_assert_int_eq(r->status, 200);
     json_t *body = support_body_json(r);
     ck_assert_int_ge(json_integer_value(json_object_get(body, "calls")), 4);
     json_decref(body);
     http_response_free(r);
-    pthread_mutex_lock(&app->lock);
-    ck_assert_str_eq(app->order, "123H"); /* once, although the handler ran many times */
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_lock(&f.app->lock);
+    ck_assert_str_eq(f.app->order, "123H"); /* once, although the handler ran many times */
+    pthread_mutex_unlock(&f.app->lock);
 
-    r = support_http_get(s.port, "/r", NULL);
+    r = support_http_get(f.s.port, "/r", NULL);
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
-    pthread_mutex_lock(&app->lock);
-    ck_assert_str_eq(app->order, "123H123H");
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_lock(&f.app->lock);
+    ck_assert_str_eq(f.app->order, "123H123H");
+    pthread_mutex_unlock(&f.app->lock);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
-    support_server_stop(&s);
-    ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
-    ck_assert_uint_eq(atomic_load(&app->empty_method), 0);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    support_server_stop(&f.s);
+    ck_assert_uint_eq(atomic_load(&f.app->ctx_missing), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->empty_method), 0);
+    fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_hook_short_circuit_and_failure)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
+    struct fixture f;
     struct hook_spec specs[3];
-    mhdctx_middleware *mw = hooked_middleware(app, specs);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    fixture_open(&f);
+    add_order_hooks(f.mw, f.app, specs);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     /* DONE: later hooks and the handler do not run; the 403 carries the id. */
-    http_response *r = support_http_get(s.port, "/deny", "X-Request-Id: deny-1\r\n");
+    http_response *r = support_http_get(f.s.port, "/deny", "X-Request-Id: deny-1\r\n");
     ck_assert_int_eq(r->status, 403);
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "deny-1");
     ck_assert_str_eq(http_header(r, "Content-Type"), "application/json");
@@ -968,18 +960,18 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_uint_eq(json_object_size(body), 2);
     json_decref(body);
     http_response_free(r);
-    pthread_mutex_lock(&app->lock);
-    ck_assert_str_eq(app->order, "12");
-    pthread_mutex_unlock(&app->lock);
-    ck_assert_uint_eq(atomic_load(&app->handler_calls), 0);
+    pthread_mutex_lock(&f.app->lock);
+    ck_assert_str_eq(f.app->order, "12");
+    pthread_mutex_unlock(&f.app->lock);
+    ck_assert_uint_eq(atomic_load(&f.app->handler_calls), 0);
 
     /* DONE on a keep-alive connection. A response queued during MHD's first call of
      * the access handler (when hooks run) makes MHD 0.9.75 close the connection, so the
      * middleware queues a hook's answer at the next call: the connection stays open and
      * the request pipelined behind the refused one is served. */
-    app_order_reset(app);
+    app_order_reset(f.app);
     http_conn *c;
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(
         http_send_str(c, "GET /deny HTTP/1.1\r\nHost: t\r\nX-Request-Id: deny-2\r\n\r\n"
                          "GET /r HTTP/1.1\r\nHost: t\r\nX-Request-Id: after-deny\r\n"
@@ -995,15 +987,15 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "after-deny");
     http_response_free(r);
     http_close(c);
-    pthread_mutex_lock(&app->lock);
-    ck_assert_str_eq(app->order, "12123H");
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_lock(&f.app->lock);
+    ck_assert_str_eq(f.app->order, "12123H");
+    pthread_mutex_unlock(&f.app->lock);
     /* the served request's two calls (headers, then end of request); none for deny-2 */
-    ck_assert_uint_eq(atomic_load(&app->handler_calls), 2);
+    ck_assert_uint_eq(atomic_load(&f.app->handler_calls), 2);
 
     /* DONE with a request body: the answer is queued at once, so MHD does not read the
      * body; it answers and closes the connection. */
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     {
         char body_bytes[1024];
         memset(body_bytes, 'b', sizeof body_bytes);
@@ -1025,9 +1017,9 @@ START_TEST(test_hook_short_circuit_and_failure)
     http_close(c);
 
     /* FAIL: the connection is closed without a response. */
-    app_order_reset(app);
-    unsigned calls_before = atomic_load(&app->handler_calls);
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    app_order_reset(f.app);
+    unsigned calls_before = atomic_load(&f.app->handler_calls);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(
         http_send_str(c, "GET /fail HTTP/1.1\r\nHost: t\r\nX-Request-Id: fail-1\r\n\r\n"),
         HTTP_OK);
@@ -1035,19 +1027,19 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_msg(rc == HTTP_ECLOSED || rc == HTTP_ERESET, "FAIL hook: got %s",
                   http_strerror(rc));
     http_close(c);
-    pthread_mutex_lock(&app->lock);
-    ck_assert_str_eq(app->order, "12");
-    pthread_mutex_unlock(&app->lock);
-    ck_assert_uint_eq(atomic_load(&app->handler_calls), calls_before);
+    pthread_mutex_lock(&f.app->lock);
+    ck_assert_str_eq(f.app->order, "12");
+    pthread_mutex_unlock(&f.app->lock);
+    ck_assert_uint_eq(atomic_load(&f.app->handler_calls), calls_before);
 
     /* ... and the server goes on serving. */
-    r = support_http_get(s.port, "/r", "X-Request-Id: after-fail\r\n");
+    r = support_http_get(f.s.port, "/r", "X-Request-Id: after-fail\r\n");
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(r->body, "after-fail");
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 6, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-deny"), "GET",
                        "/r", 200, "info", "completed");
@@ -1066,18 +1058,16 @@ START_TEST(test_hook_short_circuit_and_failure)
     json_decref(all);
     /* the application's completion callback ran for the answered requests too, with the
      * handler's slot untouched (NULL) */
-    const struct completion *done = app_done(app, "deny-1");
+    const struct completion *done = app_done(f.app, "deny-1");
     ck_assert_ptr_nonnull(done);
     ck_assert(done->current_ok && done->slot_null);
-    done = app_done(app, "fail-1");
+    done = app_done(f.app, "fail-1");
     ck_assert_ptr_nonnull(done);
     ck_assert(done->slot_null);
     ck_assert_int_eq(done->toe, MHD_REQUEST_TERMINATED_WITH_ERROR);
-    ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->ctx_missing), 0);
 
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1109,19 +1099,17 @@ static void assert_unauthorized(uint16_t port, const char *headers, struct app *
 
 START_TEST(test_bearer_auth)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
+    struct fixture f;
+    fixture_open(&f);
     mhdctx_token_table *table = mhdctx_token_table_new();
     ck_assert_ptr_nonnull(table);
     const char *roles[] = {"admin", "ops"};
     ck_assert_int_eq(mhdctx_token_table_add(table, GOOD_TOKEN, "user-42", roles, 2), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_add_bearer_auth(mw, mhdctx_token_table_verify, table), MHDCTX_OK);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    ck_assert_int_eq(mhdctx_add_bearer_auth(f.mw, mhdctx_token_table_verify, table), MHDCTX_OK);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     /* no header: anonymous, the handler runs */
-    http_response *r = support_http_get(s.port, "/j", "X-Request-Id: anon-1\r\n");
+    http_response *r = support_http_get(f.s.port, "/j", "X-Request-Id: anon-1\r\n");
     ck_assert_int_eq(r->status, 200);
     json_t *body = support_body_json(r);
     ck_assert(json_is_null(json_object_get(body, "user_id")));
@@ -1130,7 +1118,7 @@ START_TEST(test_bearer_auth)
     http_response_free(r);
 
     /* a valid token: user and roles on the context */
-    r = support_http_get(s.port, "/j",
+    r = support_http_get(f.s.port, "/j",
                          "X-Request-Id: auth-1\r\nAuthorization: Bearer " GOOD_TOKEN "\r\n");
     ck_assert_int_eq(r->status, 200);
     body = support_body_json(r);
@@ -1143,23 +1131,24 @@ START_TEST(test_bearer_auth)
     json_decref(body);
     http_response_free(r);
     /* the scheme is case-insensitive */
-    r = support_http_get(s.port, "/j",
+    r = support_http_get(f.s.port, "/j",
                          "X-Request-Id: auth-2\r\nAuthorization: bearer " GOOD_TOKEN "\r\n");
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
 
     char ids[5][MHDCTX_UUID_LEN + 1];
-    assert_unauthorized(s.port, "Authorization: Bearer tok.SECRETunknown-9\r\n", app, ids[0]);
-    assert_unauthorized(s.port, "Authorization: Basic SECRETbasic\r\n", app, ids[1]);
-    assert_unauthorized(s.port, "Authorization: Bearer SECRETa SECRETb\r\n", app, ids[2]);
-    assert_unauthorized(s.port,
+    assert_unauthorized(f.s.port, "Authorization: Bearer tok.SECRETunknown-9\r\n", f.app,
+                        ids[0]);
+    assert_unauthorized(f.s.port, "Authorization: Basic SECRETbasic\r\n", f.app, ids[1]);
+    assert_unauthorized(f.s.port, "Authorization: Bearer SECRETa SECRETb\r\n", f.app, ids[2]);
+    assert_unauthorized(f.s.port,
                         "Authorization: Bearer " GOOD_TOKEN
                         "\r\nAuthorization: Bearer " GOOD_TOKEN "\r\n",
-                        app, ids[3]);
-    assert_unauthorized(s.port, "Authorization: Bearer\r\n", app, ids[4]);
+                        f.app, ids[3]);
+    assert_unauthorized(f.s.port, "Authorization: Bearer\r\n", f.app, ids[4]);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 8, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, HANDLER_MSG, "request_id", "anon-1");
     ck_assert_ptr_nonnull(line);
@@ -1170,7 +1159,7 @@ START_TEST(test_bearer_auth)
     line = support_find_line(all, ACCESS_MSG, "request_id", "auth-1");
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "user_id"), "user-42");
-    const struct seen *seen = app_seen(app, "auth-1");
+    const struct seen *seen = app_seen(f.app, "auth-1");
     ck_assert_ptr_nonnull(seen);
     ck_assert(seen->has_user);
     ck_assert_str_eq(seen->user_id, "user-42");
@@ -1183,10 +1172,8 @@ START_TEST(test_bearer_auth)
     ck_assert(!support_capture_contains("Basic"));
     json_decref(all);
 
-    mhdctx_middleware_free(mw);
+    fixture_close(&f);
     mhdctx_token_table_free(table);
-    app_free(app);
-    support_capture_stop();
 }
 END_TEST
 
@@ -1194,13 +1181,11 @@ END_TEST
 
 START_TEST(test_access_log_lines)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    ck_assert_int_eq(mhdctx_access_log_route(mw, "/health", MHDCTX_LOG_OFF), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_access_log_route(mw, NULL, MHDCTX_LOG_OFF), MHDCTX_EINVAL);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    ck_assert_int_eq(mhdctx_access_log_route(f.mw, "/health", MHDCTX_LOG_OFF), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_access_log_route(f.mw, NULL, MHDCTX_LOG_OFF), MHDCTX_EINVAL);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     struct {
         const char *path;
@@ -1225,13 +1210,13 @@ START_TEST(test_access_log_lines)
     const size_t n = sizeof reqs / sizeof reqs[0];
     char ids[sizeof reqs / sizeof reqs[0]][64];
 
-    http_response *r = support_http_get(s.port, "/health", "X-Request-Id: health-1\r\n");
+    http_response *r = support_http_get(f.s.port, "/health", "X-Request-Id: health-1\r\n");
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
     for (size_t i = 0; i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "acc-%zu", i);
         char *hdr = str_fmt("X-Request-Id: %s\r\n", ids[i]);
-        r = support_http_get(s.port, reqs[i].path, hdr);
+        r = support_http_get(f.s.port, reqs[i].path, hdr);
         free(hdr);
         ck_assert_int_eq(r->status, reqs[i].status);
         if (reqs[i].helper) {
@@ -1244,10 +1229,10 @@ START_TEST(test_access_log_lines)
             ck_assert_str_eq(r->body, shared_body);
         http_response_free(r);
     }
-    ck_assert_ptr_null(MHD_get_response_header(app->shared, "X-Request-Id"));
+    ck_assert_ptr_null(MHD_get_response_header(f.app->shared, "X-Request-Id"));
 
     ck_assert(support_capture_wait(ACCESS_MSG, n, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     for (size_t i = 0; i < n; i++) {
         json_t *line = support_find_line(all, ACCESS_MSG, "request_id", ids[i]);
@@ -1264,9 +1249,7 @@ START_TEST(test_access_log_lines)
     ck_assert_ptr_null(support_find_line(all, ACCESS_MSG, "path", "/health"));
     ck_assert(!support_capture_contains("secret"));
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1303,26 +1286,24 @@ static const struct level_call *level_call_for(const struct app *app, const char
 
 START_TEST(test_access_log_level_fn_and_query)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    ck_assert_int_eq(mhdctx_access_log_level_fn(mw, level_override, app), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_access_log_route(mw, "/routed", MHDCTX_LOG_WARN), MHDCTX_OK);
-    ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_OK);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    ck_assert_int_eq(mhdctx_access_log_level_fn(f.mw, level_override, f.app), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_access_log_route(f.mw, "/routed", MHDCTX_LOG_WARN), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_access_log_query(f.mw, true), MHDCTX_OK);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     const char *paths[] = {"/q?a=1&b=two", "/noquery", "/loud",  "/quiet",
                            "/debug",       "/s/404",   "/routed"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char *hdr = str_fmt("X-Request-Id: lvl-%zu\r\n", i);
-        http_response *r = support_http_get(s.port, paths[i], hdr);
+        http_response *r = support_http_get(f.s.port, paths[i], hdr);
         free(hdr);
         ck_assert_int_eq(r->status, strcmp(paths[i], "/s/404") == 0 ? 404 : 200);
         http_response_free(r);
     }
     ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "lvl-0");
@@ -1342,22 +1323,20 @@ START_TEST(test_access_log_level_fn_and_query)
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 5);
     json_decref(all);
 
-    ck_assert_uint_eq(app->n_levels, 7);
-    const struct level_call *call = level_call_for(app, "/s/404");
+    ck_assert_uint_eq(f.app->n_levels, 7);
+    const struct level_call *call = level_call_for(f.app, "/s/404");
     ck_assert_ptr_nonnull(call);
     ck_assert_uint_eq(call->status, 404);
     ck_assert_int_eq(call->suggested, MHDCTX_LOG_WARN);
-    call = level_call_for(app, "/routed");
+    call = level_call_for(f.app, "/routed");
     ck_assert_ptr_nonnull(call);
     ck_assert_int_eq(call->suggested, MHDCTX_LOG_WARN); /* the route's level */
-    call = level_call_for(app, "/q");
+    call = level_call_for(f.app, "/q");
     ck_assert_ptr_nonnull(call);
     ck_assert_uint_eq(call->status, 200);
     ck_assert_int_eq(call->suggested, MHDCTX_LOG_INFO);
 
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1368,20 +1347,18 @@ START_TEST(test_access_line_keys_are_reserved_and_unique)
 {
     static const char *const core[] = {"time",     "level",   "message",     "request_id",
                                        "trace_id", "span_id", "trace_flags", "user_id"};
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    ck_assert_int_eq(mhdctx_access_log_query(mw, true), MHDCTX_OK);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    ck_assert_int_eq(mhdctx_access_log_query(f.mw, true), MHDCTX_OK);
+    server_start(&f.s, f.mw, MODE_EPOLL);
     http_response *r = support_http_get(
-        s.port, "/q?a=1",
+        f.s.port, "/q?a=1",
         "X-Request-Id: has space\r\n"
         "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n");
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
     json_t *line = NULL;
     for (size_t i = 0; i < support_capture_n() && line == NULL; i++) {
@@ -1405,9 +1382,7 @@ START_TEST(test_access_line_keys_are_reserved_and_unique)
         ck_assert_msg(known, "access line key %s is neither core nor reserved", key);
     }
     json_decref(line);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1415,29 +1390,27 @@ END_TEST
 
 START_TEST(test_completion_callback)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
-    http_response *r = support_http_get(s.port, "/a", "X-Request-Id: done-1\r\n");
+    http_response *r = support_http_get(f.s.port, "/a", "X-Request-Id: done-1\r\n");
     http_response_free(r);
-    r = support_http_get(s.port, "/s/404", "X-Request-Id: done-2\r\n");
+    r = support_http_get(f.s.port, "/s/404", "X-Request-Id: done-2\r\n");
     http_response_free(r);
-    r = do_post(s.port, "/body", "X-Request-Id: done-3\r\n", 10000);
+    r = do_post(f.s.port, "/body", "X-Request-Id: done-3\r\n", 10000);
     ck_assert_int_eq(r->status, 200);
     http_response_free(r);
-    r = support_http_get(s.port, "/shared", "X-Request-Id: done-4\r\n");
+    r = support_http_get(f.s.port, "/shared", "X-Request-Id: done-4\r\n");
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 4, 5000));
-    support_server_stop(&s);
-    ck_assert_uint_eq(app->n_done, 4);
+    support_server_stop(&f.s);
+    ck_assert_uint_eq(f.app->n_done, 4);
     json_t *all = support_capture_parsed();
     const char *ids[] = {"done-1", "done-2", "done-3", "done-4"};
     for (size_t i = 0; i < 4; i++) {
-        const struct completion *done = app_done(app, ids[i]);
+        const struct completion *done = app_done(f.app, ids[i]);
         ck_assert_msg(done != NULL, "no completion for %s", ids[i]);
         ck_assert(done->current_ok);
         ck_assert(!done->slot_null);
@@ -1451,23 +1424,19 @@ START_TEST(test_completion_callback)
         ck_assert_int_gt(access_line, app_line);
     }
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_keep_alive_and_pipelining)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    app->keep_refs = true;
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    f.app->keep_refs = true;
+    server_start(&f.s, f.mw, MODE_EPOLL);
 
     http_conn *c;
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     http_response *r1, *r2;
     ck_assert_int_eq(http_send_str(c, "GET /ka1 HTTP/1.1\r\nHost: t\r\n\r\n"), HTTP_OK);
     ck_assert_int_eq(http_read_response(c, &r1), HTTP_OK);
@@ -1504,18 +1473,19 @@ START_TEST(test_keep_alive_and_pipelining)
     http_close(c);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 5, 5000));
-    support_server_stop(&s);
-    ck_assert_uint_eq(app->n_refs, 5);
-    for (size_t i = 0; i < app->n_refs; i++) {
-        for (size_t j = i + 1; j < app->n_refs; j++) {
-            ck_assert_ptr_ne(app->refs[i], app->refs[j]);
-            ck_assert_str_ne(mhdctx_request_id(app->refs[i]), mhdctx_request_id(app->refs[j]));
+    support_server_stop(&f.s);
+    ck_assert_uint_eq(f.app->n_refs, 5);
+    for (size_t i = 0; i < f.app->n_refs; i++) {
+        for (size_t j = i + 1; j < f.app->n_refs; j++) {
+            ck_assert_ptr_ne(f.app->refs[i], f.app->refs[j]);
+            ck_assert_str_ne(mhdctx_request_id(f.app->refs[i]),
+                             mhdctx_request_id(f.app->refs[j]));
         }
     }
-    ck_assert_str_eq(mhdctx_path(app->refs[0]), "/ka1");
-    ck_assert_str_eq(mhdctx_path(app->refs[4]), "/p3");
-    ck_assert_uint_eq(atomic_load(&app->slot_violations), 0);
-    ck_assert_uint_eq(app->n_done, 5);
+    ck_assert_str_eq(mhdctx_path(f.app->refs[0]), "/ka1");
+    ck_assert_str_eq(mhdctx_path(f.app->refs[4]), "/p3");
+    ck_assert_uint_eq(atomic_load(&f.app->slot_violations), 0);
+    ck_assert_uint_eq(f.app->n_done, 5);
     json_t *all = support_capture_parsed();
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 5);
     for (int i = 1; i <= 3; i++) {
@@ -1526,35 +1496,31 @@ START_TEST(test_keep_alive_and_pipelining)
                            200, "info", "completed");
     }
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_client_abort)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, MODE_EPOLL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
     http_conn *c;
 
     /* half the headers, then gone */
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(http_send_str(c, "GET /half?zqQUERY=1 HTTP/1.1\r\nHost: t\r\n"
                                       "X-Request-Id: zqHALF\r\nX-Partial: ab"),
                      HTTP_OK);
     sleep_ms(50);
     http_close(c);
     /* the request line only partly */
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(http_send_str(c, "GET /hal"), HTTP_OK);
     sleep_ms(50);
     http_close(c);
     /* complete headers, a body cut short: the handler had started */
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(http_send_str(c,
                                    "POST /body HTTP/1.1\r\nHost: t\r\nX-Request-Id: cut-1\r\n"
                                    "Content-Length: 1000\r\n\r\n0123456789"),
@@ -1563,13 +1529,13 @@ START_TEST(test_client_abort)
     http_close(c);
 
     /* the server still serves */
-    http_response *r = support_http_get(s.port, "/r", "X-Request-Id: after-abort\r\n");
+    http_response *r = support_http_get(f.s.port, "/r", "X-Request-Id: after-abort\r\n");
     ck_assert_int_eq(r->status, 200);
     ck_assert_str_eq(r->body, "after-abort");
     http_response_free(r);
 
     ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
     json_t *all = support_capture_parsed();
     /* The request line was read (the URI-log callback created the context) but the
@@ -1580,7 +1546,7 @@ START_TEST(test_client_abort)
     assert_access_line(half, "", "/half", 0, "info", "client_abort");
     ck_assert(is_uuid_v4(jstr(half, "request_id")));
     ck_assert_ptr_null(json_object_get(half, "request_id_replaced"));
-    const struct completion *half_done = app_done(app, jstr(half, "request_id"));
+    const struct completion *half_done = app_done(f.app, jstr(half, "request_id"));
     ck_assert_ptr_nonnull(half_done);
     ck_assert(half_done->current_ok && half_done->slot_null);
     ck_assert_int_eq(half_done->toe, MHD_REQUEST_TERMINATED_CLIENT_ABORT);
@@ -1589,19 +1555,17 @@ START_TEST(test_client_abort)
     json_t *cut = support_find_line(all, ACCESS_MSG, "request_id", "cut-1");
     ck_assert_ptr_nonnull(cut);
     assert_access_line(cut, "POST", "/body", 0, "info", "client_abort");
-    const struct completion *done = app_done(app, "cut-1");
+    const struct completion *done = app_done(f.app, "cut-1");
     ck_assert_ptr_nonnull(done);
     ck_assert(done->slot_ok); /* the state was handed back and freed */
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-abort"), "GET",
                        "/r", 200, "info", "completed");
     ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 3);
-    ck_assert_uint_eq(app->n_done, 3);
+    ck_assert_uint_eq(f.app->n_done, 3);
     ck_assert(!support_capture_contains("zq"));
-    ck_assert_ptr_null(app_seen(app, "zqHALF"));
+    ck_assert_ptr_null(app_seen(f.app, "zqHALF"));
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1633,42 +1597,36 @@ static void get_and_reset_mid_answer(uint16_t port, const char *path, const char
 START_TEST(test_client_gone_mid_answer_is_client_abort)
 {
     const unsigned mode = (unsigned)_i;
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start(&s, mw, mode);
-    get_and_reset_mid_answer(s.port, "/big", "gone-mid-answer");
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, mode);
+    get_and_reset_mid_answer(f.s.port, "/big", "gone-mid-answer");
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 10000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "gone-mid-answer");
     ck_assert_ptr_nonnull(line);
     assert_access_line(line, "GET", "/big", 200, "info", "client_abort");
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
 /* MHD's own messages (MHD_USE_ERROR_LOG) arrive as JSON lines through the logger. */
 START_TEST(test_mhd_messages_routed)
 {
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start_ex(&s, mw, MODE_EPOLL, MHD_USE_ERROR_LOG, NULL);
+    struct fixture f;
+    fixture_open(&f);
+    server_start_ex(&f.s, f.mw, MODE_EPOLL, MHD_USE_ERROR_LOG, NULL);
     http_conn *c;
-    ck_assert_int_eq(http_connect(s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
     ck_assert_int_eq(http_send_str(c, "GET /half HTTP/1.1\r\nHost: t\r\nX-Partial: \"\xff\x01"),
                      HTTP_OK);
     sleep_ms(50);
     http_close(c);
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 5000));
     ck_assert(support_capture_wait("libmicrohttpd message", 1, 5000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
     json_t *all = support_capture_parsed(); /* every line, MHD's included, is valid JSON */
     json_t *line = support_find_line(all, "libmicrohttpd message", NULL, NULL);
     ck_assert_ptr_nonnull(line);
@@ -1680,9 +1638,7 @@ START_TEST(test_mhd_messages_routed)
     assert_access_line(support_find_line(all, ACCESS_MSG, "path", "/half"), "", "/half", 0,
                        "info", "client_abort");
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
@@ -1751,18 +1707,16 @@ static void *client_main(void *arg)
 START_TEST(test_concurrency)
 {
     const unsigned mode = (unsigned)_i;
-    support_capture_start_info();
-    struct app *app = app_new();
-    mhdctx_middleware *mw = app_middleware(app);
-    support_server s;
-    server_start_ex(&s, mw, mode, 0, app);
+    struct fixture f;
+    fixture_open(&f);
+    server_start_ex(&f.s, f.mw, mode, 0, f.app);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     struct client_job jobs[N_CLIENTS];
     pthread_t threads[N_CLIENTS];
     for (unsigned i = 0; i < N_CLIENTS; i++) {
         jobs[i] = (struct client_job){
-            .port = s.port, .mode = mode, .index = i, .keep_alive = i % 2 == 0};
+            .port = f.s.port, .mode = mode, .index = i, .keep_alive = i % 2 == 0};
         ck_assert_int_eq(pthread_create(&threads[i], NULL, client_main, &jobs[i]), 0);
     }
     for (unsigned i = 0; i < N_CLIENTS; i++)
@@ -1774,17 +1728,17 @@ START_TEST(test_concurrency)
     }
     const size_t total = N_CLIENTS * N_REQUESTS;
     ck_assert(support_capture_wait(ACCESS_MSG, total, 10000));
-    support_server_stop(&s);
+    support_server_stop(&f.s);
 
-    ck_assert_uint_eq(atomic_load(&app->id_mismatch), 0);
-    ck_assert_uint_eq(atomic_load(&app->ctx_missing), 0);
-    ck_assert_uint_eq(atomic_load(&app->slot_violations), 0);
-    ck_assert_uint_eq(atomic_load(&app->stale_current), 0);
-    ck_assert_uint_gt(atomic_load(&app->conn_events), 0);
-    ck_assert_uint_eq(app->overflow, 0);
-    ck_assert_uint_eq(app->n_done, total);
-    for (size_t i = 0; i < app->n_done; i++)
-        ck_assert(app->done[i].current_ok && app->done[i].slot_ok);
+    ck_assert_uint_eq(atomic_load(&f.app->id_mismatch), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->ctx_missing), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->slot_violations), 0);
+    ck_assert_uint_eq(atomic_load(&f.app->stale_current), 0);
+    ck_assert_uint_gt(atomic_load(&f.app->conn_events), 0);
+    ck_assert_uint_eq(f.app->overflow, 0);
+    ck_assert_uint_eq(f.app->n_done, total);
+    for (size_t i = 0; i < f.app->n_done; i++)
+        ck_assert(f.app->done[i].current_ok && f.app->done[i].slot_ok);
 
     json_t *all = support_capture_parsed();
     size_t handler_lines = 0, access_lines = 0, idx;
@@ -1813,9 +1767,7 @@ START_TEST(test_concurrency)
     ck_assert_uint_eq(handler_lines, total);
     ck_assert_uint_eq(access_lines, total);
     json_decref(all);
-    mhdctx_middleware_free(mw);
-    app_free(app);
-    support_capture_stop();
+    fixture_close(&f);
 }
 END_TEST
 
