@@ -25,8 +25,10 @@
  * Thread safety (the rules in one place; each declaration repeats its own)
  *  - Configuration (mhdctx_middleware_*, mhdctx_add_hook, mhdctx_on_completed,
  *    mhdctx_access_log_*) happens before the daemon starts; the middleware is then
- *    read concurrently by MHD's threads and must not be changed until MHD_stop_daemon()
- *    has returned.
+ *    read concurrently by MHD's threads and must not be changed. The library refuses
+ *    (MHDCTX_ESTATE) from the first request on, for good: a middleware is configured
+ *    once, and a call between MHD_start_daemon() and the first request is a race the
+ *    library cannot see.
  *  - mhdctx_current() is per thread: it returns the context of the request whose
  *    handler, hook or completion callback is running on the calling thread, else NULL.
  *  - A context may be read and logged with from any thread that holds a reference
@@ -151,9 +153,10 @@ MHDCTX_EXPORT const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict);
 
 /**
  * Writes a fresh random (version 4) UUID in lowercase, 36 characters plus NUL, into
- * @p out. Random bytes come from the kernel's CSPRNG through a per-thread buffer that is
- * refilled in bulk (no system call per id) and discarded in a forked child; should
- * getrandom(2) fail, libuuid's own generator is used instead. Safe from any thread.
+ * @p out. Random bytes come from a per-thread ChaCha8 generator keyed and reseeded from
+ * the kernel's CSPRNG (getrandom(2); libuuid's generator supplies the key should that
+ * fail), with fast key erasure: no system call per id, and a forked child rekeys
+ * before its first id. Safe from any thread.
  * @return MHDCTX_OK, or MHDCTX_EINVAL for a NULL @p out.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
@@ -296,7 +299,8 @@ MHDCTX_EXPORT char *mhdctx_context_export(const mhdctx_context *ctx) MHDCTX_WARN
  * the middleware validates headers (request-id rules, lowercase hex non-zero trace ids,
  * tracestate rules, user-key rules); unknown fields or versions are refused.
  * Owned: mhdctx_context_unref(). @p err (may be NULL) receives the reason on failure:
- * MHDCTX_EPARSE (not valid JSON or not the format), MHDCTX_EINVAL, MHDCTX_ELIMIT,
+ * MHDCTX_EPARSE (not valid JSON or not the format; also when jansson's parser itself runs
+ * out of memory, which it does not tell apart), MHDCTX_EINVAL, MHDCTX_ELIMIT,
  * MHDCTX_ERESERVED, MHDCTX_ENOMEM.
  */
 MHDCTX_EXPORT mhdctx_context *mhdctx_context_import(const char *text, size_t len,
@@ -328,7 +332,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_c
  * Ends the call: logs "outgoing request completed" with method, url (query string and
  * user info removed), status (0 when no response came), duration_ms, span_id (client
  * span) and parent_span_id (server span), with the request's fields; at error level
- * when @p error (may be NULL) says why the call failed, warn for 5xx, else info.
+ * when @p error (may be NULL) says why the call failed, warn for 5xx or when no response
+ * came (status 0), else info.
  * Drops the context reference.
  */
 MHDCTX_EXPORT void mhdctx_outgoing_finish(mhdctx_outgoing *call, const char *method,
@@ -383,8 +388,8 @@ MHDCTX_EXPORT double mhdctx_elapsed_ms(const mhdctx_context *ctx);
 /**
  * Sets the user id (copied; NULL clears it, the user becomes anonymous).
  * @return MHDCTX_OK; MHDCTX_ELIMIT when longer than MHDCTX_MAX_USER_ID_LEN;
- *         MHDCTX_EINVAL when it is empty or contains control bytes; MHDCTX_ENOMEM.
- * Safe from any thread holding a reference.
+ *         MHDCTX_EINVAL for a NULL context, or an id that is empty or contains control
+ *         bytes; MHDCTX_ENOMEM. Safe from any thread holding a reference.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_user_id(mhdctx_context *ctx, const char *user_id);
 /**
@@ -394,7 +399,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_set_user_id(mhdctx_context *ctx, const char *u
 MHDCTX_EXPORT const char *mhdctx_user_id(const mhdctx_context *ctx);
 /**
  * Copies the user id into @p buf (always NUL-terminated when @p size > 0).
- * @return MHDCTX_OK; MHDCTX_ENOTFOUND while anonymous; MHDCTX_ELIMIT if too small.
+ * @return MHDCTX_OK; MHDCTX_ENOTFOUND while anonymous; MHDCTX_ELIMIT if too small (the
+ *         start of the id is copied); MHDCTX_EINVAL for a NULL context (buf is "") or a
+ *         NULL or empty buffer.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_copy_user_id(const mhdctx_context *ctx, char *buf,
                                                size_t size);
@@ -417,16 +424,18 @@ MHDCTX_EXPORT json_t *mhdctx_roles_json(const mhdctx_context *ctx) MHDCTX_WARN_U
  * not change the lines (set the key again), and no log line reads it while you do.
  * Keys are 1..MHDCTX_MAX_KEY_LEN bytes of [A-Za-z0-9_.-]; names the library writes
  * itself ("request_id", "user_id", "time", ...) are refused with MHDCTX_ERESERVED.
- * @return MHDCTX_OK, MHDCTX_EINVAL (bad key or value), MHDCTX_ERESERVED, MHDCTX_ELIMIT
- *         (more than MHDCTX_MAX_USER_KEYS keys, or a value whose JSON text exceeds
- *         MHDCTX_MAX_VALUE_LEN bytes), MHDCTX_ENOMEM.
+ * @return MHDCTX_OK, MHDCTX_EINVAL (NULL context, empty key or a byte outside that set,
+ *         a value jansson cannot encode), MHDCTX_ERESERVED, MHDCTX_ELIMIT (a key longer
+ *         than MHDCTX_MAX_KEY_LEN, more than MHDCTX_MAX_USER_KEYS keys, or a value whose
+ *         JSON text exceeds MHDCTX_MAX_VALUE_LEN bytes), MHDCTX_ENOMEM.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key, json_t *value);
 /** As mhdctx_set_new() but borrows @p value (takes its own reference). */
 MHDCTX_EXPORT mhdctx_error mhdctx_set(mhdctx_context *ctx, const char *key, json_t *value);
 /**
  * Shorthand for mhdctx_set_new(ctx, key, json_string(value)); a NULL value removes the
- * key. A value that is not valid UTF-8 is refused with MHDCTX_EINVAL.
+ * key. A value that is not valid UTF-8 is refused with MHDCTX_EINVAL; MHDCTX_ENOMEM when
+ * the string cannot be allocated.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *key,
                                              const char *value);
@@ -773,12 +782,17 @@ MHDCTX_EXPORT const struct MHD_OptionItem *mhdctx_mhd_options(mhdctx_middleware 
  * Registers the application's completion callback. It runs from the middleware's
  * completion callback, with the context current and the same per-request slot that the
  * handler sees as `req_cls`, before the access-log line is written.
- * Configuration-time only. @return MHDCTX_OK or MHDCTX_ESTATE (already started).
+ * Configuration-time only. @return MHDCTX_OK, MHDCTX_EINVAL (NULL @p mw) or
+ * MHDCTX_ESTATE (already started).
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_on_completed(mhdctx_middleware *mw,
                                                MHD_RequestCompletedCallback cb, void *cls);
 
-/** Name of the request-id header read and sent (default "X-Request-Id"). Copied. */
+/**
+ * Name of the request-id header read and sent (default "X-Request-Id"). Copied.
+ * @return MHDCTX_OK, MHDCTX_EINVAL (NULL, empty or not an HTTP token), MHDCTX_ELIMIT
+ *         (64 bytes or more), MHDCTX_ESTATE (already started).
+ */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_request_id_header(mhdctx_middleware *mw,
                                                         const char *name);
 /** Longest incoming id accepted, 1..MHDCTX_REQUEST_ID_LIMIT (default 128). */
@@ -871,8 +885,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, con
  * Loads a JSON file {"<token>": {"user_id": "42", "roles": ["admin"]}, ...}.
  * All or nothing: on failure the table is as it was. @p err (may be NULL) receives a
  * message on failure.
- * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape),
- *         MHDCTX_EINVAL, MHDCTX_ENOMEM.
+ * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape; also
+ *         when jansson's parser runs out of memory), MHDCTX_EINVAL, MHDCTX_ENOMEM.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path,
                                                    char *err, size_t err_size);

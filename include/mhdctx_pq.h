@@ -16,7 +16,10 @@ extern "C" {
 
 /**
  * Whether the adapter logs one line per statement ("sql statement completed": sql,
- * duration_ms, status), process-wide (default false). Safe any time.
+ * duration_ms, status), process-wide (default false). A statement that fails is logged
+ * either way, at warn ("sql statement failed", with the server's error). In both lines
+ * "sql" is the statement's text, or for mhdctx_pq_exec_prepared() the prepared
+ * statement's name. Safe any time.
  */
 MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
 
@@ -25,7 +28,10 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * server's statement log, pg_stat_activity and slow-query log name the request.
  * When the request has a deadline, the statement runs with statement_timeout set to the
  * time left (the server cancels it at the deadline) and the value it had is put back
- * after (the application's own, or inside a transaction block a change local to it);
+ * after (the application's own, or inside a transaction block a change local to it).
+ * Do not send BEGIN through it: the value is put back inside the transaction BEGIN
+ * opened, and a ROLLBACK would undo that, leaving the request's timeout on the
+ * connection; send BEGIN, COMMIT and ROLLBACK with PQexec().
  * once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
  * result is returned (mhdctx_deadline_passed() then says why).
  * Owned result: PQclear(). NULL only on allocation failure (as libpq).

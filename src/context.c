@@ -431,8 +431,12 @@ const char *mhdctx_user_id(const mhdctx_context *ctx)
 
 mhdctx_error mhdctx_copy_user_id(const mhdctx_context *ctx, char *buf, size_t size)
 {
-    if (ctx == NULL || buf == NULL || size == 0)
+    if (buf == NULL || size == 0)
         return MHDCTX_EINVAL;
+    if (ctx == NULL) {
+        buf[0] = '\0'; /* the promise holds on every path: never an unterminated buffer */
+        return MHDCTX_EINVAL;
+    }
     mhdctx_error rc = MHDCTX_OK;
     lock(ctx);
     if (ctx->user_id == NULL) {
@@ -549,8 +553,10 @@ static mhdctx_error check_key(const char *key)
 }
 
 /* The value as compact ASCII JSON (jansson escapes every non-ASCII character and
- * refuses invalid UTF-8 at construction): what every log line will carry. */
-static mhdctx_error serialize_value(const json_t *value, char **json, size_t *json_len)
+ * refuses invalid UTF-8 at construction): what every log line will carry. A string's
+ * own bytes follow the text, NUL-terminated (a string's bytes are never more than its
+ * JSON text: the limit holds for both). */
+static mhdctx_error serialize_value(const json_t *value, struct mhdctx__user_key *entry)
 {
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII;
     size_t size = json_dumpb(value, NULL, 0, flags);
@@ -558,15 +564,23 @@ static mhdctx_error serialize_value(const json_t *value, char **json, size_t *js
         return MHDCTX_EINVAL;
     if (size > MHDCTX_MAX_VALUE_LEN)
         return MHDCTX_ELIMIT;
-    char *text = mhdctx__malloc(size);
+    size_t string_len = json_is_string(value) ? json_string_length(value) : 0;
+    size_t string_room = json_is_string(value) ? string_len + 1 : 0;
+    char *text = mhdctx__malloc(size + string_room);
     if (text == NULL)
         return MHDCTX_ENOMEM;
     if (json_dumpb(value, text, size, flags) != size) {
         mhdctx__free(text); /* changed by another thread meanwhile */
         return MHDCTX_EINVAL;
     }
-    *json = text;
-    *json_len = size;
+    if (string_room) {
+        memcpy(text + size, json_string_value(value), string_len);
+        text[size + string_len] = '\0';
+        entry->string = text + size;
+        entry->string_len = string_len;
+    }
+    entry->json = text;
+    entry->json_len = size;
     return MHDCTX_OK;
 }
 
@@ -625,7 +639,7 @@ mhdctx_error mhdctx_set_new(mhdctx_context *ctx, const char *key, json_t *value)
     struct mhdctx__user_key entry = {.value = value};
     mhdctx_error rc = ctx ? check_key(key) : MHDCTX_EINVAL;
     if (rc == MHDCTX_OK && value)
-        rc = serialize_value(value, &entry.json, &entry.json_len);
+        rc = serialize_value(value, &entry);
     if (rc == MHDCTX_OK) {
         lock(ctx);
         rc = store_key_locked(ctx, key, entry);
@@ -647,9 +661,12 @@ mhdctx_error mhdctx_set_string(mhdctx_context *ctx, const char *key, const char 
 {
     if (value == NULL) /* as mhdctx_set_new(ctx, key, NULL): removes the key */
         return mhdctx_set_new(ctx, key, NULL);
-    json_t *string = json_string(value); /* NULL for invalid UTF-8 */
-    if (string == NULL)                  /* invalid UTF-8, or out of memory */
+    size_t len = strlen(value);
+    if (!mhdctx__utf8_valid(value, len))
         return MHDCTX_EINVAL;
+    json_t *string = json_stringn_nocheck(value, len); /* checked above */
+    if (string == NULL)
+        return MHDCTX_ENOMEM;
     return mhdctx_set_new(ctx, key, string);
 }
 

@@ -115,6 +115,11 @@ struct mhdctx__user_key {
     json_t *value;
     char *json; /* value serialized when set: log lines copy it, not re-encode it */
     size_t json_len;
+    /* A string value's bytes as they were when set, kept after its JSON text in the same
+     * allocation (NULL for other values): SQL tags write the string itself, and the
+     * caller may have changed (and freed the bytes of) a json_t it still shares. */
+    const char *string;
+    size_t string_len;
 };
 
 /* The trace flags a traceparent the library sends may carry: the ones Trace Context

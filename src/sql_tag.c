@@ -163,14 +163,13 @@ static size_t collect_pairs(mhdctx_context *ctx, struct pair *pairs, char *trace
         for (size_t i = 0; i < ctx->n_keys; i++) {
             if (strcmp(ctx->keys[i].name, tag_keys[k]) != 0)
                 continue;
-            const json_t *v = ctx->keys[i].value;
-            struct pair p = {ctx->keys[i].name, NULL, 0, false};
-            if (json_is_string(v)) {
-                p.value = json_string_value(v);
-                p.value_len = json_string_length(v);
-            } else { /* the JSON text log lines carry, serialized when the key was set */
-                p.value = ctx->keys[i].json;
-                p.value_len = ctx->keys[i].json_len;
+            /* Both as they were when the key was set: a string's bytes, or the JSON text
+             * log lines carry; never the json_t, which the caller may have changed. */
+            const struct mhdctx__user_key *key = &ctx->keys[i];
+            struct pair p = {key->name, key->json, key->json_len, false};
+            if (key->string) {
+                p.value = key->string;
+                p.value_len = key->string_len;
             }
             pairs[n++] = p;
         }

@@ -421,7 +421,9 @@ START_TEST(copy_user_id_into_buffers)
 
     ck_assert_int_eq(mhdctx_copy_user_id(ctx, buf, 0), MHDCTX_EINVAL);
     ck_assert_int_eq(mhdctx_copy_user_id(ctx, NULL, 8), MHDCTX_EINVAL);
+    memset(buf, 'x', sizeof buf);
     ck_assert_int_eq(mhdctx_copy_user_id(NULL, buf, sizeof buf), MHDCTX_EINVAL);
+    ck_assert_str_eq(buf, ""); /* terminated on this path too */
     mhdctx_context_unref(ctx);
 }
 END_TEST
@@ -521,6 +523,29 @@ START_TEST(keys_set_string_null_removes_the_key)
     ck_assert_ptr_null(mhdctx_get(ctx, "tenant_id"));
     ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "\xff\xfe"), MHDCTX_EINVAL);
     ck_assert_ptr_null(mhdctx_get(ctx, "tenant_id"));
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+static void *no_memory(size_t size)
+{
+    (void)size;
+    return NULL;
+}
+
+/* Out of memory is MHDCTX_ENOMEM, not the EINVAL of bad UTF-8: jansson's json_string()
+ * answers NULL for both, so the library tells them apart itself. */
+START_TEST(keys_set_string_out_of_memory_is_enomem)
+{
+    mhdctx_context *ctx = new_context();
+    json_set_alloc_funcs(no_memory, free);
+    mhdctx_error valid = mhdctx_set_string(ctx, "tenant_id", "acme");
+    mhdctx_error invalid = mhdctx_set_string(ctx, "tenant_id", "\xff\xfe");
+    json_set_alloc_funcs(malloc, free);
+    ck_assert_int_eq(valid, MHDCTX_ENOMEM);
+    ck_assert_int_eq(invalid, MHDCTX_EINVAL);
+    ck_assert_ptr_null(mhdctx_get(ctx, "tenant_id"));
+    ck_assert_int_eq(mhdctx_set_string(ctx, "tenant_id", "acme"), MHDCTX_OK);
     mhdctx_context_unref(ctx);
 }
 END_TEST
@@ -1152,6 +1177,7 @@ static Suite *context_suite(void)
     tc = tcase_create("keys");
     tcase_add_test(tc, keys_set_string_and_get);
     tcase_add_test(tc, keys_set_string_null_removes_the_key);
+    tcase_add_test(tc, keys_set_string_out_of_memory_is_enomem);
     tcase_add_test(tc, keys_replace_keeps_one_entry);
     tcase_add_test(tc, keys_remove_with_null);
     tcase_add_test(tc, keys_reserved_names_are_refused);

@@ -372,6 +372,29 @@ START_TEST(test_exact_simple_statement)
 }
 END_TEST
 
+/* A tag carries a string key as it was set, as log lines do: the caller changing the
+ * json_t it shares afterwards (json_string_set frees the old bytes) changes neither. */
+START_TEST(test_shared_string_value_tagged_as_set)
+{
+    const char *keys[] = {"tenant_id"};
+    set_tag_keys(keys, 1);
+    mhdctx_context *ctx = new_context();
+    json_t *shared = json_string("acme");
+    ck_assert_int_eq(mhdctx_set(ctx, "tenant_id", shared), MHDCTX_OK);
+    ck_assert_int_eq(json_string_set(shared, "changed-after-set-and-long-enough"), 0);
+    char *out = tag(ctx, "SELECT 1");
+    ck_assert_msg(strstr(out, ",tenant_id='acme',") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "changed") == NULL, "%s", out);
+    free(out);
+    json_decref(shared);
+    out = tag(ctx, "SELECT 1");
+    ck_assert_msg(strstr(out, ",tenant_id='acme',") != NULL, "%s", out);
+    free(out);
+    mhdctx_context_unref(ctx);
+    reset_tag_keys();
+}
+END_TEST
+
 /* Every ASCII byte of a value, alone and between letters, is written as
  * encodeURIComponent writes it (A-Z a-z 0-9 - _ . ! ~ * ( ) as they are, every other
  * byte as %XX in upper case), except the quote, escaped as \'. */
@@ -1221,6 +1244,7 @@ static Suite *sql_tag_suite(void)
     tcase_add_test(tc, test_exact_simple_statement);
     tcase_add_test(tc, test_traceparent_sends_only_the_defined_flags);
     tcase_add_test(tc, test_each_byte_encoded_as_encode_uri_component);
+    tcase_add_test(tc, test_shared_string_value_tagged_as_set);
     tcase_add_test(tc, test_current_context_used);
     tcase_add_test(tc, test_final_semicolon_and_blanks);
     tcase_add_test(tc, test_existing_comment_unchanged);
