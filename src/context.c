@@ -564,16 +564,16 @@ static mhdctx_error serialize_value(const json_t *value, struct mhdctx__user_key
         return MHDCTX_EINVAL;
     if (size > MHDCTX_MAX_VALUE_LEN)
         return MHDCTX_ELIMIT;
-    size_t string_len = json_is_string(value) ? json_string_length(value) : 0;
-    size_t string_room = json_is_string(value) ? string_len + 1 : 0;
-    char *text = mhdctx__malloc(size + string_room);
+    bool is_string = json_is_string(value);
+    size_t string_len = is_string ? json_string_length(value) : 0;
+    char *text = mhdctx__malloc(size + (is_string ? string_len + 1 : 0));
     if (text == NULL)
         return MHDCTX_ENOMEM;
     if (json_dumpb(value, text, size, flags) != size) {
         mhdctx__free(text); /* changed by another thread meanwhile */
         return MHDCTX_EINVAL;
     }
-    if (string_room) {
+    if (is_string) {
         memcpy(text + size, json_string_value(value), string_len);
         text[size + string_len] = '\0';
         entry->string = text + size;
