@@ -459,7 +459,11 @@ MHDCTX_EXPORT json_t *mhdctx_get(const mhdctx_context *ctx, const char *key) MHD
  * PostgreSQL's statement_timeout, SQLite's progress handler.
  */
 
-/** Milliseconds left before the deadline (0 when it has passed; INT64_MAX: none). */
+/**
+ * Milliseconds left before the deadline, rounded up: 0 exactly when it has passed (as
+ * mhdctx_deadline_passed() says), at least 1 while any time is left; INT64_MAX: none.
+ * Safe from any thread holding a reference.
+ */
 MHDCTX_EXPORT int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx);
 /** Whether the deadline has passed. False for a NULL context or one without deadline. */
 MHDCTX_EXPORT bool mhdctx_deadline_passed(const mhdctx_context *ctx);

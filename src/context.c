@@ -320,7 +320,12 @@ int64_t mhdctx_deadline_remaining_ms(const mhdctx_context *ctx)
     if (deadline == 0)
         return INT64_MAX;
     uint64_t now = mhdctx__monotonic_ns();
-    return now >= deadline ? 0 : (int64_t)((deadline - now) / 1000000u);
+    if (now >= deadline)
+        return 0;
+    /* Rounded up, so that 0 means passed: rounded down, a call would be refused as out
+     * of time during the last millisecond that was still its own. */
+    uint64_t left_ns = deadline - now;
+    return (int64_t)(left_ns / 1000000u + (left_ns % 1000000u != 0));
 }
 
 bool mhdctx_deadline_passed(const mhdctx_context *ctx)

@@ -62,8 +62,8 @@ static int on_busy(void *cls, int count)
     mhdctx_context *ctx = mhdctx_current();
     if (delay <= 0 || mhdctx_deadline_passed(ctx))
         return 0;
-    int64_t left = mhdctx_deadline_remaining_ms(ctx); /* rounded down: + 1 ends past it */
-    sqlite3_sleep((int)(left < delay ? left + 1 : delay));
+    int64_t left = mhdctx_deadline_remaining_ms(ctx); /* rounded up: ends at or past it */
+    sqlite3_sleep((int)(left < delay ? left : delay));
     return 1;
 }
 

@@ -179,6 +179,32 @@ START_TEST(test_context_deadline)
 }
 END_TEST
 
+/* 0 means passed and nothing else: rounded down, the last millisecond read 0 while the
+ * deadline had not passed, and the adapters refused calls that still had time. Read in
+ * that order, a 0 must be followed by "passed" (time only moves on). */
+START_TEST(test_remaining_zero_only_when_passed)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_ptr_nonnull(ctx);
+    unsigned early_zeros = 0, reads = 0;
+    for (int round = 0; round < 20; round++) {
+        mhdctx_set_deadline_in(ctx, 2);
+        while (!mhdctx_deadline_passed(ctx)) {
+            int64_t left = mhdctx_deadline_remaining_ms(ctx);
+            bool passed = mhdctx_deadline_passed(ctx);
+            ck_assert_int_le(left, 2);
+            early_zeros += left == 0 && !passed;
+            reads++;
+        }
+        ck_assert_int_eq(mhdctx_deadline_remaining_ms(ctx), 0);
+    }
+    mhdctx_context_unref(ctx);
+    ck_assert_uint_gt(reads, 0);
+    ck_assert_msg(early_zeros == 0, "%u of %u reads said 0 ms left before the deadline",
+                  early_zeros, reads);
+}
+END_TEST
+
 /* "@p ms milliseconds from now": a budget too large to be reached (an application that
  * passes UINT64_MAX for "forever") must not wrap around into a deadline in the past. */
 START_TEST(test_context_deadline_huge_budget)
@@ -552,6 +578,7 @@ static Suite *deadline_suite(void)
     TCase *tc = support_tcase(suite, "context", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_context_deadline);
     tcase_add_test(tc, test_context_deadline_huge_budget);
+    tcase_add_test(tc, test_remaining_zero_only_when_passed);
 
     tc = support_tcase(suite, "middleware", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_default_budget);
