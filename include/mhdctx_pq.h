@@ -29,10 +29,13 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * When the request has a deadline, the statement runs with statement_timeout set to the
  * time left (the server cancels it at the deadline) and the value it had is put back
  * after (the application's own, or inside a transaction block a change local to it).
- * Do not send BEGIN through it: the value is put back inside the transaction BEGIN
- * opened, and a ROLLBACK would undo that, leaving the request's timeout on the
- * connection; send BEGIN, COMMIT and ROLLBACK with PQexec().
- * once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
+ * A whole transaction may go through it: BEGIN and START TRANSACTION (recognised after
+ * any space and comments) are sent without a change (there is nothing to bound, and a
+ * value put back inside the block they open would be undone by a ROLLBACK), the
+ * block's statements get changes local to it, and after COMMIT or ROLLBACK nothing is
+ * left to put back. A prepared BEGIN (mhdctx_pq_exec_prepared()) is not recognised:
+ * send BEGIN with this call or PQexec().
+ * Once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
  * result is returned (mhdctx_deadline_passed() then says why).
  * Owned result: PQclear(). NULL only on allocation failure (as libpq).
  * Thread rules: those of @p conn (one thread at a time).

@@ -12,10 +12,12 @@
 #include "internal.h"
 #include "mhdctx_pq.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static atomic_bool log_statements;
 
@@ -46,6 +48,65 @@ struct session_change {
     "SELECT old.t, old.n, " SET_CONFIG_SQL                                                     \
     " FROM (SELECT current_setting('statement_timeout') "                                      \
     "AS t, current_setting('application_name') AS n OFFSET 0) AS old"
+
+/* ---- statements that open a transaction block -------------------------------------- */
+
+/* @s at the start of a block comment: past its end. PostgreSQL's block comments nest. */
+static const char *after_block_comment(const char *s)
+{
+    unsigned depth = 0;
+    while (*s) {
+        if (s[0] == '/' && s[1] == '*') {
+            depth++;
+            s += 2;
+        } else if (s[0] == '*' && s[1] == '/') {
+            s += 2;
+            if (--depth == 0)
+                break;
+        } else {
+            s++;
+        }
+    }
+    return s;
+}
+
+static const char *skip_space_and_comments(const char *s)
+{
+    for (;;) {
+        while (isspace((unsigned char)*s))
+            s++;
+        if (s[0] == '-' && s[1] == '-')
+            s += strcspn(s, "\n");
+        else if (s[0] == '/' && s[1] == '*')
+            s = after_block_comment(s);
+        else
+            return s;
+    }
+}
+
+/* Whether @s starts with the keyword @word (lower case), in any case, as a whole word. */
+static bool starts_with_keyword(const char *s, const char *word)
+{
+    size_t n = strlen(word);
+    if (strncasecmp(s, word, n) != 0)
+        return false;
+    unsigned char next = (unsigned char)s[n];
+    return !(isalnum(next) || next == '_' || next == '$' || next >= 0x80);
+}
+
+/*
+ * Whether @sql opens a transaction block: BEGIN or START TRANSACTION, after any space
+ * and comments. Such a statement gets no session change. It has nothing to bound, and a
+ * change made before it would be put back inside the block it opens, where a ROLLBACK
+ * undoes the putting back and leaves the request's timeout on the connection.
+ */
+static bool opens_transaction(const char *sql)
+{
+    const char *s = skip_space_and_comments(sql);
+    return starts_with_keyword(s, "begin") || starts_with_keyword(s, "start");
+}
+
+/* ---- the session change around a statement --------------------------------------------- */
 
 static void copy_value(char *to, size_t size, const PGresult *r, int column)
 {
@@ -89,6 +150,11 @@ static void end_statement(PGconn *conn, const struct session_change *change)
 {
     if (!change->timeout && !change->name)
         return;
+    /* A change local to a block that the statement ended (COMMIT, ROLLBACK) is gone with
+     * it; in a block the statement aborted it goes at the ROLLBACK, and the server would
+     * refuse the putting back anyway. */
+    if (change->local && PQtransactionStatus(conn) != PQTRANS_INTRANS)
+        return;
     const char *params[3] = {change->timeout ? change->old_timeout : NULL,
                              change->name ? change->old_name : NULL,
                              change->local ? "true" : "false"};
@@ -125,7 +191,8 @@ PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
     if (tagged == NULL)
         return NULL;
     uint64_t start = mhdctx__monotonic_ns();
-    begin_statement(conn, ctx, false, &change);
+    if (!opens_transaction(sql))
+        begin_statement(conn, ctx, false, &change);
     PGresult *r =
         PQexecParams(conn, tagged, n_params, NULL, values, lengths, formats, result_format);
     end_statement(conn, &change);

@@ -241,6 +241,59 @@ START_TEST(inside_a_transaction_the_changes_end_with_it)
 }
 END_TEST
 
+/* Statements of one request, in order, through the adapter; each result's status. */
+struct script {
+    const char *const *sql;
+    size_t n;
+    ExecStatusType status[4];
+    char *timeout_inside; /* what the block's SELECT saw */
+};
+
+static void run_script(void *arg)
+{
+    struct script *script = arg;
+    for (size_t i = 0; i < script->n; i++) {
+        PGresult *r = mhdctx_pq_exec_params(conn, script->sql[i], 0, NULL, NULL, NULL, 0);
+        script->status[i] = PQresultStatus(r);
+        if (script->status[i] == PGRES_TUPLES_OK)
+            script->timeout_inside = strdup(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+}
+
+/* BEGIN ... ROLLBACK through the adapter: a ROLLBACK used to undo the putting back of
+ * the application's timeout (made inside the block BEGIN opened) and leave the
+ * request's on the connection. BEGIN is recognised after space and (nested) comments;
+ * a keyword inside a comment is not a statement. */
+START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
+{
+    static const char *const opening[] = {
+        "BEGIN",
+        " /* a /* nested */ comment */ -- and a line\n start transaction read write",
+    };
+    static const char *const ending[] = {"ROLLBACK", "commit"};
+    for (size_t i = 0; i < 4; i++) {
+        PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+        const char *sql[] = {opening[i % 2],
+                             "/* begin */ SELECT current_setting('statement_timeout')",
+                             ending[i / 2]};
+        struct script script = {sql, 3, {PGRES_EMPTY_QUERY}, NULL};
+        mhdctx_context *ctx = request_context("pq-unit-begin");
+        mhdctx_set_deadline_in(ctx, 2000);
+        mhdctx_run(ctx, run_script, &script);
+        mhdctx_context_unref(ctx);
+        ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+        ck_assert_int_eq(script.status[1], PGRES_TUPLES_OK);
+        ck_assert_int_eq(script.status[2], PGRES_COMMAND_OK);
+        ck_assert_msg(strcmp(script.timeout_inside, "5s") != 0,
+                      "%s: the block ran without the request's timeout", sql[0]);
+        free(script.timeout_inside);
+        ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+        assert_setting("statement_timeout", "5s");
+    }
+}
+END_TEST
+
 static Suite *pq_suite(void)
 {
     Suite *s = suite_create("pq");
@@ -255,6 +308,7 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, a_long_request_id_fits_application_name);
     tcase_add_test(tc, the_applications_own_settings_are_kept);
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
+    tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
     suite_add_tcase(s, tc);
     return s;
 }
