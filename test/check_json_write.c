@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include "child.h"
+
 #include <check.h>
 #include <float.h>
 #include <limits.h>
@@ -714,18 +716,19 @@ static void compile_locale(const char *dir, const char *name)
                   path);
 }
 
-/* In a child: under each locale, printf's "%g" of 1.5 and then what mhdctx__json_double
- * writes for each case, one per line, into @fd. Ends with _exit: glibc's newlocale()
- * leaks its copy of LOCPATH (42 bytes a call, glibc 2.36), which the leak checkers
- * would blame on the test, and _exit runs no leak check. */
-static void write_numbers_in_locales(int fd)
+/* In a child, with the locales compiled into @dir: under each locale, printf's "%g" of
+ * 1.5 and then what mhdctx__json_double writes for each case, one per line, into @fd.
+ * In a child because glibc's newlocale() leaks its copy of LOCPATH (42 bytes a call,
+ * glibc 2.36), which the leak checkers would blame on the test. */
+static int write_numbers_in_locales(void *dir, int fd)
 {
+    setenv("LOCPATH", dir, 1);
     for (size_t l = 0; l < sizeof locale_names / sizeof *locale_names; l++) {
         char name[32];
         snprintf(name, sizeof name, "%s.UTF-8", locale_names[l]);
         locale_t loc = newlocale(LC_ALL_MASK, name, (locale_t)0);
         if (loc == (locale_t)0)
-            _exit(2);
+            return 2;
         locale_t before = uselocale(loc);
         dprintf(fd, "%g\n", 1.5);
         for (size_t i = 0; i < sizeof locale_cases / sizeof *locale_cases; i++) {
@@ -738,7 +741,7 @@ static void write_numbers_in_locales(int fd)
         uselocale(before);
         freelocale(loc);
     }
-    _exit(0);
+    return 0;
 }
 
 START_TEST(json_double_in_locales_with_another_decimal_point)
@@ -747,26 +750,11 @@ START_TEST(json_double_in_locales_with_another_decimal_point)
     ck_assert_ptr_nonnull(mkdtemp(dir));
     for (size_t l = 0; l < sizeof locale_names / sizeof *locale_names; l++)
         compile_locale(dir, locale_names[l]);
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t child = fork();
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
-        close(fds[0]);
-        setenv("LOCPATH", dir, 1);
-        write_numbers_in_locales(fds[1]);
-    }
-    close(fds[1]);
     char got[1024] = "";
     size_t len = 0;
-    for (ssize_t n;
-         len < sizeof got - 1 && (n = read(fds[0], got + len, sizeof got - 1 - len)) > 0;)
-        len += (size_t)n;
-    got[len] = '\0';
-    close(fds[0]);
-    int status = 0;
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
     /* Under valgrind the child's exit status counts the leak above: the lines say it all. */
+    child_output(write_numbers_in_locales, dir, got, sizeof got - 1, &len);
+    got[len] = '\0';
     char want[1024] = "";
     for (size_t l = 0; l < sizeof locale_names / sizeof *locale_names; l++) {
         /* printf itself writes the locale's point: the locale is in force. */

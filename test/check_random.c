@@ -6,6 +6,8 @@
  */
 #include "internal.h"
 
+#include "child.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -171,28 +173,25 @@ START_TEST(an_empty_first_draw_leaves_the_generator_to_be_keyed)
 }
 END_TEST
 
+/* In the child: 64 bytes from the generator, written to @fd. */
+static int write_random_bytes(void *unused, int fd)
+{
+    (void)unused;
+    unsigned char bytes[64];
+    mhdctx__random_bytes(bytes, sizeof bytes);
+    return write(fd, bytes, sizeof bytes) == (ssize_t)sizeof bytes ? 0 : 1;
+}
+
 /* After a fork, parent and child draw different bytes from the same inherited state. */
 START_TEST(forked_child_draws_other_bytes)
 {
     unsigned char first[16];
     mhdctx__random_bytes(first, sizeof first); /* the state is keyed now */
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        unsigned char child[64];
-        mhdctx__random_bytes(child, sizeof child);
-        _exit(write(fds[1], child, sizeof child) == (ssize_t)sizeof child ? 0 : 1);
-    }
     unsigned char parent[64], child[64];
+    size_t got = 0;
+    ck_assert_int_eq(child_output(write_random_bytes, NULL, child, sizeof child, &got), 0);
+    ck_assert_uint_eq(got, sizeof child);
     mhdctx__random_bytes(parent, sizeof parent);
-    ck_assert_int_eq(read(fds[0], child, sizeof child), (ssize_t)sizeof child);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    close(fds[0]);
-    close(fds[1]);
     ck_assert(memcmp(parent, child, sizeof child) != 0);
 }
 END_TEST

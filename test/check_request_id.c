@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include "child.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -297,44 +299,32 @@ END_TEST
 
 #define IDS_AFTER_FORK 4
 
+/* In the child: IDS_AFTER_FORK ids, written to @fd. */
+static int write_ids(void *unused, int fd)
+{
+    (void)unused;
+    char ids[IDS_AFTER_FORK][MHDCTX_UUID_LEN + 1];
+    for (int i = 0; i < IDS_AFTER_FORK; i++) {
+        if (mhdctx_uuid_v4(ids[i]) != MHDCTX_OK)
+            return 2;
+    }
+    return write(fd, ids, sizeof ids) == (ssize_t)sizeof ids ? 0 : 3;
+}
+
 /* The child of a fork must not replay the parent's buffered randomness. */
 START_TEST(uuid_v4_forked_child_does_not_repeat_parent_ids)
 {
     char first[MHDCTX_UUID_LEN + 1];
     ck_assert_int_eq(mhdctx_uuid_v4(first), MHDCTX_OK); /* the pool is filled now */
 
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(fds[0]);
-        char child_ids[IDS_AFTER_FORK][MHDCTX_UUID_LEN + 1];
-        for (int i = 0; i < IDS_AFTER_FORK; i++) {
-            if (mhdctx_uuid_v4(child_ids[i]) != MHDCTX_OK)
-                _exit(2);
-        }
-        ssize_t n = write(fds[1], child_ids, sizeof child_ids);
-        _exit(n == (ssize_t)sizeof child_ids ? 0 : 3);
-    }
-    close(fds[1]);
+    char child_ids[IDS_AFTER_FORK][MHDCTX_UUID_LEN + 1];
+    size_t got = 0;
+    ck_assert_int_eq(child_output(write_ids, NULL, child_ids, sizeof child_ids, &got), 0);
+    ck_assert_uint_eq(got, sizeof child_ids);
+    /* drawn after the fork from the state the child was given too */
     char parent_ids[IDS_AFTER_FORK][MHDCTX_UUID_LEN + 1];
     for (int i = 0; i < IDS_AFTER_FORK; i++)
         ck_assert_int_eq(mhdctx_uuid_v4(parent_ids[i]), MHDCTX_OK);
-
-    char child_ids[IDS_AFTER_FORK][MHDCTX_UUID_LEN + 1];
-    size_t got = 0;
-    while (got < sizeof child_ids) {
-        ssize_t n = read(fds[0], (char *)child_ids + got, sizeof child_ids - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    int status = 0;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %d", status);
-    ck_assert_uint_eq(got, sizeof child_ids);
 
     for (int i = 0; i < IDS_AFTER_FORK; i++) {
         assert_uuid_v4_format(child_ids[i]);
