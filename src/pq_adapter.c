@@ -3,11 +3,13 @@
  * statement_timeout, application_name for prepared statements, a statement log.
  * Optional: compiled only when ./configure finds libpq.
  *
- * Cost, measured in bench/: a request with a deadline pays one round trip before the
- * statement (set_config, which also reads the values it replaces) and one after (the
- * values put back), so that a pooled connection never keeps another request's timeout
- * or name, and keeps its own: RESET would go back to the server's default, not to what
- * the application had set.
+ * A pooled connection must never keep another request's timeout or name, and must keep
+ * its own (RESET would go back to the server's default, not to what the application had
+ * set). Outside a transaction block the change is local to an implicit transaction that
+ * the change and the statement share in one libpq pipeline: one round trip, and the
+ * change ends with it. Inside a block (and where a pipeline cannot serve) it costs one
+ * round trip before the statement (set_config, which also reads the values it
+ * replaces) and one after (the values put back). Measured in bench/sql_bench.c.
  */
 #include "internal.h"
 #include "mhdctx_pq.h"
@@ -106,44 +108,65 @@ static bool opens_transaction(const char *sql)
     return starts_with_keyword(s, "begin") || starts_with_keyword(s, "start");
 }
 
-/* ---- the session change around a statement --------------------------------------------- */
+/* ---- one statement, as the caller gave it ---------------------------------------------- */
+
+struct statement {
+    const char *sql;  /* the (tagged) text; NULL for a prepared statement */
+    const char *name; /* the prepared statement; NULL for text */
+    int n_params;
+    const char *const *values;
+    const int *lengths;
+    const int *formats;
+    int result_format;
+};
+
+static PGresult *exec_statement(PGconn *conn, const struct statement *s)
+{
+    if (s->name)
+        return PQexecPrepared(conn, s->name, s->n_params, s->values, s->lengths, s->formats,
+                              s->result_format);
+    return PQexecParams(conn, s->sql, s->n_params, NULL, s->values, s->lengths, s->formats,
+                        s->result_format);
+}
+
+/* What the request asks of the session for a statement; NULL: left alone. */
+struct wanted {
+    const char *timeout;
+    const char *name;
+    char timeout_text[24];
+    char name_text[64];
+};
+
+static bool want_change(mhdctx_context *ctx, bool with_name, struct wanted *w)
+{
+    int64_t left = mhdctx_deadline_remaining_ms(ctx);
+    w->timeout = ctx && left != INT64_MAX ? w->timeout_text : NULL;
+    w->name = ctx && with_name ? w->name_text : NULL;
+    snprintf(w->timeout_text, sizeof w->timeout_text, "%" PRId64, left > 0 ? left : 1);
+    snprintf(w->name_text, sizeof w->name_text, "mhdctx %s", mhdctx_request_id(ctx));
+    return w->timeout || w->name;
+}
+
+/* ---- three round trips: change, statement, values put back ---------------------------- */
 
 static void copy_value(char *to, size_t size, const PGresult *r, int column)
 {
     snprintf(to, size, "%s", PQgetvalue(r, 0, column));
 }
 
-/* The deadline has passed: nothing is sent. */
-static PGresult *refused(PGconn *conn)
+static void begin_statement(PGconn *conn, const struct wanted *w, struct session_change *change)
 {
-    mhdctx_log(MHDCTX_LOG_WARN, "sql statement not sent: the request's deadline has passed");
-    return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
-}
-
-static bool begin_statement(PGconn *conn, mhdctx_context *ctx, bool with_name,
-                            struct session_change *change)
-{
-    int64_t left = mhdctx_deadline_remaining_ms(ctx);
-    bool timeout = ctx && left != INT64_MAX;
-    bool name = ctx && with_name;
-    if (!timeout && !name)
-        return true;
-    char timeout_text[24], app_name[64];
-    snprintf(timeout_text, sizeof timeout_text, "%" PRId64, left > 0 ? left : 1);
-    snprintf(app_name, sizeof app_name, "mhdctx %s", mhdctx_request_id(ctx));
     bool local = PQtransactionStatus(conn) == PQTRANS_INTRANS;
-    const char *params[3] = {timeout ? timeout_text : NULL, name ? app_name : NULL,
-                             local ? "true" : "false"};
+    const char *params[3] = {w->timeout, w->name, local ? "true" : "false"};
     PGresult *r = PQexecParams(conn, SAVE_AND_SET_SQL, 3, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    *change =
-        (struct session_change){.timeout = ok && timeout, .name = ok && name, .local = local};
+    *change = (struct session_change){
+        .timeout = ok && w->timeout, .name = ok && w->name, .local = local};
     if (ok) {
         copy_value(change->old_timeout, sizeof change->old_timeout, r, 0);
         copy_value(change->old_name, sizeof change->old_name, r, 1);
     }
     PQclear(r);
-    return ok;
 }
 
 static void end_statement(PGconn *conn, const struct session_change *change)
@@ -159,6 +182,130 @@ static void end_statement(PGconn *conn, const struct session_change *change)
                              change->name ? change->old_name : NULL,
                              change->local ? "true" : "false"};
     PQclear(PQexecParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0));
+}
+
+/* Inside a transaction block (the change is local to the block, and must not outlive
+ * the statement), and wherever one pipeline cannot serve. */
+static PGresult *exec_in_three_trips(PGconn *conn, const struct statement *s,
+                                     const struct wanted *w)
+{
+    struct session_change change;
+    begin_statement(conn, w, &change);
+    PGresult *r = exec_statement(conn, s);
+    end_statement(conn, &change);
+    return r;
+}
+
+/* ---- one round trip: a pipeline --------------------------------------------------------- */
+
+#ifdef LIBPQ_HAS_PIPELINING
+/* Outside a transaction block, the change (local: set_config(..., true)) and the
+ * statement go in one pipeline. Its statements share one implicit transaction, which
+ * ends at the pipeline's sync and takes the change with it: nothing to put back. */
+
+/* SQLSTATE of a statement that cannot run inside a transaction block (VACUUM, CREATE
+ * DATABASE, ...): in a pipeline it shares the change's implicit block. */
+#define ACTIVE_SQL_TRANSACTION "25001"
+
+static int send_statement(PGconn *conn, const struct statement *s)
+{
+    if (s->name)
+        return PQsendQueryPrepared(conn, s->name, s->n_params, s->values, s->lengths,
+                                   s->formats, s->result_format);
+    return PQsendQueryParams(conn, s->sql, s->n_params, NULL, s->values, s->lengths, s->formats,
+                             s->result_format);
+}
+
+/* A query's result in the pipeline, past the NULL that ends it. */
+static PGresult *next_result(PGconn *conn)
+{
+    PGresult *r = PQgetResult(conn);
+    if (r != NULL && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        for (PGresult *more; (more = PQgetResult(conn)) != NULL;)
+            PQclear(more);
+    }
+    return r;
+}
+
+/* Reads what is left up to the sync, and leaves pipeline mode. */
+static bool end_pipeline(PGconn *conn, bool synced)
+{
+    for (int nulls = 0; synced && nulls < 2;) {
+        PGresult *r = PQgetResult(conn);
+        nulls = r == NULL ? nulls + 1 : 0;
+        bool sync = r != NULL && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (sync)
+            break;
+    }
+    return PQexitPipelineMode(conn) == 1;
+}
+
+static bool refused_by_block(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return state && strcmp(state, ACTIVE_SQL_TRANSACTION) == 0;
+}
+
+/* The statement's result in *@out, or false: then nothing of it ran, and the three
+ * round trips are the way (no pipeline to be had, the change refused, or a statement
+ * that must run outside a block). */
+static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct wanted *w,
+                           PGresult **out)
+{
+    if (PQenterPipelineMode(conn) != 1)
+        return false;
+    const char *params[3] = {w->timeout, w->name, "true"};
+    bool sent = PQsendQueryParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0) &&
+                send_statement(conn, s);
+    bool synced = sent && PQpipelineSync(conn);
+    PGresult *set = synced ? next_result(conn) : NULL;
+    PGresult *r = synced ? next_result(conn) : NULL;
+    bool left = end_pipeline(conn, synced);
+    bool changed = PQresultStatus(set) == PGRES_TUPLES_OK;
+    PQclear(set);
+    if (synced && left && (!changed || refused_by_block(r))) {
+        PQclear(r);
+        return false;
+    }
+    if (!synced || !left || r == NULL) { /* the connection failed under the pipeline */
+        PQclear(r);
+        r = PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    }
+    *out = r;
+    return true;
+}
+#endif
+
+/* ---- the statement with the request's change ------------------------------------------ */
+
+/* Whether @sql is a COPY: its data flows outside the query protocol a pipeline uses. */
+static bool is_copy(const char *sql)
+{
+    return starts_with_keyword(skip_space_and_comments(sql), "copy");
+}
+
+static PGresult *exec_for_request(PGconn *conn, mhdctx_context *ctx, const struct statement *s,
+                                  const char *caller_sql)
+{
+    struct wanted w;
+    bool with_name = s->name != NULL;
+    if ((caller_sql && opens_transaction(caller_sql)) || !want_change(ctx, with_name, &w))
+        return exec_statement(conn, s);
+#ifdef LIBPQ_HAS_PIPELINING
+    PGresult *r = NULL;
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE && !(caller_sql && is_copy(caller_sql)) &&
+        exec_pipelined(conn, s, &w, &r))
+        return r;
+#endif
+    return exec_in_three_trips(conn, s, &w);
+}
+
+/* The deadline has passed: nothing is sent. */
+static PGresult *refused(PGconn *conn)
+{
+    mhdctx_log(MHDCTX_LOG_WARN, "sql statement not sent: the request's deadline has passed");
+    return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }
 
 static void log_statement(const char *sql, const PGresult *r, uint64_t start_ns)
@@ -184,18 +331,14 @@ PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
     if (conn == NULL || sql == NULL)
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
-    struct session_change change = {.timeout = false};
     if (mhdctx_deadline_passed(ctx))
         return refused(conn);
     char *tagged = mhdctx_sql_tag_ctx(ctx, sql);
     if (tagged == NULL)
         return NULL;
     uint64_t start = mhdctx__monotonic_ns();
-    if (!opens_transaction(sql))
-        begin_statement(conn, ctx, false, &change);
-    PGresult *r =
-        PQexecParams(conn, tagged, n_params, NULL, values, lengths, formats, result_format);
-    end_statement(conn, &change);
+    struct statement s = {tagged, NULL, n_params, values, lengths, formats, result_format};
+    PGresult *r = exec_for_request(conn, ctx, &s, sql);
     log_statement(sql, r, start);
     free(tagged);
     return r;
@@ -208,13 +351,11 @@ PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name, int n_params,
     if (conn == NULL || name == NULL)
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
-    struct session_change change = {.timeout = false};
     if (mhdctx_deadline_passed(ctx))
         return refused(conn);
     uint64_t start = mhdctx__monotonic_ns();
-    begin_statement(conn, ctx, true, &change);
-    PGresult *r = PQexecPrepared(conn, name, n_params, values, lengths, formats, result_format);
-    end_statement(conn, &change);
+    struct statement s = {NULL, name, n_params, values, lengths, formats, result_format};
+    PGresult *r = exec_for_request(conn, ctx, &s, NULL);
     log_statement(name, r, start);
     return r;
 }

@@ -135,6 +135,72 @@ START_TEST(the_server_cancels_at_the_deadline)
 }
 END_TEST
 
+/* The request's deadline wins over the application's own (longer) statement_timeout,
+ * which is back after. */
+START_TEST(the_deadline_cancels_under_the_applications_own_timeout)
+{
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    mhdctx_context *ctx = request_context("pq-unit-deadline-own");
+    mhdctx_set_deadline_in(ctx, 300);
+    struct query q = {"SELECT pg_sleep(3)::text", NULL, 0, NULL};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    mhdctx_run(ctx, run_tagged, &q);
+    double took = seconds_since(&t0);
+    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_ptr_nonnull(q.sqlstate);
+    ck_assert_str_eq(q.sqlstate, "57014");
+    ck_assert_msg(took < 1.5, "took %.3f s", took);
+    char *timeout = show("statement_timeout");
+    ck_assert_str_eq(timeout, "5s");
+    free(timeout);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* A statement that fails leaves the connection as it was: idle, out of any pipeline,
+ * usable, its settings its own. */
+START_TEST(a_failed_statement_leaves_the_connection_usable)
+{
+    mhdctx_context *ctx = request_context("pq-unit-fails");
+    mhdctx_set_deadline_in(ctx, 2000);
+    struct query q = {"SELECT (1/0)::text", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_str_eq(q.sqlstate, "other"); /* division by zero, not a timeout */
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+#ifdef LIBPQ_HAS_PIPELINING
+    ck_assert_int_eq(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
+#endif
+    char *timeout = show("statement_timeout");
+    ck_assert_str_eq(timeout, "0");
+    free(timeout);
+    struct query again = {"SELECT 'still here'", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &again);
+    ck_assert_str_eq(again.result, "still here");
+    free(again.result);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* VACUUM cannot run inside a transaction block, which is what the statements of one
+ * pipeline share: it still runs, with the request's timeout, and the session keeps
+ * its own. */
+START_TEST(a_statement_that_refuses_a_block_still_runs)
+{
+    PQclear(PQexec(conn, "CREATE TEMP TABLE vacuumed (x int)"));
+    mhdctx_context *ctx = request_context("pq-unit-vacuum");
+    mhdctx_set_deadline_in(ctx, 5000);
+    struct query q = {"VACUUM vacuumed", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
+    char *timeout = show("statement_timeout");
+    ck_assert_str_eq(timeout, "0");
+    free(timeout);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 START_TEST(nothing_is_sent_once_the_deadline_has_passed)
 {
     mhdctx_context *ctx = request_context("pq-unit-late");
@@ -303,6 +369,9 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, the_server_sees_the_tagged_text);
     tcase_add_test(tc, outside_a_request_the_text_is_untouched);
     tcase_add_test(tc, the_server_cancels_at_the_deadline);
+    tcase_add_test(tc, the_deadline_cancels_under_the_applications_own_timeout);
+    tcase_add_test(tc, a_failed_statement_leaves_the_connection_usable);
+    tcase_add_test(tc, a_statement_that_refuses_a_block_still_runs);
     tcase_add_test(tc, nothing_is_sent_once_the_deadline_has_passed);
     tcase_add_test(tc, prepared_statements_carry_the_request_as_application_name);
     tcase_add_test(tc, a_long_request_id_fits_application_name);
