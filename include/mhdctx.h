@@ -850,8 +850,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn
 
 /**
  * Parses an Authorization header value of the form "Bearer <token>" (scheme
- * case-insensitive, RFC 6750 token68 syntax). On success *token / *token_len point into
- * @p header. @return MHDCTX_OK, or MHDCTX_EPARSE for anything else.
+ * case-insensitive, one or more spaces, RFC 6750 token68 syntax; trailing spaces and
+ * tabs ignored, as RFC 9110 says of any field value). On success *token / *token_len
+ * point into @p header. @return MHDCTX_OK, or MHDCTX_EPARSE for anything else.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_bearer_parse(const char *header, size_t header_len,
                                                const char **token, size_t *token_len);

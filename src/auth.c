@@ -36,7 +36,8 @@ mhdctx_error mhdctx_bearer_parse(const char *header, size_t header_len, const ch
     while (i < header_len && header[i] == '=') /* token68 padding */
         i++;
     size_t end = i;
-    while (i < header_len && header[i] == ' ')
+    /* trailing blanks are not part of a field's value (RFC 9110 section 5.5) */
+    while (i < header_len && (header[i] == ' ' || header[i] == '\t'))
         i++;
     if (i != header_len) /* anything else: a second token, a comma, a control byte */
         return MHDCTX_EPARSE;

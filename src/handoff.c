@@ -58,7 +58,8 @@ static json_t *export_keys(const mhdctx_context *ctx)
     json_t *keys = json_object();
     for (size_t i = 0; keys && i < ctx->n_keys; i++) {
         const struct mhdctx__user_key *key = &ctx->keys[i];
-        json_t *value = json_loadb(key->json, key->json_len, JSON_DECODE_ANY, NULL);
+        json_t *value =
+            json_loadb(key->json, key->json_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (json_object_set_new(keys, key->name, value) != 0) { /* NULL value: fails */
             json_decref(keys);
             return NULL;
@@ -120,6 +121,30 @@ static bool only_known_fields(json_t *doc)
             return false;
     }
     return true;
+}
+
+/* Whether @v, a string or an array of them, holds a NUL byte. */
+static bool string_with_nul(json_t *v)
+{
+    for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
+        if (string_with_nul(json_array_get(v, i)))
+            return true;
+    }
+    return json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v);
+}
+
+/* A user key's value is JSON all the way and may hold a NUL (\u0000) as jansson allows;
+ * the other fields become C strings, which would end at one. */
+static bool nul_outside_keys(json_t *doc)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(doc, key, value)
+    {
+        if (strcmp(key, "keys") != 0 && string_with_nul(value))
+            return true;
+    }
+    return false;
 }
 
 /* The traceparent rules applied to the exported ids, through the same parser. */
@@ -192,7 +217,7 @@ static mhdctx_error import_user(mhdctx_context *ctx, json_t *doc)
 
 static mhdctx_error import_into(mhdctx_context *ctx, json_t *doc)
 {
-    if (!json_is_object(doc) || !only_known_fields(doc) ||
+    if (!json_is_object(doc) || !only_known_fields(doc) || nul_outside_keys(doc) ||
         json_integer_value(json_object_get(doc, "v")) != 1 ||
         !json_is_integer(json_object_get(doc, "v")))
         return MHDCTX_EPARSE;
@@ -216,7 +241,7 @@ mhdctx_context *mhdctx_context_import(const char *text, size_t len, mhdctx_error
     if (text == NULL || len > MHDCTX_EXPORT_MAX_LEN) {
         rc = text ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
     } else {
-        doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+        doc = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
         ctx = doc ? mhdctx__context_create("") : NULL;
         rc = doc == NULL ? MHDCTX_EPARSE : ctx == NULL ? MHDCTX_ENOMEM : import_into(ctx, doc);
     }

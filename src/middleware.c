@@ -258,10 +258,10 @@ static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
     while (count == 1 && len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
         len--;
     mhdctx_id_verdict verdict = MHDCTX_ID_MISSING;
-    if (count > 1)
+    if (count > 0 && !mw->trust_incoming_ids)
+        verdict = MHDCTX_ID_UNTRUSTED; /* however many: none is looked at */
+    else if (count > 1)
         verdict = MHDCTX_ID_MULTIPLE;
-    else if (count == 1 && !mw->trust_incoming_ids)
-        verdict = MHDCTX_ID_UNTRUSTED;
     else if (count == 1)
         verdict = mhdctx_request_id_check(value, len, mw->id_max_len);
     if (verdict == MHDCTX_ID_VALID) {

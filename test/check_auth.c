@@ -35,6 +35,9 @@ static const struct bearer_case bearer_cases[] = {
     {"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln_-", WHOLE,
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln_-"},
     {"Bearer x", WHOLE, "x"},
+    {"Bearer abc ", WHOLE, "abc"}, /* trailing blanks, which MHD keeps */
+    {"Bearer abc\t", WHOLE, "abc"},
+    {"Bearer abc= \t ", WHOLE, "abc="},
     {"Bearer abcdef", 10, "abc"}, /* header_len shorter than strlen: only len bytes */
     {"Bearer abc-not-NUL-terminated", 12, "abc-n"},
     /* invalid */

@@ -474,6 +474,27 @@ START_TEST(export_import_round_trip)
 }
 END_TEST
 
+/* A string value with a NUL byte is valid JSON to jansson, and mhdctx_set() takes it:
+ * the export used to re-read it without JSON_ALLOW_NUL and fail (NULL), and the import
+ * refused it. */
+START_TEST(export_import_keep_a_nul_in_a_key_value)
+{
+    mhdctx_context *ctx = mhdctx_context_new();
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(mhdctx_set_new(ctx, "k", json_stringn("a\0b", 3)), MHDCTX_OK);
+    char *text = mhdctx_context_export(ctx);
+    ck_assert_ptr_nonnull(text);
+    mhdctx_context *copy = import_text(text, MHDCTX_OK);
+    json_t *got = mhdctx_get(copy, "k");
+    ck_assert_uint_eq(json_string_length(got), 3);
+    ck_assert_mem_eq(json_string_value(got), "a\0b", 3);
+    json_decref(got);
+    free(text);
+    mhdctx_context_unref(copy);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* A value the caller still shares and changes after mhdctx_set(): the export carries
  * what the log lines carry, the value as it was set (it used to carry the grown array,
  * which the worker's import then refused as too long). */
@@ -706,6 +727,11 @@ struct mutation {
 
 static const struct mutation mutations[] = {
     {"base document is valid", "v", "1", MHDCTX_OK},
+    {"user key value with a NUL", "keys", "{\"k\":\"a\\u0000b\"}", MHDCTX_OK},
+    {"user_id with a NUL", "user_id", "\"u\\u0000x\"", MHDCTX_EPARSE},
+    {"role with a NUL", "roles", "[\"admin\\u0000\"]", MHDCTX_EPARSE},
+    {"trace_flags with a NUL", "trace_flags", "\"01\\u0000\"", MHDCTX_EPARSE},
+    {"tracestate with a NUL", "tracestate", "\"a=1\\u0000\"", MHDCTX_EPARSE},
     {"v missing", "v", NULL, MHDCTX_EPARSE},
     {"v 2", "v", "2", MHDCTX_EPARSE},
     {"v 0", "v", "0", MHDCTX_EPARSE},
@@ -847,8 +873,9 @@ START_TEST(import_refuses_each_invalid_field)
     if (m->json == NULL) {
         json_object_del(doc, m->field);
     } else {
-        json_t *value = m->json[0] == '@' ? generated_value(m->json)
-                                          : json_loads(m->json, JSON_DECODE_ANY, NULL);
+        json_t *value = m->json[0] == '@'
+                            ? generated_value(m->json)
+                            : json_loads(m->json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         ck_assert_msg(value != NULL, "bad test value %s", m->json);
         json_object_set_new(doc, m->field, value);
     }
@@ -1066,6 +1093,7 @@ static Suite *handoff_suite(void)
     tcase_add_test(tc, export_writes_version_1_with_every_field);
     tcase_add_test(tc, export_keeps_every_trace_flags_byte);
     tcase_add_test(tc, export_carries_keys_as_they_were_set);
+    tcase_add_test(tc, export_import_keep_a_nul_in_a_key_value);
     tcase_add_test(tc, export_under_each_allocation_failure_is_null_or_whole);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);

@@ -873,6 +873,12 @@ START_TEST(test_untrusted_request_ids)
     char untrusted[MHDCTX_UUID_LEN + 1];
     copy_str(untrusted, sizeof untrusted, id);
     http_response_free(r);
+    /* twice: still "untrusted" (neither is looked at), not "multiple" */
+    r = support_http_get(f.s.port, "/r",
+                         "X-Request-Id: zqTWICEa\r\nX-Request-Id: zqTWICEb\r\n");
+    char twice[MHDCTX_UUID_LEN + 1];
+    copy_str(twice, sizeof twice, http_header(r, "X-Request-Id"));
+    http_response_free(r);
     r = support_http_get(f.s.port, "/r", NULL); /* no header: nothing to report */
     char missing[MHDCTX_UUID_LEN + 1];
     ck_assert(is_uuid_v4(http_header(r, "X-Request-Id")));
@@ -880,10 +886,13 @@ START_TEST(test_untrusted_request_ids)
     http_response_free(r);
     ck_assert_int_eq(mhdctx_set_trust_incoming_request_id(f.mw, true), MHDCTX_ESTATE);
 
-    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
     support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     json_t *line = support_find_line(all, ACCESS_MSG, "request_id", untrusted);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_str_eq(jstr(line, "request_id_replaced"), "untrusted");
+    line = support_find_line(all, ACCESS_MSG, "request_id", twice);
     ck_assert_ptr_nonnull(line);
     ck_assert_str_eq(jstr(line, "request_id_replaced"), "untrusted");
     line = support_find_line(all, ACCESS_MSG, "request_id", missing);
@@ -891,6 +900,7 @@ START_TEST(test_untrusted_request_ids)
     ck_assert_ptr_null(json_object_get(line, "request_id_replaced"));
     ck_assert_int_eq(app_seen(f.app, untrusted)->verdict, MHDCTX_ID_UNTRUSTED);
     ck_assert(!support_capture_contains("zqTRUSTME"));
+    ck_assert(!support_capture_contains("zqTWICE"));
     json_decref(all);
     fixture_close(&f);
 }
