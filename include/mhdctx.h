@@ -329,8 +329,10 @@ typedef struct mhdctx_outgoing {
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx);
 /**
- * Ends the call: logs "outgoing request completed" with method, url (query string and
- * user info removed), status (0 when no response came), duration_ms, span_id (client
+ * Ends the call: logs "outgoing request completed" with method, url (query string,
+ * fragment and user info removed; when the port is not a number, a password's raw '/',
+ * '?' or '#' having cut the authority short, all up to the URL's last '@' counts as
+ * user info), status (0 when no response came), duration_ms, span_id (client
  * span) and parent_span_id (server span), with the request's fields; at error level
  * when @p error (may be NULL) says why the call failed, warn for 5xx or when no response
  * came (status 0), else info.

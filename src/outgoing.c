@@ -50,6 +50,24 @@ static const char *authority_start(const char *url)
     return strncmp(url, "//", 2) == 0 ? url + 2 : url;
 }
 
+/* Whether the authority @a (@len bytes, no '@') is not host[:port]: a port (after the
+ * first ':' outside an IPv6 literal's brackets) with anything but digits in it. */
+static bool authority_malformed(const char *a, size_t len)
+{
+    const char *end = a + len, *host_end = a;
+    if (len > 0 && a[0] == '[') {
+        host_end = memchr(a, ']', len);
+        if (host_end == NULL)
+            return true;
+    }
+    const char *colon = memchr(host_end, ':', (size_t)(end - host_end));
+    for (const char *d = colon ? colon + 1 : end; d < end; d++) {
+        if (*d < '0' || *d > '9')
+            return true;
+    }
+    return false;
+}
+
 /* scheme://host[:port]/path: user info and the query string may hold secrets. */
 static size_t url_for_log(const char *url, char *out, size_t size)
 {
@@ -58,6 +76,14 @@ static size_t url_for_log(const char *url, char *out, size_t size)
     size_t authority_len = strcspn(rest, "/?#");
     /* User info runs to the last '@' of the authority: a password may hold a raw '@'. */
     const char *at = memrchr(rest, '@', authority_len);
+    /* A password with a raw '/', '?' or '#' cuts the authority short ("user:pa/ss@h"
+     * reads as host "user", port "pa"). Such a URL is not what it seems anyway: all up
+     * to its last '@' is taken for user info, rather than risk logging a password. */
+    const char *last_at = at ? NULL : strrchr(rest, '@');
+    if (last_at && authority_malformed(rest, authority_len)) {
+        at = last_at;
+        authority_len = (size_t)(at + 1 - rest) + strcspn(at + 1, "/?#");
+    }
     const char *host = at ? at + 1 : rest;
     size_t host_len = authority_len - (size_t)(host - rest);
     size_t path_len = strcspn(rest + authority_len, "?#");

@@ -397,6 +397,15 @@ static const struct url_case url_cases[] = {
     {"//user:pw@h/p?x=1", "//h/p"},
     {"//h/p", "//h/p"},
     {"http://h/p@q?x=1", "http://h/p@q"},
+    {"http://h/users/bob@example.org", "http://h/users/bob@example.org"},
+    {"http://h:8080/users/bob@example.org", "http://h:8080/users/bob@example.org"},
+    {"http://svc:p/ss@api.example/v1", "http://api.example/v1"}, /* raw '/' in a password */
+    {"https://user:pa?ss@h/x", "https://h/x"},
+    {"https://user:pa#ss@h:443/x", "https://h:443/x"},
+    {"http://u:p/a@b/c@h/x", "http://h/x"},
+    {"http://h:port/p@q", "http://q"},                /* no valid port: read as user info */
+    {"https://user:pa?ss@h/x?next=a@b", "https://b"}, /* rather too much than a password */
+    {"http://[::1]:8080/p@q", "http://[::1]:8080/p@q"},
     {"http://h/a/b;c?x=1&y=2", "http://h/a/b;c"},
     {"http://[::1]:8080/v?k", "http://[::1]:8080/v"},
     {"/relative/path?token=abc", "/relative/path"},
