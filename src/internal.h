@@ -140,6 +140,7 @@ struct mhdctx_context {
     mhdctx_id_verdict id_verdict;
     unsigned int status;           /* status queued by the library's own helpers */
     struct MHD_Response *deferred; /* a hook's answer, queued at the next call */
+    unsigned int deferred_status;  /* its status: not sent until it is queued */
     void *user_req_cls;            /* the wrapped handler's own req_cls slot */
     /* Response header for the id: MHDCTX__DEFAULT_ID_HEADER or id_header_copy. A copy of
      * the middleware's setting, not a pointer into it: a worker's reference may outlive

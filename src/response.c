@@ -45,7 +45,7 @@ static enum MHD_Result queue_owned(struct MHD_Connection *connection, unsigned s
     if (ok && ctx && ctx->phase == MHDCTX__PHASE_HOOKS && ctx->deferred == NULL) {
         /* Called from a hook, during MHD's first call: hold it for the next call. */
         ctx->deferred = response;
-        ctx->status = status;
+        ctx->deferred_status = status;
         return MHD_YES;
     }
     enum MHD_Result result = ok ? MHD_queue_response(connection, status, response) : MHD_NO;
@@ -64,7 +64,10 @@ enum MHD_Result mhdctx__queue_deferred(mhdctx_context *ctx, struct MHD_Connectio
             MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS);
         return info && info->http_status ? MHD_YES : MHD_NO;
     }
-    enum MHD_Result result = MHD_queue_response(connection, ctx->status, ctx->deferred);
+    enum MHD_Result result =
+        MHD_queue_response(connection, ctx->deferred_status, ctx->deferred);
+    if (result == MHD_YES)
+        ctx->status = ctx->deferred_status;
     mhdctx__drop_deferred(ctx);
     return result;
 }

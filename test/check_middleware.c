@@ -404,6 +404,10 @@ static mhdctx_hook_result order_hook(struct MHD_Connection *connection, mhdctx_c
                        : MHDCTX_HOOK_FAIL;
         if (strcmp(mhdctx_path(ctx), "/fail") == 0)
             return MHDCTX_HOOK_FAIL;
+        if (strcmp(mhdctx_path(ctx), "/fail-answered") == 0) { /* an answer, then FAIL */
+            mhdctx_respond_error(connection, MHD_HTTP_UNAUTHORIZED, "unauthorized");
+            return MHDCTX_HOOK_FAIL;
+        }
     }
     return MHDCTX_HOOK_CONTINUE;
 }
@@ -1041,6 +1045,16 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_str_eq(f.app->order, "12");
     pthread_mutex_unlock(&f.app->lock);
     ck_assert_uint_eq(atomic_load(&f.app->handler_calls), calls_before);
+    /* FAIL after the hook made an answer: the answer is never sent, and the access line
+     * must not claim it was (it used to say 401). */
+    ck_assert_int_eq(http_connect(f.s.port, &c), HTTP_OK);
+    ck_assert_int_eq(http_send_str(c, "GET /fail-answered HTTP/1.1\r\nHost: t\r\n"
+                                      "X-Request-Id: fail-2\r\n\r\n"),
+                     HTTP_OK);
+    rc = http_read_response(c, &r);
+    ck_assert_msg(rc == HTTP_ECLOSED || rc == HTTP_ERESET, "FAIL hook: got %s",
+                  http_strerror(rc));
+    http_close(c);
 
     /* ... and the server goes on serving. */
     r = support_http_get(f.s.port, "/r", "X-Request-Id: after-fail\r\n");
@@ -1048,7 +1062,7 @@ START_TEST(test_hook_short_circuit_and_failure)
     ck_assert_str_eq(r->body, "after-fail");
     http_response_free(r);
 
-    ck_assert(support_capture_wait(ACCESS_MSG, 6, 5000));
+    ck_assert(support_capture_wait(ACCESS_MSG, 7, 5000));
     support_server_stop(&f.s);
     json_t *all = support_capture_parsed();
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-deny"), "GET",
@@ -1062,9 +1076,11 @@ START_TEST(test_hook_short_circuit_and_failure)
     /* no response was queued: status 0; MHD reports the close as an error */
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "fail-1"), "GET",
                        "/fail", 0, "error", "error");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "fail-2"), "GET",
+                       "/fail-answered", 0, "error", "error");
     assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "after-fail"), "GET",
                        "/r", 200, "info", "completed");
-    ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 6);
+    ck_assert_uint_eq(count_lines(all, ACCESS_MSG, NULL, NULL), 7);
     json_decref(all);
     /* the application's completion callback ran for the answered requests too, with the
      * handler's slot untouched (NULL) */
