@@ -27,8 +27,10 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * PQexecParams() of @p sql with the current request's sqlcommenter tag appended, so the
  * server's statement log, pg_stat_activity and slow-query log name the request.
  * When the request has a deadline, the statement runs with statement_timeout set to the
- * time left (the server cancels it at the deadline) and the value it had is put back
- * after (the application's own, or inside a transaction block a change local to it).
+ * time left (the server cancels it at the deadline), and the connection keeps its own
+ * value: outside a transaction block the change is local to the statement's implicit
+ * transaction, sent with the statement in one libpq pipeline (one round trip); inside a
+ * block it is set before and put back after (two more round trips), local to the block.
  * A whole transaction may go through it: BEGIN and START TRANSACTION (recognised after
  * any space and comments) are sent without a change (there is nothing to bound, and a
  * value put back inside the block they open would be undone by a ROLLBACK), the
