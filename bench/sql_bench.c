@@ -3,8 +3,9 @@
  * side in one run:
  *   SQLite:      tagged statement prepared per request   vs  prepared once (+ statement
  *                log through the trace hook)             vs  untagged, prepared per request
- *   PostgreSQL:  mhdctx_pq_exec_params (tagged, deadline) vs mhdctx_pq_exec_prepared
- *                (one text, application_name)            vs  plain PQexecPrepared
+ *   PostgreSQL:  mhdctx_pq_exec_params (tagged; without and with a deadline) vs
+ *                mhdctx_pq_exec_prepared (one text, application_name) vs plain
+ *                PQexecPrepared
  *                (when MHDCTX_BENCH_PG names a server)
  * Each round runs every variant in turn, so drift hits all alike; the table shows the
  * median over rounds of µs per statement and the ratio to the plain variant.
@@ -164,12 +165,27 @@ static void bench_sqlite(void)
 #endif
 
 #ifdef MHDCTX_HAVE_LIBPQ
-static void pq_tagged(void *arg, unsigned n)
+static void run_tagged(PGconn *conn, unsigned n)
 {
     const char *values[1] = {"7"};
     for (unsigned i = 0; i < n; i++)
-        PQclear(mhdctx_pq_exec_params(arg, "SELECT name FROM bench_users WHERE id = $1", 1,
+        PQclear(mhdctx_pq_exec_params(conn, "SELECT name FROM bench_users WHERE id = $1", 1,
                                       values, NULL, NULL, 0));
+}
+
+/* The request without a deadline: the tag alone. */
+static void pq_tagged(void *arg, unsigned n)
+{
+    mhdctx_set_deadline_in(mhdctx_current(), 0);
+    run_tagged(arg, n);
+}
+
+/* With one: statement_timeout too (one pipeline outside a transaction block). */
+static void pq_tagged_deadline(void *arg, unsigned n)
+{
+    mhdctx_set_deadline_in(mhdctx_current(), 600000);
+    run_tagged(arg, n);
+    mhdctx_set_deadline_in(mhdctx_current(), 0);
 }
 
 static void pq_prepared(void *arg, unsigned n)
@@ -198,10 +214,11 @@ static void bench_pq(const char *uri)
                          "INSERT INTO bench_users VALUES ('1','Ada'),('7','Grace')"));
     PQclear(PQprepare(conn, "lookup", "SELECT name FROM bench_users WHERE id = $1", 1, NULL));
     struct variant v[] = {
-        {"tagged text, statement_timeout (mhdctx_pq_exec_params)", pq_tagged, {0}},
+        {"tagged text, no deadline (mhdctx_pq_exec_params)", pq_tagged, {0}},
+        {"tagged text + deadline as statement_timeout", pq_tagged_deadline, {0}},
         {"prepared once, application_name (mhdctx_pq_exec_prepared)", pq_prepared, {0}},
         {"plain PQexecPrepared (no tag, no deadline)", pq_plain, {0}}};
-    measure("PostgreSQL over loopback", v, 3, conn, 1000);
+    measure("PostgreSQL over loopback", v, sizeof v / sizeof *v, conn, 1000);
     PQfinish(conn);
 }
 #endif
