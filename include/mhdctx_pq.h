@@ -31,6 +31,9 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * value: outside a transaction block the change is local to the statement's implicit
  * transaction, sent with the statement in one libpq pipeline (one round trip); inside a
  * block it is set before and put back after (two more round trips), local to the block.
+ * An application's own SET sent through it stays (built against libpq older than 14,
+ * without pipelines, the three round trips are used throughout and put the value from
+ * before the statement back over it).
  * A whole transaction may go through it: BEGIN and START TRANSACTION (recognised after
  * any space and comments) are sent without a change (there is nothing to bound, and a
  * value put back inside the block they open would be undone by a ROLLBACK), the

@@ -203,6 +203,12 @@ static PGresult *exec_in_three_trips(PGconn *conn, const struct statement *s,
  * statement go in one pipeline. Its statements share one implicit transaction, which
  * ends at the pipeline's sync and takes the change with it: nothing to put back. */
 
+/* Whether @sql is a COPY: its data flows outside the query protocol a pipeline uses. */
+static bool is_copy(const char *sql)
+{
+    return starts_with_keyword(skip_space_and_comments(sql), "copy");
+}
+
 /* SQLSTATE of a statement that cannot run inside a transaction block (VACUUM, CREATE
  * DATABASE, ...): in a pipeline it shares the change's implicit block. */
 #define ACTIVE_SQL_TRANSACTION "25001"
@@ -278,12 +284,6 @@ static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct
 #endif
 
 /* ---- the statement with the request's change ------------------------------------------ */
-
-/* Whether @sql is a COPY: its data flows outside the query protocol a pipeline uses. */
-static bool is_copy(const char *sql)
-{
-    return starts_with_keyword(skip_space_and_comments(sql), "copy");
-}
 
 static PGresult *exec_for_request(PGconn *conn, mhdctx_context *ctx, const struct statement *s,
                                   const char *caller_sql)

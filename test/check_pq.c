@@ -327,6 +327,25 @@ static void run_script(void *arg)
     }
 }
 
+/* The application's own SET sent through the adapter stays: the request's change is
+ * local to the statement, so nothing puts the old value back over the new one (the
+ * three round trips did). */
+#ifdef LIBPQ_HAS_PIPELINING
+START_TEST(an_applications_set_through_the_adapter_stays)
+{
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    mhdctx_context *ctx = request_context("pq-unit-app-set");
+    mhdctx_set_deadline_in(ctx, 2000);
+    const char *sql[] = {"SET statement_timeout = '10s'"};
+    struct script script = {sql, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+    assert_setting("statement_timeout", "10s");
+}
+END_TEST
+#endif
+
 /* BEGIN ... ROLLBACK through the adapter: a ROLLBACK used to undo the putting back of
  * the application's timeout (made inside the block BEGIN opened) and leave the
  * request's on the connection. BEGIN is recognised after space and (nested) comments;
@@ -378,6 +397,9 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, the_applications_own_settings_are_kept);
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
+#ifdef LIBPQ_HAS_PIPELINING /* without it, the old value is put back over the new one */
+    tcase_add_test(tc, an_applications_set_through_the_adapter_stays);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
