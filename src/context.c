@@ -561,7 +561,8 @@ static mhdctx_error check_key(const char *key)
  * refuses invalid UTF-8 at construction): what every log line will carry. A string's
  * own bytes follow the text, NUL-terminated (a string's bytes are never more than its
  * JSON text: the limit holds for both). */
-static mhdctx_error serialize_value(const json_t *value, struct mhdctx__user_key *entry)
+static mhdctx_error serialize_value_in_c_locale(const json_t *value,
+                                                struct mhdctx__user_key *entry)
 {
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII;
     size_t size = json_dumpb(value, NULL, 0, flags);
@@ -587,6 +588,14 @@ static mhdctx_error serialize_value(const json_t *value, struct mhdctx__user_key
     entry->json = text;
     entry->json_len = size;
     return MHDCTX_OK;
+}
+
+static mhdctx_error serialize_value(const json_t *value, struct mhdctx__user_key *entry)
+{
+    locale_t previous = mhdctx__jansson_locale_enter();
+    mhdctx_error rc = serialize_value_in_c_locale(value, entry);
+    mhdctx__jansson_locale_leave(previous);
+    return rc;
 }
 
 static struct mhdctx__user_key *find_key_locked(const mhdctx_context *ctx, const char *key)

@@ -12,6 +12,7 @@
 
 #include "mhdctx.h"
 
+#include <locale.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -95,6 +96,13 @@ void mhdctx__json_double(mhdctx__buf *b, double v);
  * 1234 -> 1.234, 1500 -> 1.5, 2000 -> 2. */
 void mhdctx__json_thousandths(mhdctx__buf *b, unsigned long long thousandths);
 void mhdctx__json_value(mhdctx__buf *b, const json_t *v);
+/* jansson writes and reads reals in the thread's LC_NUMERIC and assumes a one-byte
+ * decimal point: under ps_AF or fa_IR (U+066B) it writes "1.\xab5", which is not JSON,
+ * and its parser aborts on an assertion (jansson 2.14). Every call into jansson that
+ * may meet a real runs between these two, in the "C" locale for this thread alone
+ * (uselocale); leave() takes what enter() returned. */
+locale_t mhdctx__jansson_locale_enter(void);
+void mhdctx__jansson_locale_leave(locale_t previous);
 /* @v as JSON text with jansson's @flags, NUL-terminated, @len (may be NULL) without the
  * NUL; free() it (mhdctx__free). NULL on allocation failure: never a partial text. */
 char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len);

@@ -279,6 +279,26 @@ void mhdctx__json_double(mhdctx__buf *b, double v)
     mhdctx__buf_put(b, text, with_json_point(text, (size_t)n));
 }
 
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); /* kept for the process */
+}
+
+locale_t mhdctx__jansson_locale_enter(void)
+{
+    pthread_once(&c_locale_once, make_c_locale);
+    return c_locale ? uselocale(c_locale) : (locale_t)0; /* 0: out of memory, unchanged */
+}
+
+void mhdctx__jansson_locale_leave(locale_t previous)
+{
+    if (previous)
+        uselocale(previous);
+}
+
 static int dump_callback(const char *chunk, size_t size, void *data)
 {
     mhdctx__buf_put(data, chunk, size);
@@ -294,8 +314,11 @@ void mhdctx__json_value(mhdctx__buf *b, const json_t *v)
     /* JSON_ENSURE_ASCII: jansson escapes every non-ASCII character, and it refuses
      * invalid UTF-8 at construction, so the output is always valid JSON. */
     size_t start = b->len;
-    if (json_dump_callback(v, dump_callback, b,
-                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII) != 0) {
+    locale_t previous = mhdctx__jansson_locale_enter();
+    int rc = json_dump_callback(v, dump_callback, b,
+                                JSON_COMPACT | JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+    mhdctx__jansson_locale_leave(previous);
+    if (rc != 0) {
         /* Out of memory (or a value that contains itself): jansson may have written
          * part of it. Never a value that is not the caller's: the line is dropped. */
         b->len = start;
@@ -310,7 +333,9 @@ char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len)
      * cannot grow. A buffer that failed once stays failed. */
     mhdctx__buf b;
     mhdctx__buf_init(&b, NULL, 0);
+    locale_t previous = mhdctx__jansson_locale_enter();
     bool dumped = json_dump_callback(v, dump_callback, &b, flags) == 0;
+    mhdctx__jansson_locale_leave(previous);
     mhdctx__buf_putc(&b, '\0');
     if (!dumped || b.failed || b.len == 1) {
         mhdctx__buf_release(&b);

@@ -267,14 +267,14 @@ static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct
     bool synced = sent && PQpipelineSync(conn);
     PGresult *set = synced ? next_result(conn) : NULL;
     PGresult *r = synced ? next_result(conn) : NULL;
-    bool left = end_pipeline(conn, synced);
+    bool exited = end_pipeline(conn, synced);
     bool changed = PQresultStatus(set) == PGRES_TUPLES_OK;
     PQclear(set);
-    if (synced && left && (!changed || refused_by_block(r))) {
+    if (synced && exited && (!changed || refused_by_block(r))) {
         PQclear(r);
         return false;
     }
-    if (!synced || !left || r == NULL) { /* the connection failed under the pipeline */
+    if (!synced || !exited || r == NULL) { /* the connection failed under the pipeline */
         PQclear(r);
         r = PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
     }

@@ -716,8 +716,37 @@ static void compile_locale(const char *dir, const char *name)
                   path);
 }
 
+/* Reals that go through jansson, under the thread's locale: a JSON field, a user key
+ * set (its text is made once, by jansson), and a context imported and exported again
+ * (jansson parses the document). jansson 2.14 alone wrote "1.\xab5" under ps_AF, and
+ * its parser aborted the process. */
+static void write_jansson_reals(int fd)
+{
+    mhdctx__buf b;
+    mhdctx__buf_init(&b, NULL, 0);
+    json_t *pair = json_pack("[f,f]", 1.5, 0.25);
+    mhdctx__json_value(&b, pair);
+    json_decref(pair);
+    dprintf(fd, "%.*s\n", (int)b.len, b.data ? b.data : "");
+    mhdctx__buf_release(&b);
+    static const char doc[] =
+        "{\"v\":1,\"request_id\":\"r-1\",\"user_id\":null,\"roles\":[],"
+        "\"keys\":{\"r\":2.5},\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+        "\"span_id\":\"00f067aa0ba902b7\",\"parent_span_id\":\"\",\"trace_flags\":\"01\","
+        "\"tracestate\":\"\"}";
+    mhdctx_context *ctx = mhdctx_context_import(doc, sizeof doc - 1, NULL);
+    char *text = NULL;
+    if (ctx && mhdctx_set_new(ctx, "s", json_real(0.5)) == MHDCTX_OK)
+        text = mhdctx_context_export(ctx);
+    dprintf(fd, "keys %s %s\n", text && strstr(text, "\"r\":2.5") ? "2.5" : "-",
+            text && strstr(text, "\"s\":0.5") ? "0.5" : "-");
+    free(text);
+    mhdctx_context_unref(ctx);
+}
+
 /* In a child, with the locales compiled into @dir: under each locale, printf's "%g" of
- * 1.5 and then what mhdctx__json_double writes for each case, one per line, into @fd.
+ * 1.5 and then what mhdctx__json_double writes for each case, one per line, and then
+ * write_jansson_reals()'s lines, into @fd.
  * In a child because glibc's newlocale() leaks its copy of LOCPATH (42 bytes a call,
  * glibc 2.36), which the leak checkers would blame on the test. */
 static int write_numbers_in_locales(void *dir, int fd)
@@ -738,6 +767,7 @@ static int write_numbers_in_locales(void *dir, int fd)
             dprintf(fd, "%.*s\n", (int)b.len, b.data ? b.data : "");
             mhdctx__buf_release(&b);
         }
+        write_jansson_reals(fd);
         uselocale(before);
         freelocale(loc);
     }
@@ -765,6 +795,7 @@ START_TEST(json_double_in_locales_with_another_decimal_point)
             strcat(want, locale_cases[i].text);
             strcat(want, "\n");
         }
+        strcat(want, "[1.5,0.25]\nkeys 2.5 0.5\n"); /* write_jansson_reals */
     }
     ck_assert_str_eq(got, want);
     char cmd[128];
