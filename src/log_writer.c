@@ -39,7 +39,7 @@ struct log_writer {
     char *spare;  /* written by the writer */
     size_t cap;
     size_t len;       /* bytes in active */
-    uint64_t queued;  /* bytes ever queued */
+    uint64_t queued;  /* bytes ever queued, over every run of the writer */
     uint64_t written; /* bytes ever handed to the sink (written or dropped) */
     mhdctx_log_async_options options;
     bool running;
@@ -300,7 +300,8 @@ mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
         writer.options = o;
         writer.cap = o.buffer_bytes;
         writer.len = 0;
-        writer.queued = writer.written = 0;
+        /* queued and written go on from the last run (equal after a stop): a thread
+         * still waiting for the last run's bytes must not wait for this run's. */
         writer.stopping = writer.flush_asked = false;
         writer.running = true;
         if (pthread_create(&writer.thread, NULL, writer_main, NULL) != 0) {

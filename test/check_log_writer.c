@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +356,71 @@ START_TEST(blocked_lines_are_written_once_the_reader_reads)
 }
 END_TEST
 
+/* A thread held in a signal handler while it waits in mhdctx_log_flush: it goes on
+ * waiting only once the writer has been stopped and started again. */
+static atomic_bool flusher_held, flusher_in_handler, flusher_done;
+
+static void hold_flusher(int sig)
+{
+    (void)sig;
+    atomic_store(&flusher_in_handler, true);
+    while (atomic_load(&flusher_held))
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+}
+
+static void *flush_in_thread(void *arg)
+{
+    (void)arg;
+    mhdctx_log_flush();
+    atomic_store(&flusher_done, true);
+    return NULL;
+}
+
+static bool wait_flag(atomic_bool *flag, double seconds)
+{
+    for (double until = now_s() + seconds; !atomic_load(flag) && now_s() < until;)
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    return atomic_load(flag);
+}
+
+/* A flush waiting for the bytes of one run of the writer returns in the next run too:
+ * the byte counters used to start again from 0 at every start, and the flush waited for
+ * as many bytes of the new run as the old one had queued (here none come: for ever). */
+START_TEST(flush_across_a_restart_returns)
+{
+    struct stalled_pipe p;
+    stall_the_writer(&p, MHDCTX_LOG_FULL_BLOCK);
+    mhdctx_log_async_options o = {
+        .buffer_bytes = 64 * 1024, .when_full = MHDCTX_LOG_FULL_BLOCK, .block_timeout_ms = 50};
+    char *text = repeat('r', 1000);
+    for (int i = 0; i < 100; i++) /* the writer stays in write() until someone reads */
+        mhdctx_log_info("%s", text);
+    free(text);
+    struct sigaction hold = {.sa_handler = hold_flusher}, old;
+    ck_assert_int_eq(sigaction(SIGUSR1, &hold, &old), 0);
+    atomic_store(&flusher_done, false);
+    atomic_store(&flusher_in_handler, false);
+    atomic_store(&flusher_held, true);
+    pthread_t flusher, drainer;
+    ck_assert_int_eq(pthread_create(&flusher, NULL, flush_in_thread, NULL), 0);
+    nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL); /* it waits in the flush */
+    ck_assert(!atomic_load(&flusher_done));
+    ck_assert_int_eq(pthread_kill(flusher, SIGUSR1), 0);
+    ck_assert(wait_flag(&flusher_in_handler, 10));
+    ck_assert_int_eq(pthread_create(&drainer, NULL, drain, &p.fds[0]), 0);
+    mhdctx_log_async_stop(); /* every line written: the flush's wait is over */
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    atomic_store(&flusher_held, false); /* it looks again, in the new run */
+    ck_assert_msg(wait_flag(&flusher_done, 5), "the flush waits for the old run's bytes");
+    pthread_join(flusher, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    mhdctx_log_shutdown();
+    close(p.fds[1]);
+    pthread_join(drainer, NULL);
+    close(p.fds[0]);
+}
+END_TEST
+
 START_TEST(line_larger_than_a_buffer_is_written_directly)
 {
     start_writer_to_file((mhdctx_log_async_options){.buffer_bytes = 64 * 1024});
@@ -516,6 +583,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, full_buffer_drop_policy_never_waits);
     tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
+    tcase_add_test(tc, flush_across_a_restart_returns);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
     tcase_add_test(tc, large_batch_is_written_in_whole_line_slices);
