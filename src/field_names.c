@@ -16,27 +16,35 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The names the library writes in every line. A switch on the first byte: this runs
- * for every field of every line. */
-static bool is_core_key(const char *key)
+/* The names the library writes in every line: their index in mhdctx__field_names'
+ * core_next, -1 for any other name. A switch on the first byte: this runs for every
+ * field of every line. */
+static int core_key_index(const char *key)
 {
     switch (key[0]) {
     case 't':
-        return strcmp(key, "time") == 0 || strcmp(key, "trace_id") == 0 ||
-               strcmp(key, "trace_flags") == 0;
+        return strcmp(key, "time") == 0          ? 0
+               : strcmp(key, "trace_id") == 0    ? 1
+               : strcmp(key, "trace_flags") == 0 ? 2
+                                                 : -1;
     case 'l':
-        return strcmp(key, "level") == 0;
+        return strcmp(key, "level") == 0 ? 3 : -1;
     case 'm':
-        return strcmp(key, "message") == 0;
+        return strcmp(key, "message") == 0 ? 4 : -1;
     case 'r':
-        return strcmp(key, "request_id") == 0;
+        return strcmp(key, "request_id") == 0 ? 5 : -1;
     case 'u':
-        return strcmp(key, "user_id") == 0;
+        return strcmp(key, "user_id") == 0 ? 6 : -1;
     case 's':
-        return strcmp(key, "span_id") == 0;
+        return strcmp(key, "span_id") == 0 ? 7 : -1;
     default:
-        return false;
+        return -1;
     }
+}
+
+static bool is_core_key(const char *key)
+{
+    return core_key_index(key) >= 0;
 }
 
 /* Whether field @i can be written under its own name without looking at the line: not
@@ -171,6 +179,7 @@ static bool index_line(mhdctx__field_names *names, const mhdctx__buf *b)
     names->slots = names->inline_slots;
     names->cap = sizeof names->inline_slots / sizeof *names->inline_slots;
     memset(names->inline_slots, 0, sizeof names->inline_slots);
+    memset(names->core_next, 0, sizeof names->core_next);
     mhdctx__random_bytes((unsigned char *)&names->seed, sizeof names->seed);
     int depth = 0;
     bool at_key = false; /* the next string at depth 1 is a key */
@@ -223,10 +232,10 @@ static size_t put_candidate(mhdctx__buf *b, const char *key, unsigned k)
 }
 
 /* The first free name from candidate @k on, written with its ',' (not its ':').
- * Remembers on @base (the slot of the key's own name, if taken) where the next search
- * for the same key may start: every name before it is taken. */
+ * Remembers in @next where the next search for the same key may start: every name
+ * before it is taken. */
 static void put_free_candidate(mhdctx__buf *b, mhdctx__field_names *names, const char *key,
-                               unsigned k, struct mhdctx__name_slot *base)
+                               unsigned k, uint32_t *next)
 {
     size_t line_end = b->len;
     for (;; k++) {
@@ -235,8 +244,7 @@ static void put_free_candidate(mhdctx__buf *b, mhdctx__field_names *names, const
         if (b->failed)
             return;
         if (find_slot(names, b, b->data + at, b->len - at)->len == 0) {
-            if (base)
-                base->next = k + 1; /* before add_name: growing moves the slots */
+            *next = k + 1; /* before add_name: growing moves the slots */
             if (!add_name(names, b, at, b->len - at))
                 b->failed = true;
             return;
@@ -255,16 +263,18 @@ static void put_looked_up_name(mhdctx__buf *b, mhdctx__field_names *names, const
     if (b->failed)
         return;
     struct mhdctx__name_slot *own = find_slot(names, b, b->data + at, b->len - at);
+    int core = core_key_index(key);
     /* A library field's name is never a call's, even on a line without it (outside a
      * request: no "request_id" to forge, still none a reader could take for one). */
-    if (own->len == 0 && !is_core_key(key)) {
+    if (own->len == 0 && core < 0) {
         if (!add_name(names, b, at, b->len - at))
             b->failed = true;
         return;
     }
     b->len = line_end;
-    unsigned first = own->len && own->next > 1 ? own->next : 1;
-    put_free_candidate(b, names, key, first, own->len ? own : NULL);
+    /* A library field's name missing from the line keeps its place outside the set. */
+    uint32_t *next = own->len ? &own->next : &names->core_next[core];
+    put_free_candidate(b, names, key, *next > 1 ? *next : 1, next);
 }
 
 void mhdctx__put_field_name(mhdctx__buf *b, mhdctx__field_names *names, mhdctx_context *ctx,

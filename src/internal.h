@@ -289,6 +289,7 @@ typedef struct mhdctx__field_names {
     struct mhdctx__name_slot *slots; /* NULL until built; inline_slots or the heap */
     size_t cap, used;
     uint64_t seed;
+    uint32_t core_next[8]; /* the slots' next, for the library's names not in the line */
     struct mhdctx__name_slot inline_slots[32];
 } mhdctx__field_names;
 

@@ -505,6 +505,30 @@ START_TEST(many_colliding_fields_all_kept)
 }
 END_TEST
 
+/* Thousands of fields named after a library field, outside a context (the line has no
+ * "request_id"): each is kept under a name of its own, numbered in order, in time in
+ * proportion to their number (each used to search its name from "field_request_id"
+ * on: 20,000 of them took minutes). */
+START_TEST(many_library_named_fields_without_context_all_kept)
+{
+    enum { N = 20000 };
+    static mhdctx_field fields[N];
+    for (int i = 0; i < N; i++)
+        fields[i] = MHDCTX_F_INT(i % 2 ? "request_id" : "span_id", i);
+    support_capture_start();
+    json_t *line = line_of_fields(NULL, fields, N);
+    ck_assert_uint_eq(json_object_size(line), 3 + N);
+    ck_assert_ptr_null(json_object_get(line, "request_id"));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_span_id")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_request_id")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "field_request_id_2")), 3);
+    char last[64];
+    snprintf(last, sizeof last, "field_request_id_%d", N / 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(line, last)), N - 1);
+    json_decref(line);
+}
+END_TEST
+
 /* Random calls over names chosen to collide - library fields, user keys, renamed forms,
  * repeats, escapes, NULL - inside and outside a context: every line parses with no key
  * twice (LINE_FLAGS), keeps every field (each value is its field's index, found once
@@ -1603,6 +1627,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, keys_equal_once_escaped_or_long_stay_apart);
     tcase_add_test(tc, call_fields_never_repeat_a_key);
     tcase_add_test(tc, many_colliding_fields_all_kept);
+    tcase_add_test(tc, many_library_named_fields_without_context_all_kept);
     tcase_add_test(tc, hostile_message_gives_one_valid_line);
     tcase_add_test(tc, hostile_fields_give_one_valid_line);
     tcase_add_test(tc, hostile_context_values_give_one_valid_line);
