@@ -1,6 +1,11 @@
 /*
  * db.c - the demo's repository storage. Every query goes through the mhdctx adapters:
  * tagged with the request (sqlcommenter), logged, and bounded by the request's deadline.
+ *
+ * Two connections, each used by one thread at a time: one for the users table, queried
+ * from MHD's thread, and one for /slow's long statements, run by the workers. With one
+ * connection, a slow statement held every user lookup - and so MHD's only thread in the
+ * epoll mode, every other connection with it - until it ended.
  */
 #include "config.h"
 
@@ -8,6 +13,7 @@
 
 #include <mhdctx.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,15 +28,20 @@
 
 enum db_kind { DB_BUILTIN, DB_SQLITE, DB_POSTGRESQL };
 
-struct db {
-    enum db_kind kind;
-    pthread_mutex_t lock; /* one statement at a time on the connection */
+struct conn {
+    pthread_mutex_t lock; /* one statement at a time */
 #ifdef MHDCTX_HAVE_SQLITE
     sqlite3 *sqlite;
 #endif
 #ifdef MHDCTX_HAVE_LIBPQ
     PGconn *pg;
 #endif
+};
+
+struct db {
+    enum db_kind kind;
+    struct conn users;  /* short lookups, on MHD's threads */
+    struct conn sleeps; /* db_sleep, on the workers */
 };
 
 static const struct db_user seed_users[] = {
@@ -80,15 +91,22 @@ static enum db_result builtin_sleep(unsigned ms)
 /* ---- SQLite ------------------------------------------------------------------------- */
 #ifdef MHDCTX_HAVE_SQLITE
 
-/* sleep_us(n): sleeps n microseconds and returns 1, so that a query over many rows
- * takes a known time; the progress handler checks the deadline between rows. */
-static void sql_sleep_us(sqlite3_context *c, int argc, sqlite3_value **argv)
+static int64_t monotonic_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* pause_until(end): sleeps 100 us and says whether CLOCK_MONOTONIC (in us) is still
+ * before end, so that a query over rows until then takes the time asked (a row per
+ * sleep would take longer: each sleep oversleeps); the progress handler checks the
+ * deadline between rows. */
+static void sql_pause_until(sqlite3_context *c, int argc, sqlite3_value **argv)
 {
     (void)argc;
-    long us = (long)sqlite3_value_int64(argv[0]);
-    struct timespec t = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&t, NULL);
-    sqlite3_result_int(c, 1);
+    nanosleep(&(struct timespec){0, 100 * 1000}, NULL);
+    sqlite3_result_int(c, monotonic_us() < sqlite3_value_int64(argv[0]));
 }
 
 static int sqlite_run(sqlite3 *db, const char *sql, const char *const *params, int n)
@@ -104,27 +122,29 @@ static int sqlite_run(sqlite3 *db, const char *sql, const char *const *params, i
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static bool sqlite_open(struct db *db, const char *path, char *err, size_t err_size)
+/* Opens @c on @path; @seed: creates and seeds the users table (the sleeps' connection
+ * needs no table: on ":memory:" it is a database of its own). */
+static bool sqlite_open(struct conn *c, const char *path, bool seed, char *err, size_t err_size)
 {
     int rc =
-        sqlite3_open_v2(path, &db->sqlite,
+        sqlite3_open_v2(path, &c->sqlite,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_create_function(db->sqlite, "sleep_us", 1, SQLITE_UTF8, NULL, sql_sleep_us,
-                                     NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite_run(db->sqlite, schema, NULL, 0);
-    for (size_t i = 0; rc == SQLITE_OK && i < N_SEED; i++) {
+        rc = sqlite3_create_function(c->sqlite, "pause_until", 1, SQLITE_UTF8, NULL,
+                                     sql_pause_until, NULL, NULL);
+    if (rc == SQLITE_OK && seed)
+        rc = sqlite_run(c->sqlite, schema, NULL, 0);
+    for (size_t i = 0; rc == SQLITE_OK && seed && i < N_SEED; i++) {
         const char *row[3] = {seed_users[i].id, seed_users[i].name, seed_users[i].email};
-        rc = sqlite_run(db->sqlite, seed_sql, row, 3);
+        rc = sqlite_run(c->sqlite, seed_sql, row, 3);
     }
     if (rc != SQLITE_OK) {
         snprintf(err, err_size, "sqlite %s: %s", path,
-                 db->sqlite ? sqlite3_errmsg(db->sqlite) : sqlite3_errstr(rc));
+                 c->sqlite ? sqlite3_errmsg(c->sqlite) : sqlite3_errstr(rc));
         return false;
     }
     /* From here on, statements are logged and bounded by the request's deadline. */
-    mhdctx_sqlite_attach(db->sqlite, MHDCTX_SQLITE_LOG_STATEMENTS | MHDCTX_SQLITE_DEADLINE);
+    mhdctx_sqlite_attach(c->sqlite, MHDCTX_SQLITE_LOG_STATEMENTS | MHDCTX_SQLITE_DEADLINE);
     return true;
 }
 
@@ -141,10 +161,10 @@ static enum db_result sqlite_status(sqlite3 *db, int rc)
     return DB_OK;
 }
 
-static enum db_result sqlite_find(struct db *db, const char *id, struct db_user *out)
+static enum db_result sqlite_find(struct conn *c, const char *id, struct db_user *out)
 {
     sqlite3_stmt *stmt;
-    int rc = mhdctx_sqlite_prepare(db->sqlite, find_sql, &stmt);
+    int rc = mhdctx_sqlite_prepare(c->sqlite, find_sql, &stmt);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
     enum db_result result = DB_NOT_FOUND;
@@ -154,25 +174,25 @@ static enum db_result sqlite_find(struct db *db, const char *id, struct db_user 
         copy_field(out->email, sizeof out->email, (const char *)sqlite3_column_text(stmt, 2));
         result = DB_OK;
     } else if (rc != SQLITE_DONE) {
-        result = sqlite_status(db->sqlite, rc);
+        result = sqlite_status(c->sqlite, rc);
     }
     sqlite3_finalize(stmt);
     return result;
 }
 
-static enum db_result sqlite_sleep(struct db *db, unsigned ms)
+static enum db_result sqlite_sleep(struct conn *c, unsigned ms)
 {
     static const char sql[] = "WITH RECURSIVE steps(n) AS (SELECT 1 UNION ALL "
-                              "SELECT n + 1 FROM steps WHERE n < $1) "
-                              "SELECT count(sleep_us(100)) FROM steps";
+                              "SELECT n + 1 FROM steps WHERE pause_until($1)) "
+                              "SELECT count(*) FROM steps";
     sqlite3_stmt *stmt;
-    int rc = mhdctx_sqlite_prepare(db->sqlite, sql, &stmt);
+    int rc = mhdctx_sqlite_prepare(c->sqlite, sql, &stmt);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)ms * 10); /* 100 us a row */
+        rc = sqlite3_bind_int64(stmt, 1, monotonic_us() + (sqlite3_int64)ms * 1000);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
     sqlite3_finalize(stmt);
-    return sqlite_status(db->sqlite, rc);
+    return sqlite_status(c->sqlite, rc);
 }
 #endif
 
@@ -194,29 +214,35 @@ static void pg_notice(void *cls, const char *message)
                       "postgresql notice");
 }
 
-static bool pg_open(struct db *db, const char *uri, char *err, size_t err_size)
+/* Creates and seeds the users table. */
+static bool pg_seed(PGconn *pg)
 {
-    db->pg = PQconnectdb(uri);
-    if (PQstatus(db->pg) != CONNECTION_OK) {
-        snprintf(err, err_size, "postgresql: %s", PQerrorMessage(db->pg));
-        return false;
-    }
-    PQsetNoticeProcessor(db->pg, pg_notice, NULL);
     /* "relation already exists" notices at start-up are expected: keep them out of the
      * log, whose first line announces the port. */
-    PQclear(PQexec(db->pg, "SET client_min_messages = warning"));
-    PGresult *r = PQexec(db->pg, schema);
+    PQclear(PQexec(pg, "SET client_min_messages = warning"));
+    PGresult *r = PQexec(pg, schema);
     bool ok = pg_ok(r);
     PQclear(r);
     for (size_t i = 0; ok && i < N_SEED; i++) {
         const char *row[3] = {seed_users[i].id, seed_users[i].name, seed_users[i].email};
-        r = PQexecParams(db->pg, seed_sql, 3, NULL, row, NULL, NULL, 0);
+        r = PQexecParams(pg, seed_sql, 3, NULL, row, NULL, NULL, 0);
         ok = pg_ok(r);
         PQclear(r);
     }
+    PQclear(PQexec(pg, "RESET client_min_messages"));
+    return ok;
+}
+
+static bool pg_open(struct conn *c, const char *uri, bool seed, char *err, size_t err_size)
+{
+    c->pg = PQconnectdb(uri);
+    bool ok = PQstatus(c->pg) == CONNECTION_OK;
+    if (ok) {
+        PQsetNoticeProcessor(c->pg, pg_notice, NULL);
+        ok = !seed || pg_seed(c->pg);
+    }
     if (!ok)
-        snprintf(err, err_size, "postgresql: %s", PQerrorMessage(db->pg));
-    PQclear(PQexec(db->pg, "RESET client_min_messages"));
+        snprintf(err, err_size, "postgresql: %s", PQerrorMessage(c->pg));
     mhdctx_pq_log_statements(true);
     return ok;
 }
@@ -232,10 +258,10 @@ static enum db_result pg_status(PGresult *r)
     return DB_ERROR;
 }
 
-static enum db_result pg_find(struct db *db, const char *id, struct db_user *out)
+static enum db_result pg_find(struct conn *c, const char *id, struct db_user *out)
 {
     const char *params[1] = {id};
-    PGresult *r = mhdctx_pq_exec_params(db->pg, find_sql, 1, params, NULL, NULL, 0);
+    PGresult *r = mhdctx_pq_exec_params(c->pg, find_sql, 1, params, NULL, NULL, 0);
     enum db_result result = pg_status(r);
     if (result == DB_OK && PQntuples(r) == 0)
         result = DB_NOT_FOUND;
@@ -248,13 +274,13 @@ static enum db_result pg_find(struct db *db, const char *id, struct db_user *out
     return result;
 }
 
-static enum db_result pg_sleep(struct db *db, unsigned ms)
+static enum db_result pg_sleep(struct conn *c, unsigned ms)
 {
     char seconds[32];
     snprintf(seconds, sizeof seconds, "%u.%03u", ms / 1000, ms % 1000);
     const char *params[1] = {seconds};
     PGresult *r =
-        mhdctx_pq_exec_params(db->pg, "SELECT pg_sleep($1::float8)", 1, params, NULL, NULL, 0);
+        mhdctx_pq_exec_params(c->pg, "SELECT pg_sleep($1::float8)", 1, params, NULL, NULL, 0);
     enum db_result result = pg_status(r);
     PQclear(r);
     return result;
@@ -263,6 +289,36 @@ static enum db_result pg_sleep(struct db *db, unsigned ms)
 
 /* ---- dispatch --------------------------------------------------------------------------- */
 
+/* Opens both connections of @db on @path (after "sqlite:") or @uri. */
+static bool open_connections(struct db *db, const char *spec, char *err, size_t err_size)
+{
+    if (strncmp(spec, "sqlite:", 7) == 0) {
+#ifdef MHDCTX_HAVE_SQLITE
+        db->kind = DB_SQLITE;
+        return sqlite_open(&db->users, spec + 7, true, err, err_size) &&
+               sqlite_open(&db->sleeps, spec + 7, false, err, err_size);
+#else
+        db->kind = DB_BUILTIN; /* built without SQLite: the built-in table */
+        if (strcmp(spec, "sqlite::memory:") == 0)
+            return true;
+        snprintf(err, err_size, "built without SQLite");
+        return false;
+#endif
+    }
+    if (strncmp(spec, "postgresql://", 13) == 0 || strncmp(spec, "postgres://", 11) == 0) {
+#ifdef MHDCTX_HAVE_LIBPQ
+        db->kind = DB_POSTGRESQL;
+        return pg_open(&db->users, spec, true, err, err_size) &&
+               pg_open(&db->sleeps, spec, false, err, err_size);
+#else
+        snprintf(err, err_size, "built without libpq");
+        return false;
+#endif
+    }
+    snprintf(err, err_size, "unknown --db (sqlite:PATH, sqlite::memory:, postgresql://...)");
+    return false;
+}
+
 struct db *db_open(const char *spec, char *err, size_t err_size)
 {
     struct db *db = calloc(1, sizeof *db);
@@ -270,51 +326,33 @@ struct db *db_open(const char *spec, char *err, size_t err_size)
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&db->lock, NULL);
-    bool ok = false;
-    if (spec == NULL)
-        spec = "sqlite::memory:";
-    if (strncmp(spec, "sqlite:", 7) == 0) {
-#ifdef MHDCTX_HAVE_SQLITE
-        db->kind = DB_SQLITE;
-        ok = sqlite_open(db, spec + 7, err, err_size);
-#else
-        db->kind = DB_BUILTIN; /* built without SQLite: the built-in table */
-        ok = strcmp(spec, "sqlite::memory:") == 0;
-        if (!ok)
-            snprintf(err, err_size, "built without SQLite");
-#endif
-    } else if (strncmp(spec, "postgresql://", 13) == 0 ||
-               strncmp(spec, "postgres://", 11) == 0) {
-#ifdef MHDCTX_HAVE_LIBPQ
-        db->kind = DB_POSTGRESQL;
-        ok = pg_open(db, spec, err, err_size);
-#else
-        snprintf(err, err_size, "built without libpq");
-#endif
-    } else {
-        snprintf(err, err_size,
-                 "unknown --db (sqlite:PATH, sqlite::memory:, postgresql://...)");
-    }
-    if (!ok) {
+    pthread_mutex_init(&db->users.lock, NULL);
+    pthread_mutex_init(&db->sleeps.lock, NULL);
+    if (!open_connections(db, spec ? spec : "sqlite::memory:", err, err_size)) {
         db_close(db);
         return NULL;
     }
     return db;
 }
 
+static void close_connection(struct conn *c)
+{
+#ifdef MHDCTX_HAVE_SQLITE
+    sqlite3_close(c->sqlite);
+#endif
+#ifdef MHDCTX_HAVE_LIBPQ
+    if (c->pg)
+        PQfinish(c->pg);
+#endif
+    pthread_mutex_destroy(&c->lock);
+}
+
 void db_close(struct db *db)
 {
     if (db == NULL)
         return;
-#ifdef MHDCTX_HAVE_SQLITE
-    sqlite3_close(db->sqlite);
-#endif
-#ifdef MHDCTX_HAVE_LIBPQ
-    if (db->pg)
-        PQfinish(db->pg);
-#endif
-    pthread_mutex_destroy(&db->lock);
+    close_connection(&db->users);
+    close_connection(&db->sleeps);
     free(db);
 }
 
@@ -327,43 +365,45 @@ const char *db_kind(const struct db *db)
 enum db_result db_find_user(struct db *db, const char *id, struct db_user *out)
 {
     enum db_result result = DB_ERROR;
-    pthread_mutex_lock(&db->lock);
+    struct conn *c = &db->users;
+    pthread_mutex_lock(&c->lock);
     switch (db->kind) {
 #ifdef MHDCTX_HAVE_SQLITE
     case DB_SQLITE:
-        result = sqlite_find(db, id, out);
+        result = sqlite_find(c, id, out);
         break;
 #endif
 #ifdef MHDCTX_HAVE_LIBPQ
     case DB_POSTGRESQL:
-        result = pg_find(db, id, out);
+        result = pg_find(c, id, out);
         break;
 #endif
     default:
         result = builtin_find(id, out);
     }
-    pthread_mutex_unlock(&db->lock);
+    pthread_mutex_unlock(&c->lock);
     return result;
 }
 
 enum db_result db_sleep(struct db *db, unsigned ms)
 {
     enum db_result result = DB_ERROR;
-    pthread_mutex_lock(&db->lock);
+    struct conn *c = &db->sleeps;
+    pthread_mutex_lock(&c->lock);
     switch (db->kind) {
 #ifdef MHDCTX_HAVE_SQLITE
     case DB_SQLITE:
-        result = sqlite_sleep(db, ms);
+        result = sqlite_sleep(c, ms);
         break;
 #endif
 #ifdef MHDCTX_HAVE_LIBPQ
     case DB_POSTGRESQL:
-        result = pg_sleep(db, ms);
+        result = pg_sleep(c, ms);
         break;
 #endif
     default:
         result = builtin_sleep(ms);
     }
-    pthread_mutex_unlock(&db->lock);
+    pthread_mutex_unlock(&c->lock);
     return result;
 }

@@ -1,6 +1,7 @@
 /* db.h - the demo's data: SQLite (default, in memory, seeded), PostgreSQL, or a
- * built-in table when the demo was built without SQLite. One connection per backend,
- * used by one thread at a time. */
+ * built-in table when the demo was built without SQLite. Two connections: one for the
+ * users table, one for db_sleep, each used by one thread at a time, so that a long
+ * statement never holds up a lookup. Safe from any thread. */
 #ifndef DEMO_DB_H
 #define DEMO_DB_H
 

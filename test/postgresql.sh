@@ -43,6 +43,11 @@ case "$seen" in
 *"request_id='pg-req-sleep'"*) pass "pg_stat_activity.query carries the tag during pg_sleep" ;;
 *) fail "pg_stat_activity did not show the tag: $seen" ;;
 esac
+# The lookup has a connection of its own: the sleep holds up neither it nor MHD's thread.
+elapsed_ms curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$dport/users/7" >"$work/code"
+[ "$(cat "$work/code")" = 200 ] && [ "$elapsed" -lt 1000 ] &&
+    pass "GET /users/7 during pg_sleep: 200 after $elapsed ms" ||
+    fail "GET /users/7 during pg_sleep: $(cat "$work/code") after $elapsed ms"
 wait $cpid
 
 # 3. Deadline: the server cancels the statement; the demo answers 504 well under a second.

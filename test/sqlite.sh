@@ -16,6 +16,22 @@ echo "$body" | grep -q '"name":"Alan Turing"' && pass "GET /users/42 from a new 
     fail "GET /users/42: $body"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/users/404")
 [ "$code" = 404 ] && pass "unknown user is 404" || fail "unknown user: $code"
+
+# A slow statement (run by a worker) holds neither a lookup nor MHD's only thread: they
+# used to share one connection and its lock. The statement takes the time asked.
+(elapsed_ms curl -s -o /dev/null -w '%{http_code}' "$base/slow?ms=2000" >"$work/slow"
+    echo "$elapsed" >"$work/slow_ms") &
+spid=$!
+sleep 0.3
+elapsed_ms curl -s -o /dev/null -w '%{http_code}' "$base/users/7" >"$work/code"
+[ "$(cat "$work/code")" = 200 ] && [ "$elapsed" -lt 1000 ] &&
+    pass "GET /users/7 during a 2 s statement: 200 after $elapsed ms" ||
+    fail "GET /users/7 during a 2 s statement: $(cat "$work/code") after $elapsed ms"
+wait $spid
+slow_ms=$(cat "$work/slow_ms")
+[ "$(cat "$work/slow")" = 200 ] && [ "$slow_ms" -lt 2600 ] &&
+    pass "GET /slow?ms=2000: 200 after $slow_ms ms" ||
+    fail "GET /slow?ms=2000: $(cat "$work/slow") after $slow_ms ms"
 stop_demos
 line=$(grep '"message":"sql statement completed"' "$work/demo.log" | grep '"request_id":"sq-users-42"')
 echo "statement log: $line"
