@@ -165,8 +165,9 @@ static enum MHD_Result post_echo(struct MHD_Connection *connection, const char *
                       "echo: body received");
     const char *type =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    return mhdctx_respond(connection, MHD_HTTP_OK, type ? type : "application/octet-stream",
-                          body->data, body->len);
+    return mhdctx_respond(connection, MHD_HTTP_OK,
+                          type && type[0] ? type : "application/octet-stream", body->data,
+                          body->len);
 }
 
 /* GET routes whose work runs on the worker pool. */

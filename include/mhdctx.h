@@ -910,7 +910,11 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_verify(const char *token, size_t t
  * hook (the current context supplies the id).
  */
 
-/** Queues @p len bytes of @p body (copied) with @p content_type (may be NULL). */
+/**
+ * Queues @p len bytes of @p body (copied) with @p content_type (NULL or "": no
+ * Content-Type header). MHD_NO, and nothing queued, when a header cannot be added (out
+ * of memory, or a type with CR or LF, which MHD refuses).
+ */
 MHDCTX_EXPORT enum MHD_Result mhdctx_respond(struct MHD_Connection *connection,
                                              unsigned int status, const char *content_type,
                                              const void *body, size_t len);

@@ -36,7 +36,8 @@ static enum MHD_Result queue_owned(struct MHD_Connection *connection, unsigned s
         return MHD_NO;
     }
     mhdctx_context *ctx = mhdctx_current();
-    bool ok = !content_type ||
+    /* "" is no type (MHD refuses an empty value, which would cost the whole answer). */
+    bool ok = !content_type || !content_type[0] ||
               MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (ok && ctx)
         ok = mhdctx_response_add_request_id(response, ctx) == MHDCTX_OK;

@@ -263,6 +263,8 @@ static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connect
     }
     if (strcmp(url, "/e") == 0)
         return mhdctx_respond_error(connection, MHD_HTTP_BAD_REQUEST, "bad_request");
+    if (strcmp(url, "/untyped") == 0) /* a type from a client's empty header */
+        return mhdctx_respond(connection, MHD_HTTP_OK, "", "untyped", 7);
     if (strcmp(url, "/own-context") == 0) { /* a response the hooks must not hold back */
         mhdctx_context *own = mhdctx_context_new();
         mhdctx_run(own, respond_from_own_context, connection);
@@ -695,6 +697,13 @@ START_TEST(test_valid_request_id_boundaries)
      * part of it, so the library trims it and the id is used */
     r = support_http_get(f.s.port, "/r", "X-Request-Id: trailing-id \t \r\n");
     ck_assert_str_eq(http_header(r, "X-Request-Id"), "trailing-id");
+    http_response_free(r);
+    /* an empty content type: answered without one (MHD refuses an empty value) */
+    r = support_http_get(f.s.port, "/untyped", "X-Request-Id: untyped-id\r\n");
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_str_eq(r->body, "untyped");
+    ck_assert_ptr_null(http_header(r, "Content-Type"));
+    ck_assert_str_eq(http_header(r, "X-Request-Id"), "untyped-id");
     http_response_free(r);
     /* no header: a fresh UUID, nothing reported */
     r = support_http_get(f.s.port, "/r", NULL);

@@ -196,6 +196,13 @@ def test_echo(demo, t, sent, workdir):
     sent.append("it-echo-big")
     t.check("900 KiB POST echoed whole", status == 200 and body == open(big, "rb").read(),
             "%d %d" % (status, len(body)))
+    # An empty Content-Type (MHD refuses to send one): echoed as octet-stream.
+    status, hdrs, body = curl(demo.base + "/echo", ["X-Request-Id: it-echo-untyped",
+                                                    "Content-Type;"], data_file=big)
+    sent.append("it-echo-untyped")
+    t.check("empty Content-Type echoed as octet-stream",
+            status == 200 and hdrs.get("content-type") == ["application/octet-stream"] and
+            hdrs.get("x-request-id") == ["it-echo-untyped"], "%d %s" % (status, hdrs))
     huge = os.path.join(workdir, "huge.bin")
     with open(huge, "wb") as f:
         f.write(b"z" * (1024 * 1024 + 1))
