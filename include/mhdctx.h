@@ -653,10 +653,12 @@ typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, si
  * mhdctx_log_async_start() for batched writes). A synchronous write to a pipe whose
  * reader stalls blocks the logging thread with it: prefer the asynchronous mode there. A
  * non-blocking fd that is full is waited for, up to one second per write. A failing
- * sink (full disk, closed pipe) counts the line as dropped; SIGPIPE is suppressed for
- * the write when the process does not ignore it. A line the sink took only in part is
- * ended with a newline before the next line, which therefore starts a line of its own.
- * A child of fork() logs through the same sink, synchronously.
+ * sink (full disk, closed pipe) counts the line as dropped. SIGPIPE is suppressed for
+ * the writes to a pipe or socket when the process did not ignore it at the sink's first
+ * write (read once, not per line: it would cost a system call per line); a program
+ * that stops ignoring SIGPIPE after logging started sets its sink again. A line the
+ * sink took only in part is ended with a newline before the next line, which therefore
+ * starts a line of its own. A child of fork() logs through the same sink, synchronously.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stdout(void);
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stderr(void);

@@ -1188,6 +1188,38 @@ START_TEST(closed_pipe_with_default_sigpipe_counts_a_drop)
 }
 END_TEST
 
+/* SIGPIPE's disposition is read at a sink's first write (a system call per line would
+ * double a synchronous line's cost): a program that stops ignoring SIGPIPE sets its sink
+ * again, and the new disposition counts from then on. */
+START_TEST(sink_set_again_reads_sigpipe_again)
+{
+    struct sigaction ign = {.sa_handler = SIG_IGN}, dfl = {.sa_handler = SIG_DFL}, old;
+    sigemptyset(&ign.sa_mask);
+    sigemptyset(&dfl.sa_mask);
+    ck_assert_int_eq(sigaction(SIGPIPE, &ign, &old), 0);
+    sigset_t unblock, old_mask;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGPIPE);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, &old_mask);
+
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    mhdctx_log_info("read while SIGPIPE is ignored"); /* no guard needed */
+    ck_assert_int_eq(sigaction(SIGPIPE, &dfl, NULL), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    close(fds[0]); /* no reader: SIGPIPE would kill us now */
+    uint64_t before = mhdctx_log_dropped();
+    mhdctx_log_info("nobody listens");
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1); /* and we are alive */
+
+    ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
+    close(fds[1]);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    sigaction(SIGPIPE, &old, NULL);
+}
+END_TEST
+
 START_TEST(callback_receives_each_line_with_its_level)
 {
     support_capture_start();
@@ -1665,6 +1697,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, stderr_and_stdout_sinks_can_be_chosen);
     tcase_add_test(tc, dev_full_counts_a_drop_and_does_not_crash);
     tcase_add_test(tc, closed_pipe_with_default_sigpipe_counts_a_drop);
+    tcase_add_test(tc, sink_set_again_reads_sigpipe_again);
     tcase_add_test(tc, callback_receives_each_line_with_its_level);
     tcase_add_test(tc, callback_that_logs_drops_its_own_line);
     tcase_add_test(tc, non_blocking_pipe_gets_whole_lines);
