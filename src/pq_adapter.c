@@ -140,10 +140,15 @@ struct wanted {
 static bool want_change(mhdctx_context *ctx, bool with_name, struct wanted *w)
 {
     int64_t left = mhdctx_deadline_remaining_ms(ctx);
-    w->timeout = ctx && left != INT64_MAX ? w->timeout_text : NULL;
-    w->name = ctx && with_name ? w->name_text : NULL;
-    snprintf(w->timeout_text, sizeof w->timeout_text, "%" PRId64, left > 0 ? left : 1);
-    snprintf(w->name_text, sizeof w->name_text, "mhdctx %s", mhdctx_request_id(ctx));
+    w->timeout = w->name = NULL;
+    if (ctx && left != INT64_MAX) {
+        snprintf(w->timeout_text, sizeof w->timeout_text, "%" PRId64, left > 0 ? left : 1);
+        w->timeout = w->timeout_text;
+    }
+    if (ctx && with_name) {
+        snprintf(w->name_text, sizeof w->name_text, "mhdctx %s", mhdctx_request_id(ctx));
+        w->name = w->name_text;
+    }
     return w->timeout || w->name;
 }
 
