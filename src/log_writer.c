@@ -12,9 +12,10 @@
  * with synchronous writes.
  *
  * The writer wakes when the active buffer is half full, when a flush is asked for, or
- * one flush interval after the first line of a batch, whichever comes first: an idle
- * server writes its last lines within one interval, a busy one without a wake-up per
- * line. With nothing queued it sleeps without a timer (the first line wakes it), so
+ * one flush interval after the first line of a batch (at the latest: lines queued while
+ * it writes count from the start of that write), whichever comes first: an idle server
+ * writes its last lines within one interval, a busy one without a wake-up per line.
+ * With nothing queued it sleeps without a timer (the first line wakes it), so
  * that an idle server's writer does not wake every interval for nothing.
  */
 #include "sink.h"
@@ -123,14 +124,22 @@ static void *writer_main(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "mhdctx-log"); /* for top -H and debuggers */
+    unsigned interval = writer.options.flush_interval_ms;
+    struct timespec due; /* when the lines gathered so far must be written */
+    bool gathering = false;
     pthread_mutex_lock(&writer.lock);
     for (;;) {
-        if (nothing_to_do())
+        if (nothing_to_do()) {
             pthread_cond_wait(&writer.work, &writer.lock);
-        if (!batch_wanted()) { /* gather lines for one interval from the first */
-            struct timespec until;
-            deadline_after_ms(&until, writer.options.flush_interval_ms);
-            pthread_cond_timedwait(&writer.work, &writer.lock, &until);
+            gathering = false; /* a first line: due one interval from now */
+        }
+        if (!batch_wanted()) {
+            if (!gathering)
+                deadline_after_ms(&due, interval);
+            gathering = true;
+            if (pthread_cond_timedwait(&writer.work, &writer.lock, &due) != ETIMEDOUT &&
+                !batch_wanted())
+                continue; /* woken early for nothing: the same deadline stands */
         }
         if (writer.len == 0) {
             writer.flush_asked = false;
@@ -140,6 +149,11 @@ static void *writer_main(void *arg)
             continue;
         }
         size_t len = take_batch();
+        /* Lines queued while this batch is written came after now: they are due one
+         * interval from now, not from whenever the write ends (a slow sink's write
+         * would add its own time to theirs). */
+        deadline_after_ms(&due, interval);
+        gathering = true;
         pthread_mutex_unlock(&writer.lock);
         write_in_slices(writer.spare, len);
         pthread_mutex_lock(&writer.lock);

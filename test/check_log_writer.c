@@ -383,6 +383,78 @@ static bool wait_flag(atomic_bool *flag, double seconds)
     return atomic_load(flag);
 }
 
+/* Reads a pipe after a pause, and notes when a line with "marker" first arrives. */
+struct marker_reader {
+    int fd;
+    double pause_s;
+    _Atomic double seen_at; /* 0 until seen */
+};
+
+static void *read_until_marker(void *arg)
+{
+    struct marker_reader *m = arg;
+    sleep_ms((unsigned)(m->pause_s * 1000));
+    char buf[65536 + 8] = "";
+    size_t kept = 0; /* the last bytes of the previous read: a marker across two reads */
+    ssize_t n;
+    while ((n = read(m->fd, buf + kept, sizeof buf - 1 - kept)) > 0) {
+        buf[kept + (size_t)n] = '\0';
+        if (atomic_load(&m->seen_at) == 0 && strstr(buf, "marker"))
+            atomic_store(&m->seen_at, now_s());
+        size_t len = kept + (size_t)n;
+        kept = len < 8 ? len : 8;
+        memmove(buf, buf + len - kept, kept);
+    }
+    return NULL;
+}
+
+/* Fills a pipe to the brim, so that the next write to it blocks. */
+static void fill_pipe(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    ck_assert_int_eq(fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (write(fd, junk, sizeof junk) > 0 || write(fd, junk, 1) > 0) {
+    }
+    ck_assert_int_eq(fcntl(fd, F_SETFL, flags), 0);
+}
+
+/* A line queued while the writer is held in a slow write is written at most one
+ * interval after that write began, not one interval after it ended: here the write
+ * takes 1.5 s and the interval is 1 s, so the line used to arrive after 2.5 s. */
+START_TEST(lines_queued_during_a_slow_write_count_from_its_start)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
+                                  .flush_interval_ms = 1000,
+                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                  .block_timeout_ms = 60000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    struct marker_reader m = {.fd = fds[0], .pause_s = 1.5};
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_until_marker, &m), 0);
+    fill_pipe(fds[1]);
+    char *text = repeat('s', 1000);
+    for (int i = 0; i < 40; i++) /* past half the buffer: the writer takes them now */
+        mhdctx_log_info("%s", text);
+    free(text);
+    sleep_ms(100); /* it waits in write() */
+    double logged = now_s();
+    mhdctx_log_info("marker");
+    for (int i = 0; i < 500 && atomic_load(&m.seen_at) == 0; i++)
+        sleep_ms(10);
+    double took = atomic_load(&m.seen_at) - logged;
+    mhdctx_log_shutdown();
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    ck_assert_msg(took > 0 && took < 2.0, "the line arrived after %.2f s", took);
+}
+END_TEST
+
 /* A flush waiting for the bytes of one run of the writer returns in the next run too:
  * the byte counters used to start again from 0 at every start, and the flush waited for
  * as many bytes of the new run as the old one had queued (here none come: for ever). */
@@ -577,6 +649,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, flush_writes_every_line_logged_before_it);
     tcase_add_test(tc, stop_writes_what_is_queued);
     tcase_add_test(tc, idle_lines_are_written_within_the_interval);
+    tcase_add_test(tc, lines_queued_during_a_slow_write_count_from_its_start);
     tcase_add_test(tc, idle_writer_sleeps_until_a_line_comes);
     tcase_add_test(tc, switching_sinks_sends_queued_lines_to_the_old_one);
     tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
