@@ -694,8 +694,9 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  * When the buffer is full (the sink is slower than the server), the policy decides:
  * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;
  * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever, and
- * every dropped line is counted (mhdctx_log_dropped()). A line larger than a buffer is
- * written synchronously.
+ * every dropped line is counted (mhdctx_log_dropped()); a line the buffer has no room
+ * for has the writer write the buffer now. A line larger than a buffer is written
+ * synchronously.
  *
  * What a crash can lose: lines queued but not yet written - at most one flush interval
  * of lines (and never more than two buffers). mhdctx_log_shutdown() and

@@ -178,8 +178,13 @@ static void wait_written(void)
 /* Waits for room for @len bytes (lock held), as the policy says. */
 static enum mhdctx__queued wait_for_room(size_t len)
 {
-    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP)
+    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP) {
+        /* Below half full the writer waits out its interval: have it write now, so
+         * that the room comes back for the next lines instead of dropping them too. */
+        writer.flush_asked = true;
+        pthread_cond_signal(&writer.work);
         return MHDCTX__DROPPED;
+    }
     struct timespec until;
     deadline_after_ms(&until, writer.options.block_timeout_ms);
     while (writer.running && writer.cap - writer.len < len) {

@@ -317,6 +317,55 @@ START_TEST(full_buffer_drop_policy_never_waits)
 }
 END_TEST
 
+/* The size of @file; with @text, its bytes too, NUL-terminated (free()). */
+static size_t file_bytes(const char *file, char **text)
+{
+    FILE *f = fopen(file, "r");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    size_t size = (size_t)ftell(f);
+    if (text) {
+        rewind(f);
+        *text = malloc(size + 1);
+        ck_assert_ptr_nonnull(*text);
+        ck_assert_uint_eq(fread(*text, 1, size, f), size);
+        (*text)[size] = '\0';
+    }
+    fclose(f);
+    return size;
+}
+
+/* A line dropped for want of room while the buffer is under half full has the writer
+ * write what it holds: the next such line finds room (the writer used to wait out its
+ * interval, a minute here, dropping every large line meanwhile). */
+START_TEST(drop_policy_makes_room_for_the_next_line)
+{
+    start_writer_to_file((mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                    .flush_interval_ms = 60000,
+                                                    .when_full = MHDCTX_LOG_FULL_DROP});
+    char *small = repeat('a', 20 * 1024), *large = repeat('b', 50 * 1024);
+    uint64_t before = mhdctx_log_dropped();
+    mhdctx_log_info("%s", small);
+    mhdctx_log_info("%s", large); /* 50 KB against 44 KB of room: dropped */
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
+    for (int i = 0; i < 500 && file_bytes(path, NULL) == 0; i++) /* written alone */
+        sleep_ms(10);
+    mhdctx_log_info("%s", large); /* room again */
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
+    mhdctx_log_flush();
+    char *text;
+    file_bytes(path, &text);
+    char *second = strchr(text, '\n');
+    ck_assert_ptr_nonnull(second);
+    ck_assert_ptr_nonnull(strstr(text, small));
+    ck_assert_ptr_nonnull(strstr(second, large));
+    ck_assert_ptr_eq(strchr(second + 1, '\n'), text + strlen(text) - 1); /* two lines */
+    free(text);
+    free(small);
+    free(large);
+}
+END_TEST
+
 START_TEST(full_buffer_block_policy_gives_up_after_its_timeout)
 {
     struct stalled_pipe p;
@@ -654,6 +703,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, switching_sinks_sends_queued_lines_to_the_old_one);
     tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
     tcase_add_test(tc, full_buffer_drop_policy_never_waits);
+    tcase_add_test(tc, drop_policy_makes_room_for_the_next_line);
     tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
     tcase_add_test(tc, flush_across_a_restart_returns);
