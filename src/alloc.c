@@ -72,3 +72,8 @@ void mhdctx__free(void *ptr)
     counted(ptr, -1);
     free(ptr);
 }
+
+void *mhdctx__hand_to_caller(void *block)
+{
+    return counted(block, -1);
+}

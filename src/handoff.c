@@ -88,7 +88,7 @@ char *mhdctx_context_export(const mhdctx_context *ctx)
                             "trace_flags", flags, "tracestate", mhdctx_tracestate(ctx));
     char *text = doc ? mhdctx__json_dump(doc, JSON_COMPACT, NULL) : NULL;
     json_decref(doc);
-    return text;
+    return mhdctx__hand_to_caller(text); /* the caller's free() */
 }
 
 /* ---- import ----------------------------------------------------------------------------- */

@@ -23,6 +23,9 @@ void *mhdctx__calloc(size_t n, size_t size);
 void *mhdctx__realloc(void *ptr, size_t size);
 char *mhdctx__strdup(const char *s);
 void mhdctx__free(void *ptr);
+/* Returns @block, which leaves the library: the caller releases it with free() (for the
+ * fault-injection build's count of blocks allocated here and not freed here). */
+void *mhdctx__hand_to_caller(void *block);
 
 /* ---- growable byte buffer --------------------------------------------------------- */
 typedef struct mhdctx__buf {

@@ -251,7 +251,7 @@ char *mhdctx_sql_tag_ctx(mhdctx_context *ctx, const char *sql)
             return NULL;
         size_t again = 0;
         if (mhdctx_sql_tag_into(ctx, sql, text, needed, &again) == MHDCTX_OK)
-            return text;
+            return mhdctx__hand_to_caller(text); /* the caller's free() */
         mhdctx__free(text);
         needed = again;
     }

@@ -436,6 +436,22 @@ START_TEST(export_under_each_allocation_failure_is_null_or_whole)
 }
 END_TEST
 
+/* The exported text is the caller's (free()): it leaves the fault-injection build's
+ * count of blocks allocated and not freed by the library, which it used to stay in. */
+extern atomic_long mhdctx__alloc_live;
+
+START_TEST(export_text_leaves_the_librarys_block_count)
+{
+    mhdctx_context *ctx = full_context(1, true);
+    long before = atomic_load(&mhdctx__alloc_live);
+    char *text = mhdctx_context_export(ctx);
+    ck_assert_ptr_nonnull(text);
+    free(text);
+    ck_assert_int_eq(atomic_load(&mhdctx__alloc_live), before);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* loop: 0 sampled with user, 1 not sampled with user, 2 sampled anonymous,
  * 3 mhdctx_context_new() (new trace: parent "", no tracestate, no user) */
 static mhdctx_context *round_trip_source(int variant)
@@ -1095,6 +1111,7 @@ static Suite *handoff_suite(void)
     tcase_add_test(tc, export_carries_keys_as_they_were_set);
     tcase_add_test(tc, export_import_keep_a_nul_in_a_key_value);
     tcase_add_test(tc, export_under_each_allocation_failure_is_null_or_whole);
+    tcase_add_test(tc, export_text_leaves_the_librarys_block_count);
     tcase_add_loop_test(tc, export_import_round_trip, 0, 4);
     tcase_add_loop_test(tc, imported_context_logs_the_same_fields, 0, 4);
     tcase_add_test(tc, export_succeeds_for_any_accepted_user_id_and_role);

@@ -18,6 +18,7 @@
 #include <check.h>
 #include <ctype.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -435,6 +436,22 @@ static void tag_in_context(void *arg)
     struct tag_call *call = arg;
     call->out = mhdctx_sql_tag(call->sql);
 }
+
+/* The tagged text is the caller's (free()): it leaves the fault-injection build's count
+ * of blocks allocated and not freed by the library, which it used to stay in. */
+extern atomic_long mhdctx__alloc_live;
+
+START_TEST(test_tagged_text_leaves_the_librarys_block_count)
+{
+    mhdctx_context *ctx = new_context();
+    long before = atomic_load(&mhdctx__alloc_live);
+    char *text = mhdctx_sql_tag_ctx(ctx, "SELECT 1");
+    ck_assert_ptr_nonnull(text);
+    free(text);
+    ck_assert_int_eq(atomic_load(&mhdctx__alloc_live), before);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
 
 START_TEST(test_current_context_used)
 {
@@ -1246,6 +1263,7 @@ static Suite *sql_tag_suite(void)
     tcase_add_test(tc, test_each_byte_encoded_as_encode_uri_component);
     tcase_add_test(tc, test_shared_string_value_tagged_as_set);
     tcase_add_test(tc, test_current_context_used);
+    tcase_add_test(tc, test_tagged_text_leaves_the_librarys_block_count);
     tcase_add_test(tc, test_final_semicolon_and_blanks);
     tcase_add_test(tc, test_existing_comment_unchanged);
     tcase_add_test(tc, test_outside_request_unchanged_copy);
