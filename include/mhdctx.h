@@ -658,7 +658,10 @@ typedef void (*mhdctx_log_callback)(mhdctx_log_level level, const char *line, si
  * write (read once, not per line: it would cost a system call per line); a program
  * that stops ignoring SIGPIPE after logging started sets its sink again. A line the
  * sink took only in part is ended with a newline before the next line, which therefore
- * starts a line of its own. A child of fork() logs through the same sink, synchronously.
+ * starts a line of its own. A child of fork() logs through the same sink, synchronously;
+ * the sink's lock is per process, so on a pipe, a line longer than PIPE_BUF (4096 bytes)
+ * from the child and one from the parent may interleave (Linux keeps each write(2) to a
+ * regular file whole, as mhdctx_log_to_file() opens it, O_APPEND).
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stdout(void);
 MHDCTX_EXPORT mhdctx_error mhdctx_log_to_stderr(void);
