@@ -1159,15 +1159,37 @@ START_TEST(dev_full_counts_a_drop_and_does_not_crash)
 }
 END_TEST
 
-START_TEST(closed_pipe_with_default_sigpipe_counts_a_drop)
+/* SIGPIPE's disposition and this thread's mask, as they were before set_sigpipe(). */
+struct sigpipe_state {
+    struct sigaction action;
+    sigset_t mask;
+};
+
+/* SIGPIPE handled by @handler and unblocked on this thread; @saved (if not NULL) keeps
+ * what restore_sigpipe() puts back. */
+static void set_sigpipe(void (*handler)(int), struct sigpipe_state *saved)
 {
-    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
-    sigemptyset(&dfl.sa_mask);
-    ck_assert_int_eq(sigaction(SIGPIPE, &dfl, &old), 0); /* SIGPIPE would kill us */
-    sigset_t unblock, old_mask;
+    struct sigpipe_state ignored;
+    saved = saved ? saved : &ignored;
+    struct sigaction sa = {.sa_handler = handler};
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGPIPE, &sa, &saved->action), 0);
+    sigset_t unblock;
     sigemptyset(&unblock);
     sigaddset(&unblock, SIGPIPE);
-    pthread_sigmask(SIG_UNBLOCK, &unblock, &old_mask);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, &saved->mask);
+}
+
+static void restore_sigpipe(const struct sigpipe_state *saved)
+{
+    pthread_sigmask(SIG_SETMASK, &saved->mask, NULL);
+    sigaction(SIGPIPE, &saved->action, NULL);
+}
+
+START_TEST(closed_pipe_with_default_sigpipe_counts_a_drop)
+{
+    struct sigpipe_state saved;
+    set_sigpipe(SIG_DFL, &saved); /* SIGPIPE would kill us */
 
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
@@ -1183,8 +1205,7 @@ START_TEST(closed_pipe_with_default_sigpipe_counts_a_drop)
     ck_assert_msg(!sigismember(&pending, SIGPIPE), "a SIGPIPE was left pending");
     ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
     close(fds[1]);
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-    sigaction(SIGPIPE, &old, NULL);
+    restore_sigpipe(&saved);
 }
 END_TEST
 
@@ -1193,20 +1214,14 @@ END_TEST
  * again, and the new disposition counts from then on. */
 START_TEST(sink_set_again_reads_sigpipe_again)
 {
-    struct sigaction ign = {.sa_handler = SIG_IGN}, dfl = {.sa_handler = SIG_DFL}, old;
-    sigemptyset(&ign.sa_mask);
-    sigemptyset(&dfl.sa_mask);
-    ck_assert_int_eq(sigaction(SIGPIPE, &ign, &old), 0);
-    sigset_t unblock, old_mask;
-    sigemptyset(&unblock);
-    sigaddset(&unblock, SIGPIPE);
-    pthread_sigmask(SIG_UNBLOCK, &unblock, &old_mask);
+    struct sigpipe_state saved;
+    set_sigpipe(SIG_IGN, &saved);
 
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
     mhdctx_log_info("read while SIGPIPE is ignored"); /* no guard needed */
-    ck_assert_int_eq(sigaction(SIGPIPE, &dfl, NULL), 0);
+    set_sigpipe(SIG_DFL, NULL);
     ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
     close(fds[0]); /* no reader: SIGPIPE would kill us now */
     uint64_t before = mhdctx_log_dropped();
@@ -1215,8 +1230,7 @@ START_TEST(sink_set_again_reads_sigpipe_again)
 
     ck_assert_int_eq(mhdctx_log_to_stdout(), MHDCTX_OK);
     close(fds[1]);
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-    sigaction(SIGPIPE, &old, NULL);
+    restore_sigpipe(&saved);
 }
 END_TEST
 
