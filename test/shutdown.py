@@ -4,7 +4,8 @@
 usage: shutdown.py [MODE...]   (default: every mode)
 
 The demo runs with two workers. In flight when the signal comes: two GET /slow?ms=5000
-(the first in its SQL statement, the second waiting for the database), three GET /async
+(x10 under valgrind; the first in its SQL statement, the second waiting for the
+database connection of the slow statements), three GET /async
 queued behind them on the worker pool, and a POST /echo whose body is half sent; plus an
 idle keep-alive connection whose request was answered before. Then SIGTERM by PID.
 Checks: the demo exits 0 within a few seconds (it does not finish 10 s of queued work
@@ -59,7 +60,9 @@ def run_mode(mode, workdir):
     out = {}
     requests = {}
     for n in (1, 2):
-        requests["sd-slow-%d" % n] = "GET /slow?ms=5000 HTTP/1.1\r\nHost: x\r\n"
+        # Longer than the wait before the signal (the statement ends on time): 5 s, or
+        # 50 s under valgrind, whose wait is 7 s; the stop cuts it short either way.
+        requests["sd-slow-%d" % n] = "GET /slow?ms=%d HTTP/1.1\r\nHost: x\r\n" % (5000 * SLOW)
     for n in (1, 2, 3):
         requests["sd-async-%d" % n] = "GET /async HTTP/1.1\r\nHost: x\r\n"
     requests["sd-upload"] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
