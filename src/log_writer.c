@@ -178,16 +178,16 @@ static void wait_written(void)
 /* Waits for room for @len bytes (lock held), as the policy says. */
 static enum mhdctx__queued wait_for_room(size_t len)
 {
-    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP) {
-        /* Below half full the writer waits out its interval: have it write now, so
-         * that the room comes back for the next lines instead of dropping them too. */
-        writer.flush_asked = true;
-        pthread_cond_signal(&writer.work);
+    /* Below half full the writer waits out its interval: have it write now, so that the
+     * room comes back for this line (block) or the next ones (drop). */
+    writer.flush_asked = true;
+    pthread_cond_signal(&writer.work);
+    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP)
         return MHDCTX__DROPPED;
-    }
     struct timespec until;
     deadline_after_ms(&until, writer.options.block_timeout_ms);
     while (writer.running && writer.cap - writer.len < len) {
+        writer.flush_asked = true; /* the next batch too, if one is not enough */
         pthread_cond_signal(&writer.work);
         if (pthread_cond_timedwait(&writer.space, &writer.lock, &until) == ETIMEDOUT &&
             writer.cap - writer.len < len)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -258,6 +259,18 @@ START_TEST(dev_full_counts_every_line_as_dropped)
 }
 END_TEST
 
+/* Fills a pipe to the brim, so that the next write to it blocks. */
+static void fill_pipe(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    ck_assert_int_eq(fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (write(fd, junk, sizeof junk) > 0 || write(fd, junk, 1) > 0) {
+    }
+    ck_assert_int_eq(fcntl(fd, F_SETFL, flags), 0);
+}
+
 /* A pipe whose reader never reads: the writer thread blocks in write() for good. */
 struct stalled_pipe {
     int fds[2];
@@ -335,6 +348,20 @@ static size_t file_bytes(const char *file, char **text)
     return size;
 }
 
+/* After a flush, the test's file holds two lines: the first with @a, the second @b. */
+static void assert_file_holds_two_lines(const char *a, const char *b)
+{
+    mhdctx_log_flush();
+    char *text;
+    file_bytes(path, &text);
+    char *second = strchr(text, '\n');
+    ck_assert_ptr_nonnull(second);
+    ck_assert_ptr_nonnull(strstr(text, a));
+    ck_assert_ptr_nonnull(strstr(second, b));
+    ck_assert_ptr_eq(strchr(second + 1, '\n'), text + strlen(text) - 1);
+    free(text);
+}
+
 /* A line dropped for want of room while the buffer is under half full has the writer
  * write what it holds: the next such line finds room (the writer used to wait out its
  * interval, a minute here, dropping every large line meanwhile). */
@@ -352,15 +379,29 @@ START_TEST(drop_policy_makes_room_for_the_next_line)
         sleep_ms(10);
     mhdctx_log_info("%s", large); /* room again */
     ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
-    mhdctx_log_flush();
-    char *text;
-    file_bytes(path, &text);
-    char *second = strchr(text, '\n');
-    ck_assert_ptr_nonnull(second);
-    ck_assert_ptr_nonnull(strstr(text, small));
-    ck_assert_ptr_nonnull(strstr(second, large));
-    ck_assert_ptr_eq(strchr(second + 1, '\n'), text + strlen(text) - 1); /* two lines */
-    free(text);
+    assert_file_holds_two_lines(small, large);
+    free(small);
+    free(large);
+}
+END_TEST
+
+/* The same under the block policy: the line waits for the batch to be written, not for
+ * the writer's interval (a minute here: it used to be dropped after its 10 s). */
+START_TEST(block_policy_makes_room_at_once)
+{
+    start_writer_to_file((mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                    .flush_interval_ms = 60000,
+                                                    .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                                    .block_timeout_ms = 10000});
+    char *small = repeat('a', 20 * 1024), *large = repeat('b', 50 * 1024);
+    uint64_t before = mhdctx_log_dropped();
+    mhdctx_log_info("%s", small);
+    double t0 = now_s();
+    mhdctx_log_info("%s", large); /* 50 KB against 44 KB of room: waits for the batch */
+    double took = now_s() - t0;
+    ck_assert_uint_eq(mhdctx_log_dropped(), before);
+    ck_assert_msg(took < 5.0, "the line waited %.1f s for room", took);
+    assert_file_holds_two_lines(small, large);
     free(small);
     free(large);
 }
@@ -417,9 +458,12 @@ static void hold_flusher(int sig)
         nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 }
 
+static _Atomic pid_t flusher_tid;
+
 static void *flush_in_thread(void *arg)
 {
     (void)arg;
+    atomic_store(&flusher_tid, (pid_t)syscall(SYS_gettid));
     mhdctx_log_flush();
     atomic_store(&flusher_done, true);
     return NULL;
@@ -457,18 +501,6 @@ static void *read_until_marker(void *arg)
     return NULL;
 }
 
-/* Fills a pipe to the brim, so that the next write to it blocks. */
-static void fill_pipe(int fd)
-{
-    int flags = fcntl(fd, F_GETFL);
-    ck_assert_int_eq(fcntl(fd, F_SETFL, flags | O_NONBLOCK), 0);
-    char junk[4096];
-    memset(junk, 'j', sizeof junk);
-    while (write(fd, junk, sizeof junk) > 0 || write(fd, junk, 1) > 0) {
-    }
-    ck_assert_int_eq(fcntl(fd, F_SETFL, flags), 0);
-}
-
 /* A line queued while the writer is held in a slow write is written at most one
  * interval after that write began, not one interval after it ended: here the write
  * takes 1.5 s and the interval is 1 s, so the line used to arrive after 2.5 s. */
@@ -504,6 +536,33 @@ START_TEST(lines_queued_during_a_slow_write_count_from_its_start)
 }
 END_TEST
 
+/* Whether thread @tid of this process sleeps (state S in /proc): then the flusher waits
+ * inside pthread_cond_wait, without the writer's lock, for a writer held in write(). */
+static bool thread_sleeps(pid_t tid)
+{
+    char file[64], stat[512] = "";
+    snprintf(file, sizeof file, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *end_of_name = strrchr(stat, ')');
+    return end_of_name && end_of_name[1] == ' ' && end_of_name[2] == 'S';
+}
+
+/* Waits until thread @tid has slept at 10 successive looks 10 ms apart. */
+static bool wait_asleep(pid_t tid)
+{
+    int asleep = 0;
+    for (int i = 0; i < 1000 && asleep < 10; i++) {
+        sleep_ms(10);
+        asleep = thread_sleeps(tid) ? asleep + 1 : 0;
+    }
+    return asleep == 10;
+}
+
 /* A flush waiting for the bytes of one run of the writer returns in the next run too:
  * the byte counters used to start again from 0 at every start, and the flush waited for
  * as many bytes of the new run as the old one had queued (here none come: for ever). */
@@ -513,10 +572,9 @@ START_TEST(flush_across_a_restart_returns)
     stall_the_writer(&p, MHDCTX_LOG_FULL_BLOCK);
     mhdctx_log_async_options o = {
         .buffer_bytes = 64 * 1024, .when_full = MHDCTX_LOG_FULL_BLOCK, .block_timeout_ms = 50};
-    char *text = repeat('r', 1000);
-    for (int i = 0; i < 100; i++) /* the writer stays in write() until someone reads */
-        mhdctx_log_info("%s", text);
-    free(text);
+    fill_pipe(p.fds[1]); /* the flush below holds the writer in write() */
+    mhdctx_log_info("waits for a reader");
+    atomic_store(&flusher_tid, 0);
     struct sigaction hold = {.sa_handler = hold_flusher}, old;
     ck_assert_int_eq(sigaction(SIGUSR1, &hold, &old), 0);
     atomic_store(&flusher_done, false);
@@ -524,7 +582,9 @@ START_TEST(flush_across_a_restart_returns)
     atomic_store(&flusher_held, true);
     pthread_t flusher, drainer;
     ck_assert_int_eq(pthread_create(&flusher, NULL, flush_in_thread, NULL), 0);
-    nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL); /* it waits in the flush */
+    for (int i = 0; i < 1000 && atomic_load(&flusher_tid) == 0; i++)
+        sleep_ms(1);
+    ck_assert(wait_asleep(atomic_load(&flusher_tid))); /* waiting in the flush */
     ck_assert(!atomic_load(&flusher_done));
     ck_assert_int_eq(pthread_kill(flusher, SIGUSR1), 0);
     ck_assert(wait_flag(&flusher_in_handler, 10));
@@ -704,6 +764,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
     tcase_add_test(tc, full_buffer_drop_policy_never_waits);
     tcase_add_test(tc, drop_policy_makes_room_for_the_next_line);
+    tcase_add_test(tc, block_policy_makes_room_at_once);
     tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
     tcase_add_test(tc, flush_across_a_restart_returns);
