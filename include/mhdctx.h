@@ -686,7 +686,8 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  * Asynchronous mode. A request thread copies its line into a bounded buffer (one
  * uncontended lock and a memcpy, no system call); one background writer thread writes
  * the buffer to the fd sink in batches: when it is half full, when mhdctx_log_flush()
- * asks, and at the latest one flush interval after a batch's first line. With nothing
+ * asks, when a line finds no room, and at the latest one flush interval after a
+ * batch's first line (lines queued during a write count from its start). With nothing
  * queued it sleeps until a line comes (no periodic wake-up). The thread is named
  * "mhdctx-log" (top -H, /proc/PID/task/TID/comm). Lines stay whole and never
  * interleave. A batch is written 64 KiB at a time (whole lines), yielding the CPU
