@@ -35,6 +35,7 @@ struct conn {
 #endif
 #ifdef MHDCTX_HAVE_LIBPQ
     PGconn *pg;
+    PGcancel *cancel; /* made at open: PQcancel() may then be called from any thread */
 #endif
 };
 
@@ -241,6 +242,8 @@ static bool pg_open(struct conn *c, const char *uri, bool seed, char *err, size_
         PQsetNoticeProcessor(c->pg, pg_notice, NULL);
         ok = !seed || pg_seed(c->pg);
     }
+    if (ok)
+        ok = (c->cancel = PQgetCancel(c->pg)) != NULL;
     if (!ok)
         snprintf(err, err_size, "postgresql: %s", PQerrorMessage(c->pg));
     mhdctx_pq_log_statements(true);
@@ -341,6 +344,8 @@ static void close_connection(struct conn *c)
     sqlite3_close(c->sqlite);
 #endif
 #ifdef MHDCTX_HAVE_LIBPQ
+    if (c->cancel)
+        PQfreeCancel(c->cancel);
     if (c->pg)
         PQfinish(c->pg);
 #endif
@@ -406,4 +411,24 @@ enum db_result db_sleep(struct db *db, unsigned ms)
     }
     pthread_mutex_unlock(&c->lock);
     return result;
+}
+
+void db_interrupt_sleeps(struct db *db)
+{
+    switch (db->kind) {
+#ifdef MHDCTX_HAVE_SQLITE
+    case DB_SQLITE:
+        sqlite3_interrupt(db->sleeps.sqlite); /* safe from any thread */
+        break;
+#endif
+#ifdef MHDCTX_HAVE_LIBPQ
+    case DB_POSTGRESQL: {
+        char err[256];
+        PQcancel(db->sleeps.cancel, err, sizeof err); /* nothing running: a no-op */
+        break;
+    }
+#endif
+    default:
+        break; /* builtin_sleep checks the deadline every 10 ms */
+    }
 }

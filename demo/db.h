@@ -28,5 +28,8 @@ enum db_result db_find_user(struct db *db, const char *id, struct db_user *out);
 /* A statement that takes @ms milliseconds (pg_sleep, or a slow SQLite query), stopped
  * by the current request's deadline: DB_DEADLINE. */
 enum db_result db_sleep(struct db *db, unsigned ms);
+/* Stops the db_sleep statement running now, from any thread (the server's stop: the
+ * request's deadline does not reach a PostgreSQL statement already sent). */
+void db_interrupt_sleeps(struct db *db);
 
 #endif

@@ -201,7 +201,7 @@ static int configure(mhdctx_middleware *mw, mhdctx_token_table *tokens, const st
 }
 
 static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
-                 workers *workers_pool, const struct db *db, const sigset_t *stop)
+                 workers *workers_pool, struct db *db, const sigset_t *stop)
 {
     bool pool = strcmp(o->mode, "pool") == 0;
     struct MHD_OptionItem more[] = {
@@ -231,6 +231,7 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
     wait_for_stop_signal(stop);
     mhdctx_middleware_stopping(mw); /* what ends unanswered from here on is a shutdown */
     work_stop_begin();              /* work in flight ends at its next deadline check... */
+    db_interrupt_sleeps(db);        /* ...or now, for a statement already sent */
     workers_stop(workers_pool);     /* ...queued work too, quickly now */
     work_stop_finish();             /* its suspended connections are resumed, unanswered */
     MHD_stop_daemon(daemon);        /* and closed: their access lines say "shutdown" */

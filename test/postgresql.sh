@@ -50,6 +50,16 @@ elapsed_ms curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$dport/users
     fail "GET /users/7 during pg_sleep: $(cat "$work/code") after $elapsed ms"
 wait $cpid
 
+# A stop during a long statement cancels it (the request's deadline was sent with it):
+# the demo exits at once instead of waiting for the statement to end.
+curl -s -o /dev/null -H 'X-Request-Id: pg-req-stop' "http://127.0.0.1:$dport/slow?ms=20000" &
+cpid=$!
+sleep 0.5
+elapsed_ms stop_demos
+wait $cpid
+[ "$elapsed" -lt 3000 ] && pass "SIGTERM during a 10 s statement: the demo exits after $elapsed ms" ||
+    fail "SIGTERM during a 10 s statement: the demo exits after $elapsed ms"
+
 # 3. Deadline: the server cancels the statement; the demo answers 504 well under a second.
 start_demo "$work/demo-deadline.log" --db "$uri" --deadline-ms 300
 elapsed_ms curl -s -o "$work/504.json" -w '%{http_code}' -H 'X-Request-Id: pg-req-deadline' \
