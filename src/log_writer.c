@@ -164,31 +164,37 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Has the writer take the active buffer now, not at the end of its interval (lock
+ * held). A flag, not only a signal: the writer may not be waiting yet. */
+static void ask_for_a_batch(void)
+{
+    writer.flush_asked = true;
+    pthread_cond_signal(&writer.work);
+}
+
 /* Waits until every byte queued before the call is written (lock held). */
 static void wait_written(void)
 {
     uint64_t target = writer.queued;
     while ((writer.running || writer.stopping) && writer.written < target) {
-        writer.flush_asked = true;
-        pthread_cond_signal(&writer.work);
+        ask_for_a_batch();
         pthread_cond_wait(&writer.space, &writer.lock);
     }
 }
 
-/* Waits for room for @len bytes (lock held), as the policy says. */
+/* Waits for room for @len bytes (lock held), as the policy says. Below half full the
+ * writer would wait out its interval: it is asked to write now, so that the room comes
+ * back for this line (block) or the next ones (drop). */
 static enum mhdctx__queued wait_for_room(size_t len)
 {
-    /* Below half full the writer waits out its interval: have it write now, so that the
-     * room comes back for this line (block) or the next ones (drop). */
-    writer.flush_asked = true;
-    pthread_cond_signal(&writer.work);
-    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP)
+    if (writer.options.when_full == MHDCTX_LOG_FULL_DROP) {
+        ask_for_a_batch();
         return MHDCTX__DROPPED;
+    }
     struct timespec until;
     deadline_after_ms(&until, writer.options.block_timeout_ms);
     while (writer.running && writer.cap - writer.len < len) {
-        writer.flush_asked = true; /* the next batch too, if one is not enough */
-        pthread_cond_signal(&writer.work);
+        ask_for_a_batch(); /* each batch, if one is not enough */
         if (pthread_cond_timedwait(&writer.space, &writer.lock, &until) == ETIMEDOUT &&
             writer.cap - writer.len < len)
             return MHDCTX__DROPPED; /* the sink is stuck: never block a request forever */
