@@ -262,9 +262,7 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
     if (table == NULL || path == NULL)
         return load_fail(err, err_size, MHDCTX_EINVAL, "invalid argument", NULL);
     json_error_t jerr;
-    locale_t previous = mhdctx__jansson_locale_enter();
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    mhdctx__jansson_locale_leave(previous);
+    json_t *root = mhdctx__json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         bool unreadable = json_error_code(&jerr) == json_error_cannot_open_file;
         return load_fail(err, err_size, unreadable ? MHDCTX_EIO : MHDCTX_EPARSE, path,

@@ -58,10 +58,8 @@ static json_t *export_keys(const mhdctx_context *ctx)
     json_t *keys = json_object();
     for (size_t i = 0; keys && i < ctx->n_keys; i++) {
         const struct mhdctx__user_key *key = &ctx->keys[i];
-        locale_t previous = mhdctx__jansson_locale_enter();
-        json_t *value =
-            json_loadb(key->json, key->json_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-        mhdctx__jansson_locale_leave(previous);
+        json_t *value = mhdctx__json_loadb(key->json, key->json_len,
+                                           JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (json_object_set_new(keys, key->name, value) != 0) { /* NULL value: fails */
             json_decref(keys);
             return NULL;
@@ -243,9 +241,7 @@ mhdctx_context *mhdctx_context_import(const char *text, size_t len, mhdctx_error
     if (text == NULL || len > MHDCTX_EXPORT_MAX_LEN) {
         rc = text ? MHDCTX_ELIMIT : MHDCTX_EINVAL;
     } else {
-        locale_t previous = mhdctx__jansson_locale_enter();
-        doc = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
-        mhdctx__jansson_locale_leave(previous);
+        doc = mhdctx__json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
         ctx = doc ? mhdctx__context_create("") : NULL;
         rc = doc == NULL ? MHDCTX_EPARSE : ctx == NULL ? MHDCTX_ENOMEM : import_into(ctx, doc);
     }

@@ -109,6 +109,10 @@ void mhdctx__jansson_locale_leave(locale_t previous);
 /* @v as JSON text with jansson's @flags, NUL-terminated, @len (may be NULL) without the
  * NUL; free() it (mhdctx__free). NULL on allocation failure: never a partial text. */
 char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len);
+/* json_loadb() and json_load_file() in the "C" locale (above); same arguments, same
+ * results. */
+json_t *mhdctx__json_loadb(const char *text, size_t len, size_t flags, json_error_t *error);
+json_t *mhdctx__json_load_file(const char *path, size_t flags, json_error_t *error);
 
 /* ---- context (context.c) ---------------------------------------------------------- */
 enum mhdctx__phase {

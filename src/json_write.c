@@ -346,6 +346,22 @@ char *mhdctx__json_dump(const json_t *v, size_t flags, size_t *len)
     return b.data;
 }
 
+json_t *mhdctx__json_loadb(const char *text, size_t len, size_t flags, json_error_t *error)
+{
+    locale_t previous = mhdctx__jansson_locale_enter();
+    json_t *v = json_loadb(text, len, flags, error);
+    mhdctx__jansson_locale_leave(previous);
+    return v;
+}
+
+json_t *mhdctx__json_load_file(const char *path, size_t flags, json_error_t *error)
+{
+    locale_t previous = mhdctx__jansson_locale_enter();
+    json_t *v = json_load_file(path, flags, error);
+    mhdctx__jansson_locale_leave(previous);
+    return v;
+}
+
 bool mhdctx__utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
