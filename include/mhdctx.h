@@ -820,7 +820,11 @@ MHDCTX_EXPORT mhdctx_error mhdctx_set_trust_incoming_request_id(mhdctx_middlewar
 
 /** Default deadline budget of every request, in ms (default 30000; 0: no deadline). */
 MHDCTX_EXPORT mhdctx_error mhdctx_set_deadline_ms(mhdctx_middleware *mw, uint64_t ms);
-/** Budget of the requests to exactly @p path, overriding the default. */
+/**
+ * Budget of the requests to exactly @p path, overriding the default. Routes are matched
+ * against the path the handler gets (MHD's `url`: no query, percent-decoded), so that
+ * "/se%61rch" is "/search" here as it is to the application's router.
+ */
 MHDCTX_EXPORT mhdctx_error mhdctx_route_deadline_ms(mhdctx_middleware *mw, const char *path,
                                                     uint64_t ms);
 /**
@@ -948,7 +952,12 @@ MHDCTX_EXPORT mhdctx_error mhdctx_response_add_request_id(struct MHD_Response *r
  * info, unless a route or the filter says otherwise.
  */
 
-/** Level for the access line of requests to exactly @p path (MHDCTX_LOG_OFF: none). */
+/**
+ * Level for the access line of requests to exactly @p path (MHDCTX_LOG_OFF: none),
+ * matched as for mhdctx_route_deadline_ms(). A request that never reached the handler
+ * (refused by MHD or a failure before its first call) has no route: its level comes from
+ * its status.
+ */
 MHDCTX_EXPORT mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
                                                    mhdctx_log_level level);
 /**

@@ -102,7 +102,7 @@ static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_cont
         level = MHDCTX_LOG_ERROR;
     else if (status >= 400)
         level = MHDCTX_LOG_WARN;
-    const struct mhdctx__route *route = mhdctx__route_find(mw, mhdctx_path(ctx));
+    const struct mhdctx__route *route = ctx->route_settings; /* NULL before the handler */
     if (route && route->has_level)
         level = route->level;
     if (mw->level_fn)

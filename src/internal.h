@@ -145,6 +145,7 @@ struct mhdctx__user_key {
 /* The flags of a trace the library starts: recorded, its id drawn from the CSPRNG. */
 #define MHDCTX__TRACE_FLAGS_NEW (MHDCTX_TRACE_FLAG_SAMPLED | MHDCTX_TRACE_FLAG_RANDOM)
 
+struct mhdctx__route; /* middleware.h */
 struct mhdctx_context {
     atomic_uint refs;
     pthread_mutex_t lock; /* guards user_id, roles and keys */
@@ -157,6 +158,9 @@ struct mhdctx_context {
     struct MHD_Response *deferred; /* a hook's answer, queued at the next call */
     unsigned int deferred_status;  /* its status: not sent until it is queued */
     void *user_req_cls;            /* the wrapped handler's own req_cls slot */
+    /* The middleware's settings for the decoded path the handler sees (NULL: none),
+     * found at the first call: routes cannot change once requests come. */
+    const struct mhdctx__route *route_settings;
     /* Response header for the id: MHDCTX__DEFAULT_ID_HEADER or id_header_copy. A copy of
      * the middleware's setting, not a pointer into it: a worker's reference may outlive
      * mhdctx_middleware_free(). */

@@ -298,7 +298,7 @@ static uint64_t incoming_budget_ms(const struct header_scan *timeout, uint64_t l
 static void assign_deadline(const mhdctx_middleware *mw, mhdctx_context *ctx,
                             const struct header_scan *timeout)
 {
-    const struct mhdctx__route *route = mhdctx__route_find(mw, ctx->text);
+    const struct mhdctx__route *route = ctx->route_settings;
     uint64_t budget = route && route->has_deadline ? route->deadline_ms : mw->deadline_ms;
     if (mw->trust_incoming_deadline) {
         uint64_t asked = incoming_budget_ms(timeout, budget);
@@ -380,7 +380,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 {
     (void)connection;
     mhdctx_middleware *mw = cls;
-    atomic_store_explicit(&mw->started, true, memory_order_relaxed);
+    /* Read first: a store per request would pull the line of settings every thread reads
+     * away from the others, for a flag that changes once. */
+    if (!atomic_load_explicit(&mw->started, memory_order_relaxed))
+        atomic_store_explicit(&mw->started, true, memory_order_relaxed);
     return mhdctx__context_create(uri); /* NULL on ENOMEM: retried at the first call */
 }
 
@@ -412,8 +415,12 @@ static void complete_ids(mhdctx_context *ctx)
 
 /* First call: the headers are parsed. Returns false to close the connection. */
 static bool begin_request(const mhdctx_middleware *mw, mhdctx_context *ctx,
-                          struct MHD_Connection *connection, const char *method)
+                          struct MHD_Connection *connection, const char *url,
+                          const char *method)
 {
+    /* The path as the handler sees it, decoded by MHD: matched against the raw target
+     * (the context's path), /se%61rch would be served as /search without its settings. */
+    ctx->route_settings = mhdctx__route_find(mw, url ? url : "");
     if (mw->id_header_custom) /* else the default, from mhdctx__context_create */
         ctx->id_header = memcpy(ctx->id_header_copy, mw->id_header, mw->id_header_len + 1);
 #define NAMED(literal)                                                                         \
@@ -472,7 +479,7 @@ enum MHD_Result mhdctx_access_handler(void *cls, struct MHD_Connection *connecti
     mhdctx_context *previous = mhdctx__enter(ctx);
     enum MHD_Result result = MHD_YES;
     bool first_call = ctx->phase == MHDCTX__PHASE_NEW;
-    if (first_call && !begin_request(mw, ctx, connection, method)) {
+    if (first_call && !begin_request(mw, ctx, connection, url, method)) {
         result = MHD_NO;
     } else if (ctx->phase == MHDCTX__PHASE_ANSWERED) {
         /* A hook answered. MHD accepts a response at the first call (then it closes

@@ -348,6 +348,8 @@ START_TEST(test_route_budget)
     support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
     assert_remaining_at_most(get_seen(s.port, "/fast", NULL), 50, "/fast");
     assert_remaining_at_most(get_seen(s.port, "/fast?x=1", NULL), 50, "/fast?x=1");
+    /* the handler is given /fast: its route's budget applies */
+    assert_remaining_at_most(get_seen(s.port, "/f%61st", NULL), 50, "/f%61st");
     assert_remaining_in(get_seen(s.port, "/fast/x", NULL), 3000, 4000, "/fast/x");
     assert_remaining_in(get_seen(s.port, "/fas", NULL), 3000, 4000, "/fas");
     assert_remaining_in(get_seen(s.port, "/FAST", NULL), 3000, 4000, "/FAST");
@@ -357,9 +359,30 @@ START_TEST(test_route_budget)
     struct seen none = get_seen(s.port, "/none", NULL);
     ck_assert_int_eq(none.remaining_ms, INT64_MAX);
     ck_assert(!none.passed);
-    ck_assert(support_capture_wait(ACCESS_MSG, 9, 5000));
+    ck_assert(support_capture_wait(ACCESS_MSG, 10, 5000));
     support_server_stop(&s);
     mhdctx_middleware_free(mw);
+    support_capture_stop();
+}
+END_TEST
+
+/* A route's access-log level, like its budget, follows the decoded path: a client
+ * cannot have a silenced route logged by encoding one of its letters. */
+START_TEST(test_route_level_follows_the_decoded_path)
+{
+    support_capture_start_info();
+    mhdctx_middleware *mw = app_middleware();
+    ck_assert_int_eq(mhdctx_access_log_route(mw, "/quiet", MHDCTX_LOG_OFF), MHDCTX_OK);
+    support_server s;
+    support_server_start(&s, mw, SUPPORT_MHD_EPOLL, NULL);
+    get_seen(s.port, "/quiet", NULL);
+    get_seen(s.port, "/qu%69et", NULL);
+    get_seen(s.port, "/%71uiet?x=1", NULL);
+    get_seen(s.port, "/loud", NULL);
+    support_server_stop(&s); /* every completion callback has run */
+    mhdctx_middleware_free(mw);
+    ck_assert_uint_eq(support_capture_count(ACCESS_MSG, NULL), 1);
+    ck_assert(support_capture_contains("\"path\":\"/loud\""));
     support_capture_stop();
 }
 END_TEST
@@ -586,6 +609,7 @@ static Suite *deadline_suite(void)
     tcase_add_test(tc, test_no_server_deadline);
     tcase_add_test(tc, test_huge_server_budget);
     tcase_add_test(tc, test_route_budget);
+    tcase_add_test(tc, test_route_level_follows_the_decoded_path);
     tcase_add_test(tc, test_incoming_budget_trusted);
     tcase_add_test(tc, test_incoming_budget_whitespace);
     tcase_add_test(tc, test_deadline_exceeded_answer);
