@@ -902,7 +902,8 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, con
 /**
  * Loads a JSON file {"<token>": {"user_id": "42", "roles": ["admin"]}, ...}.
  * All or nothing: on failure the table is as it was. @p err (may be NULL) receives a
- * message on failure.
+ * message on failure: the path and, for bad JSON, the line, column and reason, never
+ * the file's text (its tokens), so that it can be logged.
  * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape; also
  *         when jansson's parser runs out of memory), MHDCTX_EINVAL, MHDCTX_ENOMEM.
  */

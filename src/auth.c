@@ -239,6 +239,33 @@ static mhdctx_error load_fail(char *err, size_t err_size, mhdctx_error rc, const
     return rc;
 }
 
+/* Why the file is not JSON, in words of our own: jansson's text quotes the input near
+ * the error ("duplicate object key near '\"<token>\"'"), and the input is secrets. */
+static const char *parse_failure(enum json_error_code code)
+{
+    switch (code) {
+    case json_error_duplicate_key:
+        return "a token appears twice";
+    case json_error_invalid_utf8:
+        return "invalid UTF-8";
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "a NUL character";
+    case json_error_premature_end_of_input:
+        return "the file ends inside a value";
+    case json_error_end_of_input_expected:
+        return "text after the object";
+    case json_error_stack_overflow:
+        return "nested too deeply";
+    case json_error_numeric_overflow:
+        return "a number out of range";
+    case json_error_out_of_memory:
+        return "out of memory";
+    default:
+        return "not valid JSON";
+    }
+}
+
 static mhdctx_error load_entry(mhdctx_token_table *table, const char *token, json_t *spec)
 {
     const char *roles[MHDCTX_MAX_ROLES];
@@ -263,10 +290,13 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
         return load_fail(err, err_size, MHDCTX_EINVAL, "invalid argument", NULL);
     json_error_t jerr;
     json_t *root = mhdctx__json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && json_error_code(&jerr) == json_error_cannot_open_file)
+        return load_fail(err, err_size, MHDCTX_EIO, path, jerr.text); /* strerror */
     if (root == NULL) {
-        bool unreadable = json_error_code(&jerr) == json_error_cannot_open_file;
-        return load_fail(err, err_size, unreadable ? MHDCTX_EIO : MHDCTX_EPARSE, path,
-                         jerr.text);
+        char where[160];
+        snprintf(where, sizeof where, "line %d, column %d: %s", jerr.line, jerr.column,
+                 parse_failure(json_error_code(&jerr)));
+        return load_fail(err, err_size, MHDCTX_EPARSE, path, where);
     }
     mhdctx_error rc = json_is_object(root) ? MHDCTX_OK : MHDCTX_EPARSE;
     size_t before = table->n; /* a failed load adds nothing: a retry must not duplicate */
