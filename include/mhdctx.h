@@ -870,7 +870,10 @@ MHDCTX_EXPORT mhdctx_error mhdctx_add_hook(mhdctx_middleware *mw, mhdctx_hook_fn
 MHDCTX_EXPORT mhdctx_error mhdctx_bearer_parse(const char *header, size_t header_len,
                                                const char **token, size_t *token_len);
 
-/** Compares two byte strings in time that depends only on @p secret_len. */
+/**
+ * Compares two byte strings in time that depends only on @p secret_len. A NULL string
+ * (whatever its length) equals nothing, not even another NULL.
+ */
 MHDCTX_EXPORT bool mhdctx_secret_equal(const void *given, size_t given_len, const void *secret,
                                        size_t secret_len);
 

@@ -51,6 +51,8 @@ bool mhdctx_secret_equal(const void *given, size_t given_len, const void *secret
 {
     const volatile unsigned char *a = given;
     const volatile unsigned char *b = secret;
+    given_len = given ? given_len : 0; /* NULL reads as no bytes: equal to nothing */
+    secret_len = secret ? secret_len : 0;
     unsigned char diff = (unsigned char)(given_len != secret_len);
     /* Reads every secret byte whatever the input; the given string is read modulo
      * its length so that a short guess is not faster. */

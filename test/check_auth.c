@@ -168,6 +168,11 @@ START_TEST(secret_equal_empty)
     ck_assert(mhdctx_secret_equal("", 0, "", 0));
     ck_assert(!mhdctx_secret_equal("", 0, "abc", 3));
     ck_assert(!mhdctx_secret_equal("abc", 3, "", 0));
+    /* NULL with a length is read as no bytes, never dereferenced */
+    ck_assert(!mhdctx_secret_equal(NULL, 3, "abc", 3));
+    ck_assert(!mhdctx_secret_equal("abc", 3, NULL, 3));
+    ck_assert(!mhdctx_secret_equal(NULL, 3, NULL, 3));
+    ck_assert(!mhdctx_secret_equal(NULL, 0, NULL, 0));
 }
 END_TEST
 
