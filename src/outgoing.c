@@ -50,8 +50,8 @@ static const char *authority_start(const char *url)
     return strncmp(url, "//", 2) == 0 ? url + 2 : url;
 }
 
-/* Whether the authority @a (@len bytes, no '@') is not host[:port]: a port (after the
- * first ':' outside an IPv6 literal's brackets) with anything but digits in it. */
+/* Whether the authority @a (@len bytes, past any user info) is not host[:port]: a port
+ * (after the first ':' outside an IPv6 literal's brackets) with anything but digits. */
 static bool authority_malformed(const char *a, size_t len)
 {
     const char *end = a + len, *host_end = a;
@@ -76,15 +76,18 @@ static size_t url_for_log(const char *url, char *out, size_t size)
     size_t authority_len = strcspn(rest, "/?#");
     /* User info runs to the last '@' of the authority: a password may hold a raw '@'. */
     const char *at = memrchr(rest, '@', authority_len);
-    /* A password with a raw '/', '?' or '#' cuts the authority short ("user:pa/ss@h"
-     * reads as host "user", port "pa"). Such a URL is not what it seems anyway: all up
-     * to its last '@' is taken for user info, rather than risk logging a password. */
-    const char *last_at = at ? NULL : strrchr(rest, '@');
-    if (last_at && authority_malformed(rest, authority_len)) {
-        at = last_at;
-        authority_len = (size_t)(at + 1 - rest) + strcspn(at + 1, "/?#");
-    }
     const char *host = at ? at + 1 : rest;
+    /* A password with a raw '/', '?' or '#' cuts the authority short ("user:pa/ss@h"
+     * reads as host "user", port "pa"; "u:p@ss:w/rd@h" as host "ss", port "w"). Such a
+     * URL is not what it seems anyway: all up to its last '@' is taken for user info,
+     * rather than risk logging a password. */
+    const char *last_at = strrchr(rest, '@');
+    if (last_at && last_at >= rest + authority_len &&
+        authority_malformed(host, authority_len - (size_t)(host - rest))) {
+        at = last_at;
+        host = at + 1;
+        authority_len = (size_t)(host - rest) + strcspn(host, "/?#");
+    }
     size_t host_len = authority_len - (size_t)(host - rest);
     size_t path_len = strcspn(rest + authority_len, "?#");
     int n = snprintf(out, size, "%.*s%.*s%.*s", (int)scheme_len, url, (int)host_len, host,

@@ -403,6 +403,9 @@ static const struct url_case url_cases[] = {
     {"https://user:pa?ss@h/x", "https://h/x"},
     {"https://user:pa#ss@h:443/x", "https://h:443/x"},
     {"http://u:p/a@b/c@h/x", "http://h/x"},
+    {"http://user:p@ss:w/rd@host/x", "http://host/x"}, /* '@' and '/' in a password */
+    {"http://us@er:pa/ss@host/", "http://host/"},
+    {"http://u:p@h:80/a@b", "http://h:80/a@b"},       /* user info, then a path with an '@' */
     {"http://h:port/p@q", "http://q"},                /* no valid port: read as user info */
     {"https://user:pa?ss@h/x?next=a@b", "https://b"}, /* rather too much than a password */
     {"http://[::1]:8080/p@q", "http://[::1]:8080/p@q"},
