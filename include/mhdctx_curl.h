@@ -23,8 +23,10 @@ extern "C" {
  *    request id would be discarded by the receiver) set as CURLOPT_HTTPHEADER for this
  *    transfer only;
  *  - when the request has a deadline, sets CURLOPT_TIMEOUT_MS to the time left for the
- *    transfer and back to 0 (none) after it - libcurl cannot report a caller's own
- *    timeout, so set it again after the call if you use one; once the deadline has
+ *    transfer, in place of any CURLOPT_TIMEOUT(_MS) of the caller's, even a tighter one
+ *    (libcurl cannot report it), and back to 0 (none) after it: set yours again after
+ *    the call if you use one (a call that must give up sooner than the request is made
+ *    with mhdctx_outgoing_start() and _finish() and its own timeout); once the deadline has
  *    passed no call is made at all (CURLE_OPERATION_TIMEDOUT, logged with method GET and
  *    an empty url, since libcurl reports them only for transfers it made);
  *  - uses CURLOPT_ERRORBUFFER for the transfer (its text goes into the log line) and
