@@ -46,6 +46,7 @@ MHDCTX_EXPORT int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags);
  * Each request gets its own statement text: for a statement run on every request,
  * prepare it once untagged and rely on the statement log instead (see the README,
  * "prepared statements"). @return SQLite's result code; SQLITE_NOMEM when tagging fails.
+ * *@p stmt is NULL after any failure, as with sqlite3_prepare_v2().
  */
 MHDCTX_EXPORT int mhdctx_sqlite_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt);
 

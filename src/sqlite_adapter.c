@@ -99,6 +99,8 @@ int mhdctx_sqlite_attach(sqlite3 *db, unsigned int flags)
 
 int mhdctx_sqlite_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
 {
+    if (stmt)
+        *stmt = NULL; /* on every failure, as sqlite3_prepare_v2() leaves it */
     if (db == NULL || sql == NULL || stmt == NULL)
         return SQLITE_MISUSE;
     char *tagged = mhdctx_sql_tag(sql);

@@ -341,9 +341,12 @@ END_TEST
 START_TEST(test_prepare_bad_arguments)
 {
     sqlite3 *db = open_db();
-    sqlite3_stmt *stmt = NULL;
+    /* *stmt is NULL after every failure, as after sqlite3_prepare_v2()'s: a caller may
+     * sqlite3_finalize() it whatever the result. */
+    sqlite3_stmt *stmt = (sqlite3_stmt *)&stmt; /* not a statement */
     ck_assert_int_eq(mhdctx_sqlite_prepare(NULL, "SELECT 1", &stmt), SQLITE_MISUSE);
     ck_assert_ptr_null(stmt);
+    stmt = (sqlite3_stmt *)&stmt;
     ck_assert_int_eq(mhdctx_sqlite_prepare(db, NULL, &stmt), SQLITE_MISUSE);
     ck_assert_ptr_null(stmt);
     ck_assert_int_eq(mhdctx_sqlite_prepare(db, "SELECT 1", NULL), SQLITE_MISUSE);
