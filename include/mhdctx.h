@@ -725,8 +725,10 @@ typedef struct mhdctx_log_async_options {
 } mhdctx_log_async_options;
 
 /**
- * Starts the writer thread for the current fd sink (stdout, stderr, file or fd).
- * @p options may be NULL (defaults); zero members take their defaults.
+ * Starts the writer thread for the current fd sink (stdout, stderr, file or fd). The
+ * thread ("mhdctx-log") blocks every signal, so that none meant for the application's
+ * threads is delivered to it. @p options may be NULL (defaults); zero members take their
+ * defaults.
  * @return MHDCTX_OK; MHDCTX_EINVAL (an option out of range); MHDCTX_ESTATE (already
  *         running, or the sink is a callback); MHDCTX_ENOMEM (buffers or thread).
  * Choosing another fd sink while it runs is allowed: queued lines are written to the

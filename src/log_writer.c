@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -304,6 +305,19 @@ void mhdctx__log_fork_safe(void)
     pthread_once(&fork_handler_once, register_fork_handler);
 }
 
+/* The writer starts with every signal blocked, whatever the caller's mask: a signal
+ * meant for a thread of the application's (sigwait, signalfd) must not land on the
+ * writer, where its default action would end the process with the lines it holds. */
+static bool start_writer_thread(void)
+{
+    sigset_t all, callers;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &callers);
+    bool started = pthread_create(&writer.thread, NULL, writer_main, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &callers, NULL);
+    return started;
+}
+
 mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
 {
     mhdctx__log_fork_safe();
@@ -329,7 +343,7 @@ mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options)
          * still waiting for the last run's bytes must not wait for this run's. */
         writer.stopping = writer.flush_asked = false;
         writer.running = true;
-        if (pthread_create(&writer.thread, NULL, writer_main, NULL) != 0) {
+        if (!start_writer_thread()) {
             writer.running = false;
             release_buffers();
             rc = MHDCTX_ENOMEM;

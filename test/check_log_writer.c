@@ -177,15 +177,15 @@ START_TEST(idle_lines_are_written_within_the_interval)
 }
 END_TEST
 
-/* The context switches so far of this process's thread named @name (voluntary and not),
- * from /proc; -1 when no thread has that name. */
-static long thread_switches(const char *name)
+/* /proc's status file of this process's thread named @name, open for reading; NULL when
+ * no thread has that name. */
+static FILE *thread_status(const char *name)
 {
     DIR *tasks = opendir("/proc/self/task");
     ck_assert_ptr_nonnull(tasks);
-    long switches = -1;
+    FILE *status = NULL;
     struct dirent *e;
-    while (switches < 0 && (e = readdir(tasks)) != NULL) {
+    while (status == NULL && (e = readdir(tasks)) != NULL) {
         char file[300], text[64] = "";
         snprintf(file, sizeof file, "/proc/self/task/%s/comm", e->d_name);
         FILE *f = fopen(file, "r");
@@ -195,21 +195,59 @@ static long thread_switches(const char *name)
         fclose(f);
         text[strcspn(text, "\n")] = '\0';
         snprintf(file, sizeof file, "/proc/self/task/%s/status", e->d_name);
-        if (!got || strcmp(text, name) != 0 || (f = fopen(file, "r")) == NULL)
-            continue;
-        char line[256];
-        long n;
-        switches = 0;
-        while (fgets(line, sizeof line, f)) {
-            if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1 ||
-                sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1)
-                switches += n;
-        }
-        fclose(f);
+        if (got && strcmp(text, name) == 0)
+            status = fopen(file, "r");
     }
     closedir(tasks);
+    return status;
+}
+
+/* The context switches so far of the thread named @name (voluntary and not); -1 when no
+ * thread has that name. */
+static long thread_switches(const char *name)
+{
+    FILE *f = thread_status(name);
+    if (f == NULL)
+        return -1;
+    char line[256];
+    long n, switches = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1 ||
+            sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1)
+            switches += n;
+    }
+    fclose(f);
     return switches;
 }
+
+/* The writer blocks every signal: one the application handles on a thread of its own
+ * (sigwait, signalfd) must not be delivered to the writer, whose default action would
+ * end the process with the lines it holds. */
+START_TEST(writer_thread_blocks_signals)
+{
+    start_writer_to_file((mhdctx_log_async_options){0});
+    log_numbered(0, 1);
+    mhdctx_log_flush(); /* the writer has run, and named itself */
+    FILE *f = thread_status("mhdctx-log");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    unsigned long long blocked = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "SigBlk: %llx", &blocked) == 1;
+    fclose(f);
+    ck_assert(found);
+    int signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGCHLD};
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        ck_assert_msg(blocked & (1ULL << (signals[i] - 1)), "signal %d not blocked (%llx)",
+                      signals[i], blocked);
+    /* the caller's own mask is as it was */
+    sigset_t mine;
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, NULL, &mine), 0);
+    ck_assert(!sigismember(&mine, SIGTERM));
+    wait_written_alone(1);
+}
+END_TEST
 
 /* With nothing queued the writer sleeps until a line comes, however short the interval
  * (it used to wake every interval); the line that ends the idle time is written within
@@ -760,6 +798,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, idle_lines_are_written_within_the_interval);
     tcase_add_test(tc, lines_queued_during_a_slow_write_count_from_its_start);
     tcase_add_test(tc, idle_writer_sleeps_until_a_line_comes);
+    tcase_add_test(tc, writer_thread_blocks_signals);
     tcase_add_test(tc, switching_sinks_sends_queued_lines_to_the_old_one);
     tcase_add_test(tc, dev_full_counts_every_line_as_dropped);
     tcase_add_test(tc, full_buffer_drop_policy_never_waits);
