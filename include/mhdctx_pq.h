@@ -30,19 +30,37 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * time left (the server cancels it at the deadline), and the connection keeps its own
  * value: outside a transaction block the change is local to the statement's implicit
  * transaction, sent with the statement in one libpq pipeline (one round trip); inside a
- * block it is set before and put back after (two more round trips), local to the block.
- * An application's own SET sent through it stays (built against libpq older than 14,
- * without pipelines, the three round trips are used throughout and put the value from
- * before the statement back over it).
- * A whole transaction may go through it: BEGIN and START TRANSACTION (recognised after
- * any space and comments) are sent without a change (there is nothing to bound, and a
- * value put back inside the block they open would be undone by a ROLLBACK), the
- * block's statements get changes local to it, and after COMMIT or ROLLBACK nothing is
- * left to put back. A prepared BEGIN (mhdctx_pq_exec_prepared()) is not recognised:
- * send BEGIN with this call or PQexec().
+ * block (and built against libpq older than 14, without pipelines) it is set before and
+ * put back after (two more round trips), local to the block.
+ * Statements recognised by their first keyword (after any space and comments) are sent
+ * without a change:
+ *  - BEGIN and START TRANSACTION: there is nothing to bound, and a value put back inside
+ *    the block they open would be undone by a ROLLBACK. So a whole transaction may go
+ *    through this call: the block's statements get changes local to it, and after
+ *    COMMIT or ROLLBACK nothing is left to put back.
+ *  - SET and RESET: nothing to bound, and an application's own SET (SET LOCAL too) sent
+ *    through it stays. (A set_config() of statement_timeout or application_name inside
+ *    another statement is not recognised: inside a block the old value is put back
+ *    over it.)
+ *  - COPY: its data flows after the call returns (PQputCopyData(), PQgetCopyData()),
+ *    where no value could be put back. A COPY is therefore not bounded by the deadline
+ *    (nor is one from or to a server file or program).
+ * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN, SET
+ * and COPY with this call or PQexec().
+ * Putting the values back runs under the request's statement_timeout. If it fails
+ * inside a block, the failure has aborted the block (a later COMMIT rolls back): the
+ * call returns that failure (PGRES_FATAL_ERROR, the server's error, such as
+ * "canceling statement due to statement timeout"; PQtransactionStatus() then says
+ * PQTRANS_INERROR) in place of the statement's result, whatever the statement did, and
+ * logs a warning ("sql session settings not put back"). Outside a block it tries once
+ * more, and if that fails too, logs the same warning naming the settings the connection
+ * keeps.
  * Once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
  * result is returned (mhdctx_deadline_passed() then says why).
- * Owned result: PQclear(). NULL only on allocation failure (as libpq).
+ * Owned result: PQclear(). NULL only on allocation failure (or a NULL @p conn or
+ * @p sql). A statement libpq refuses to send (a binary parameter without its length,
+ * more than 65535 parameters) gives a PGRES_FATAL_ERROR result with libpq's message
+ * (PQresultErrorMessage()); the connection stays usable.
  * Thread rules: those of @p conn (one thread at a time).
  */
 MHDCTX_EXPORT PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,

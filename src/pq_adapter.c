@@ -10,6 +10,8 @@
  * change ends with it. Inside a block (and where a pipeline cannot serve) it costs one
  * round trip before the statement (set_config, which also reads the values it
  * replaces) and one after (the values put back). Measured in bench/sql_bench.c.
+ * Statements with nothing to bound, or whose data flows after the call (BEGIN, SET,
+ * COPY...: sent_without_change()), get no change at all.
  */
 #include "internal.h"
 #include "mhdctx_pq.h"
@@ -51,7 +53,7 @@ struct session_change {
     " FROM (SELECT current_setting('statement_timeout') "                                      \
     "AS t, current_setting('application_name') AS n OFFSET 0) AS old"
 
-/* ---- statements that open a transaction block -------------------------------------- */
+/* ---- statements sent without a session change ----------------------------------------- */
 
 /* @s at the start of a block comment: past its end. PostgreSQL's block comments nest. */
 static const char *after_block_comment(const char *s)
@@ -97,15 +99,27 @@ static bool starts_with_keyword(const char *s, const char *word)
 }
 
 /*
- * Whether @sql opens a transaction block: BEGIN or START TRANSACTION, after any space
- * and comments. Such a statement gets no session change. It has nothing to bound, and a
- * change made before it would be put back inside the block it opens, where a ROLLBACK
- * undoes the putting back and leaves the request's timeout on the connection.
+ * First keywords of the statements that get no session change:
+ *  - BEGIN, START TRANSACTION: nothing to bound, and a change made before one would be
+ *    put back inside the block it opens, where a ROLLBACK undoes the putting back and
+ *    leaves the request's timeout on the connection;
+ *  - SET, RESET: nothing to bound, and putting the old value back would write over theirs;
+ *  - COPY: the caller carries its data after the call returns, past any point where a
+ *    value could be put back (a query sent during the COPY would end it).
  */
-static bool opens_transaction(const char *sql)
+static const char *const unchanged_first_keywords[] = {"begin", "start", "set", "reset",
+                                                       "copy"};
+
+/* Whether @sql starts, after any space and comments, with one of those keywords. */
+static bool sent_without_change(const char *sql)
 {
     const char *s = skip_space_and_comments(sql);
-    return starts_with_keyword(s, "begin") || starts_with_keyword(s, "start");
+    size_t n = sizeof unchanged_first_keywords / sizeof unchanged_first_keywords[0];
+    for (size_t i = 0; i < n; i++) {
+        if (starts_with_keyword(s, unchanged_first_keywords[i]))
+            return true;
+    }
+    return false;
 }
 
 /* ---- one statement, as the caller gave it ---------------------------------------------- */
@@ -120,13 +134,20 @@ struct statement {
     int result_format;
 };
 
+/* The statement's result. For a statement libpq refuses to send (NULL: a binary parameter
+ * without its length, too many parameters) a failed result is made at once, while the
+ * connection's error message is still libpq's reason: the values put back after the
+ * statement would replace it. */
 static PGresult *exec_statement(PGconn *conn, const struct statement *s)
 {
+    PGresult *r;
     if (s->name)
-        return PQexecPrepared(conn, s->name, s->n_params, s->values, s->lengths, s->formats,
-                              s->result_format);
-    return PQexecParams(conn, s->sql, s->n_params, NULL, s->values, s->lengths, s->formats,
-                        s->result_format);
+        r = PQexecPrepared(conn, s->name, s->n_params, s->values, s->lengths, s->formats,
+                           s->result_format);
+    else
+        r = PQexecParams(conn, s->sql, s->n_params, NULL, s->values, s->lengths, s->formats,
+                         s->result_format);
+    return r ? r : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }
 
 /* What the request asks of the session for a statement; NULL: left alone. */
@@ -174,19 +195,67 @@ static void begin_statement(PGconn *conn, const struct wanted *w, struct session
     PQclear(r);
 }
 
-static void end_statement(PGconn *conn, const struct session_change *change)
+static PGresult *put_back(PGconn *conn, const struct session_change *change)
+{
+    const char *params[3] = {change->timeout ? change->old_timeout : NULL,
+                             change->name ? change->old_name : NULL,
+                             change->local ? "true" : "false"};
+    return PQexecParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0);
+}
+
+/* A warning naming the settings @change made, with the server's reason. */
+static void log_not_put_back(const struct session_change *change, const PGresult *failure,
+                             const char *consequence)
+{
+    const char *names = !change->name      ? "statement_timeout"
+                        : !change->timeout ? "application_name"
+                                           : "statement_timeout, application_name";
+    const char *error = PQresultErrorMessage(failure);
+    mhdctx_field fields[2] = {MHDCTX_F_STR("settings", names),
+                              MHDCTX_F_BYTES("error", error, strcspn(error, "\n"))};
+    mhdctx_log_fields(MHDCTX_LOG_WARN, fields, 2, "sql session settings not put back: %s",
+                      consequence);
+}
+
+/* Outside a block a failed putting back leaves the request's values on the session of a
+ * pooled connection: one more try, then a warning naming them. */
+static void put_back_again(PGconn *conn, const struct session_change *change)
+{
+    PGresult *back = put_back(conn, change);
+    if (PQresultStatus(back) != PGRES_TUPLES_OK)
+        log_not_put_back(change, back, "the connection keeps the request's values");
+    PQclear(back);
+}
+
+/* The statement's result @r, once the values it replaced are back. Putting them back
+ * runs under the request's statement_timeout, which the server may enforce on it too.
+ * Inside a block that failure aborts the block, and a later COMMIT would roll back: the
+ * caller gets the failure in place of @r, so that it never takes its work for committed
+ * (its message is the server's: libpq cannot write another into a result; the warning
+ * logged says what it means). */
+static PGresult *end_statement(PGconn *conn, const struct session_change *change, PGresult *r)
 {
     if (!change->timeout && !change->name)
-        return;
+        return r;
     /* A change local to a block that the statement ended (COMMIT, ROLLBACK) is gone with
      * it; in a block the statement aborted it goes at the ROLLBACK, and the server would
      * refuse the putting back anyway. */
     if (change->local && PQtransactionStatus(conn) != PQTRANS_INTRANS)
-        return;
-    const char *params[3] = {change->timeout ? change->old_timeout : NULL,
-                             change->name ? change->old_name : NULL,
-                             change->local ? "true" : "false"};
-    PQclear(PQexecParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0));
+        return r;
+    PGresult *back = put_back(conn, change);
+    if (PQresultStatus(back) == PGRES_TUPLES_OK) {
+        PQclear(back);
+        return r;
+    }
+    if (change->local && PQtransactionStatus(conn) == PQTRANS_INERROR) {
+        log_not_put_back(change, back, "the transaction is aborted");
+        PQclear(r);
+        return back ? back : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    }
+    PQclear(back);
+    if (!change->local)
+        put_back_again(conn, change);
+    return r;
 }
 
 /* Inside a transaction block (the change is local to the block, and must not outlive
@@ -196,9 +265,7 @@ static PGresult *exec_in_three_trips(PGconn *conn, const struct statement *s,
 {
     struct session_change change;
     begin_statement(conn, w, &change);
-    PGresult *r = exec_statement(conn, s);
-    end_statement(conn, &change);
-    return r;
+    return end_statement(conn, &change, exec_statement(conn, s));
 }
 
 /* ---- one round trip: a pipeline --------------------------------------------------------- */
@@ -207,12 +274,6 @@ static PGresult *exec_in_three_trips(PGconn *conn, const struct statement *s,
 /* Outside a transaction block, the change (local: set_config(..., true)) and the
  * statement go in one pipeline. Its statements share one implicit transaction, which
  * ends at the pipeline's sync and takes the change with it: nothing to put back. */
-
-/* Whether @sql is a COPY: its data flows outside the query protocol a pipeline uses. */
-static bool is_copy(const char *sql)
-{
-    return starts_with_keyword(skip_space_and_comments(sql), "copy");
-}
 
 /* SQLSTATE of a statement that cannot run inside a transaction block (VACUUM, CREATE
  * DATABASE, ...): in a pipeline it shares the change's implicit block. */
@@ -259,23 +320,26 @@ static bool refused_by_block(const PGresult *r)
 }
 
 /* The statement's result in *@out, or false: then nothing of it ran, and the three
- * round trips are the way (no pipeline to be had, the change refused, or a statement
- * that must run outside a block). */
+ * round trips are the way (no pipeline to be had, the change refused, a statement that
+ * must run outside a block, or one libpq refused to send: the three trips say why). */
 static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct wanted *w,
                            PGresult **out)
 {
     if (PQenterPipelineMode(conn) != 1)
         return false;
     const char *params[3] = {w->timeout, w->name, "true"};
-    bool sent = PQsendQueryParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0) &&
-                send_statement(conn, s);
-    bool synced = sent && PQpipelineSync(conn);
+    bool queued = PQsendQueryParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0);
+    bool sent = queued && send_statement(conn, s);
+    /* A queued change needs the sync even without its statement: pipeline mode can only
+     * be left with nothing queued, and the sync ends the change's implicit transaction,
+     * and with it the change. */
+    bool synced = queued && PQpipelineSync(conn);
     PGresult *set = synced ? next_result(conn) : NULL;
-    PGresult *r = synced ? next_result(conn) : NULL;
+    PGresult *r = synced && sent ? next_result(conn) : NULL;
     bool exited = end_pipeline(conn, synced);
     bool changed = PQresultStatus(set) == PGRES_TUPLES_OK;
     PQclear(set);
-    if (synced && exited && (!changed || refused_by_block(r))) {
+    if (exited && (!sent || !changed || refused_by_block(r))) {
         PQclear(r);
         return false;
     }
@@ -295,12 +359,11 @@ static PGresult *exec_for_request(PGconn *conn, mhdctx_context *ctx, const struc
 {
     struct wanted w;
     bool with_name = s->name != NULL;
-    if ((caller_sql && opens_transaction(caller_sql)) || !want_change(ctx, with_name, &w))
+    if ((caller_sql && sent_without_change(caller_sql)) || !want_change(ctx, with_name, &w))
         return exec_statement(conn, s);
 #ifdef LIBPQ_HAS_PIPELINING
     PGresult *r = NULL;
-    if (PQtransactionStatus(conn) == PQTRANS_IDLE && !(caller_sql && is_copy(caller_sql)) &&
-        exec_pipelined(conn, s, &w, &r))
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE && exec_pipelined(conn, s, &w, &r))
         return r;
 #endif
     return exec_in_three_trips(conn, s, &w);

@@ -314,10 +314,8 @@ static void run_script(void *arg)
     }
 }
 
-/* The application's own SET sent through the adapter stays: the request's change is
- * local to the statement, so nothing puts the old value back over the new one (the
- * three round trips did). */
-#ifdef LIBPQ_HAS_PIPELINING
+/* The application's own SET sent through the adapter stays: a SET gets no change, so
+ * nothing puts the old value back over the new one. */
 START_TEST(an_applications_set_through_the_adapter_stays)
 {
     PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
@@ -331,7 +329,28 @@ START_TEST(an_applications_set_through_the_adapter_stays)
     assert_setting("statement_timeout", "10s");
 }
 END_TEST
-#endif
+
+/* Inside a block too, where the three round trips used to put the value from before the
+ * statement back over the SET LOCAL, and over what a RESET went back to. */
+START_TEST(an_applications_set_local_through_the_adapter_stays_in_the_block)
+{
+    PQclear(PQexec(conn, "BEGIN"));
+    mhdctx_context *ctx = request_context("pq-unit-set-local");
+    mhdctx_set_deadline_in(ctx, 2000);
+    const char *set[] = {"SET LOCAL statement_timeout = '12345'"};
+    struct script script = {set, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+    assert_setting("statement_timeout", "12345ms");
+    const char *reset[] = {" -- back to the default\n reset statement_timeout"};
+    script = (struct script){reset, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+    assert_setting("statement_timeout", "0");
+    PQclear(PQexec(conn, "COMMIT"));
+}
+END_TEST
 
 /* BEGIN ... ROLLBACK through the adapter: a ROLLBACK used to undo the putting back of
  * the application's timeout (made inside the block BEGIN opened) and leave the
@@ -366,6 +385,288 @@ START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
 }
 END_TEST
 
+/* ---- COPY -------------------------------------------------------------------------------- */
+
+/* A COPY FROM STDIN through the adapter, its data sent after the call returns; the
+ * statuses of each step. In a block, the adapter sends BEGIN and COMMIT too. */
+struct copy_run {
+    bool in_block;
+    ExecStatusType copy;
+    int put;
+    int end;
+    ExecStatusType done;
+    char *error;
+    char *timeout_after; /* statement_timeout once the COPY is done, before any COMMIT */
+    ExecStatusType commit;
+};
+
+static void run_copy(void *arg)
+{
+    struct copy_run *run = arg;
+    if (run->in_block)
+        PQclear(mhdctx_pq_exec_params(conn, "BEGIN", 0, NULL, NULL, NULL, 0));
+    PGresult *r = mhdctx_pq_exec_params(conn, "/* rows */ copy copied FROM STDIN", 0, NULL,
+                                        NULL, NULL, 0);
+    run->copy = PQresultStatus(r);
+    PQclear(r);
+    run->put = PQputCopyData(conn, "1\n2\n", 4);
+    run->end = PQputCopyEnd(conn, NULL);
+    r = PQgetResult(conn);
+    run->done = PQresultStatus(r);
+    run->error = strdup(PQresultErrorMessage(r));
+    for (; r != NULL; r = PQgetResult(conn))
+        PQclear(r);
+    run->timeout_after = show("statement_timeout");
+    run->commit = PGRES_COMMAND_OK;
+    if (run->in_block) {
+        r = mhdctx_pq_exec_params(conn, "COMMIT", 0, NULL, NULL, NULL, 0);
+        run->commit = PQresultStatus(r);
+        PQclear(r);
+    }
+}
+
+/* A COPY's data flows after the call returns: a putting back sent in the meantime used
+ * to end the COPY ("COPY terminated by new PQexec") and fail the caller's data. In a
+ * block, where the putting back was skipped, the request's timeout used to stay on the
+ * block after the COPY. */
+START_TEST(a_copy_through_the_adapter_takes_its_data)
+{
+    PQclear(PQexec(conn, "CREATE TEMP TABLE copied (x int)"));
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    for (int in_block = 0; in_block < 2; in_block++) {
+        struct copy_run run = {.in_block = in_block};
+        mhdctx_context *ctx = request_context("pq-unit-copy");
+        mhdctx_set_deadline_in(ctx, 3000);
+        mhdctx_run(ctx, run_copy, &run);
+        mhdctx_context_unref(ctx);
+        ck_assert_int_eq(run.copy, PGRES_COPY_IN);
+        ck_assert_msg(run.put == 1, "PQputCopyData: %d, %s", run.put, PQerrorMessage(conn));
+        ck_assert_int_eq(run.end, 1);
+        ck_assert_msg(run.done == PGRES_COMMAND_OK, "%s", run.error);
+        free(run.error);
+        ck_assert_str_eq(run.timeout_after, "5s");
+        free(run.timeout_after);
+        ck_assert_int_eq(run.commit, PGRES_COMMAND_OK);
+        ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+        char *rows = single_value(PQexec(conn, "SELECT count(*) FROM copied"));
+        ck_assert_int_eq(atoi(rows), 2 * (in_block + 1));
+        free(rows);
+        assert_setting("statement_timeout", "5s");
+    }
+}
+END_TEST
+
+/* ---- statements libpq refuses to send ---------------------------------------------------- */
+
+struct refused_call {
+    bool prepared;
+    int n_params;
+    const char *message; /* libpq's */
+};
+
+static const struct refused_call refused_calls[] = {
+    {false, 1, "length must be given for binary parameter"},
+    {true, 1, "length must be given for binary parameter"},
+    {false, 70000, "number of parameters must be between 0 and 65535"},
+};
+
+struct refused_run {
+    const struct refused_call *call;
+    ExecStatusType status;
+    char *message;
+    char *next; /* what the next statement through the adapter said */
+};
+
+static void run_refused(void *arg)
+{
+    struct refused_run *run = arg;
+    static const char *const values[] = {"\x01"};
+    static const int binary[] = {1}; /* without lengths: libpq refuses it */
+    const struct refused_call *call = run->call;
+    PGresult *r =
+        call->prepared
+            ? mhdctx_pq_exec_prepared(conn, "echo", call->n_params, values, NULL, binary, 0)
+            : mhdctx_pq_exec_params(conn, "SELECT $1::bytea", call->n_params, values, NULL,
+                                    binary, 0);
+    run->status = PQresultStatus(r);
+    run->message = strdup(PQresultErrorMessage(r));
+    PQclear(r);
+    r = mhdctx_pq_exec_params(conn, "SELECT 'still here'", 0, NULL, NULL, NULL, 0);
+    run->next = strdup(PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0)
+                                                            : PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+/* A statement libpq refuses to send gives a failed result with libpq's reason, and
+ * leaves the connection usable (out of pipeline mode), its settings its own. */
+static void assert_refused_calls_leave_the_connection_usable(bool in_block)
+{
+    PQclear(PQprepare(conn, "echo", "SELECT $1::bytea", 0, NULL));
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    if (in_block)
+        PQclear(PQexec(conn, "BEGIN"));
+    size_t n = sizeof refused_calls / sizeof refused_calls[0];
+    for (size_t i = 0; i < n; i++) {
+        struct refused_run run = {&refused_calls[i], 0, NULL, NULL};
+        mhdctx_context *ctx = request_context("pq-unit-refused");
+        mhdctx_set_deadline_in(ctx, 3000);
+        mhdctx_run(ctx, run_refused, &run);
+        mhdctx_context_unref(ctx);
+        ck_assert_int_eq(run.status, PGRES_FATAL_ERROR);
+#ifdef LIBPQ_HAS_PIPELINING
+        ck_assert_int_eq(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
+#endif
+        ck_assert_msg(strstr(run.message, run.call->message) != NULL, "call %zu: \"%s\"", i,
+                      run.message);
+        ck_assert_str_eq(run.next, "still here");
+        ck_assert_int_eq(PQtransactionStatus(conn), in_block ? PQTRANS_INTRANS : PQTRANS_IDLE);
+        assert_setting("statement_timeout", "5s");
+        free(run.message);
+        free(run.next);
+    }
+    if (in_block)
+        PQclear(PQexec(conn, "COMMIT"));
+    assert_setting("statement_timeout", "5s");
+}
+
+/* It used to leave the connection in pipeline mode, with the change queued and unsynced:
+ * every later statement on it failed. */
+START_TEST(a_statement_libpq_refuses_leaves_the_connection_usable)
+{
+    assert_refused_calls_leave_the_connection_usable(false);
+}
+END_TEST
+
+/* In a block its reason used to be lost: the putting back replaced libpq's message. */
+START_TEST(a_statement_libpq_refuses_in_a_block_says_why)
+{
+    assert_refused_calls_leave_the_connection_usable(true);
+}
+END_TEST
+
+/* ---- putting the values back fails ------------------------------------------------------- */
+
+/*
+ * The server refusing the putting back, deterministically: a set_config() that the
+ * adapter's own statements find first on the search path, which refuses to set a value
+ * back to '5s' (what the tests' application has) while trap.refusals allows (the sequence
+ * counts outside transactions). A timeout refuses it only by chance.
+ */
+static void set_trap(int refusals)
+{
+    PGresult *r = PQexec(
+        conn, "CREATE SCHEMA IF NOT EXISTS trap; "
+              "CREATE SEQUENCE IF NOT EXISTS trap.calls; "
+              "SELECT setval('trap.calls', 1, false); "
+              "CREATE OR REPLACE FUNCTION trap.set_config(name text, value text, local bool) "
+              "RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
+              "IF value = '5s' THEN "
+              "IF nextval('trap.calls') <= current_setting('trap.refusals')::int THEN "
+              "RAISE EXCEPTION 'trap: % not put back', name; END IF; END IF; "
+              "RETURN pg_catalog.set_config(name, value, local); END $$; "
+              "SET statement_timeout = '5s'; "
+              "SET search_path = trap, pg_catalog, public");
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET trap.refusals = '%d'", refusals);
+    PQclear(PQexec(conn, sql));
+}
+
+static void remove_trap(void)
+{
+    PQclear(PQexec(conn, "RESET search_path; DROP FUNCTION trap.set_config; "
+                         "DROP SEQUENCE trap.calls; DROP SCHEMA trap"));
+}
+
+/* The log lines of a test, through a callback sink. */
+static char captured[16384];
+static size_t captured_len;
+
+static void capture_line(mhdctx_log_level level, const char *line, size_t len, void *cls)
+{
+    (void)level;
+    (void)cls;
+    size_t room = sizeof captured - 1 - captured_len;
+    size_t n = len < room ? len : room;
+    memcpy(captured + captured_len, line, n);
+    captured_len += n;
+    captured[captured_len] = '\0';
+}
+
+static void capture_log(void)
+{
+    captured_len = 0;
+    captured[0] = '\0';
+    mhdctx_log_to_callback(capture_line, NULL);
+}
+
+#define NOT_PUT_BACK "sql session settings not put back"
+
+/* Refused inside a block, the putting back aborted it, and a COMMIT would roll back: the
+ * statement (which succeeded) used to say PGRES_TUPLES_OK. */
+START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
+{
+    set_trap(1000);
+    PQclear(PQexec(conn, "BEGIN"));
+    capture_log();
+    mhdctx_context *ctx = request_context("pq-unit-trap-block");
+    mhdctx_set_deadline_in(ctx, 3000);
+    struct query q = {"SELECT 1::text", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INERROR);
+    ck_assert_msg(strstr(captured, NOT_PUT_BACK ": the transaction is aborted") != NULL, "%s",
+                  captured);
+    ck_assert_ptr_nonnull(strstr(captured, "trap: statement_timeout not put back"));
+    PQclear(PQexec(conn, "ROLLBACK"));
+    remove_trap();
+}
+END_TEST
+
+/* VACUUM, which refuses the pipeline's block, takes the three round trips outside a
+ * block: a putting back refused once is tried again, and the application's value is back
+ * (it used to stay the request's). */
+START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
+{
+    set_trap(1);
+    PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
+    capture_log();
+    mhdctx_context *ctx = request_context("pq-unit-trap-again");
+    mhdctx_set_deadline_in(ctx, 3000);
+    struct query q = {"VACUUM trapped", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
+    assert_setting("statement_timeout", "5s");
+    ck_assert_msg(strstr(captured, NOT_PUT_BACK) == NULL, "%s", captured);
+    remove_trap();
+}
+END_TEST
+
+/* Refused twice, the request's timeout stays on the connection: a warning names it. */
+START_TEST(a_putting_back_refused_twice_is_logged)
+{
+    set_trap(2);
+    PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
+    capture_log();
+    mhdctx_context *ctx = request_context("pq-unit-trap-logged");
+    mhdctx_set_deadline_in(ctx, 3000);
+    struct query q = {"VACUUM trapped", NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
+    char *line = strstr(captured, NOT_PUT_BACK ": the connection keeps the request's values");
+    ck_assert_msg(line != NULL, "%s", captured);
+    ck_assert_ptr_nonnull(strstr(line, "\"settings\":\"statement_timeout\""));
+    char *left = show("statement_timeout");
+    ck_assert_str_ne(left, "5s"); /* the request's (3000 ms at most) */
+    free(left);
+    remove_trap();
+}
+END_TEST
+
 static Suite *pq_suite(void)
 {
     Suite *s = suite_create("pq");
@@ -384,9 +685,14 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, the_applications_own_settings_are_kept);
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
-#ifdef LIBPQ_HAS_PIPELINING /* without it, the old value is put back over the new one */
     tcase_add_test(tc, an_applications_set_through_the_adapter_stays);
-#endif
+    tcase_add_test(tc, an_applications_set_local_through_the_adapter_stays_in_the_block);
+    tcase_add_test(tc, a_copy_through_the_adapter_takes_its_data);
+    tcase_add_test(tc, a_statement_libpq_refuses_leaves_the_connection_usable);
+    tcase_add_test(tc, a_statement_libpq_refuses_in_a_block_says_why);
+    tcase_add_test(tc, a_putting_back_refused_in_a_block_fails_the_statement);
+    tcase_add_test(tc, a_putting_back_refused_outside_a_block_is_tried_again);
+    tcase_add_test(tc, a_putting_back_refused_twice_is_logged);
     suite_add_tcase(s, tc);
     return s;
 }
