@@ -38,10 +38,10 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  *    the block they open would be undone by a ROLLBACK. So a whole transaction may go
  *    through this call: the block's statements get changes local to it, and after
  *    COMMIT or ROLLBACK nothing is left to put back.
- *  - SET and RESET: nothing to bound, and an application's own SET (SET LOCAL too) sent
- *    through it stays. (A set_config() of statement_timeout or application_name inside
- *    another statement is not recognised: inside a block the old value is put back
- *    over it.)
+ *  - SET, RESET and DISCARD: nothing to bound, and an application's own SET (SET LOCAL
+ *    too) or DISCARD sent through it stays. (A set_config() of statement_timeout or
+ *    application_name inside another statement is not recognised: inside a block the
+ *    old value is put back over it.)
  *  - COPY: its data flows after the call returns (PQputCopyData(), PQgetCopyData()),
  *    where no value could be put back. A COPY is therefore not bounded by the deadline
  *    (nor is one from or to a server file or program).

@@ -103,12 +103,14 @@ static bool starts_with_keyword(const char *s, const char *word)
  *  - BEGIN, START TRANSACTION: nothing to bound, and a change made before one would be
  *    put back inside the block it opens, where a ROLLBACK undoes the putting back and
  *    leaves the request's timeout on the connection;
- *  - SET, RESET: nothing to bound, and putting the old value back would write over theirs;
+ *  - SET, RESET, DISCARD: nothing to bound, and putting the old values back would write
+ *    over theirs;
  *  - COPY: the caller carries its data after the call returns, past any point where a
  *    value could be put back (a query sent during the COPY would end it).
  */
-static const char *const unchanged_first_keywords[] = {"begin", "start", "set", "reset",
-                                                       "copy"};
+static const char *const unchanged_first_keywords[] = {
+    "begin", "start", "set", "reset", "discard", "copy",
+};
 
 /* Whether @sql starts, after any space and comments, with one of those keywords. */
 static bool sent_without_change(const char *sql)

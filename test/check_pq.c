@@ -330,6 +330,22 @@ START_TEST(an_applications_set_through_the_adapter_stays)
 }
 END_TEST
 
+/* DISCARD ALL (which refuses a block, so it took the three round trips) brings the session
+ * back to its defaults: the values from before it used to be put back over them. */
+START_TEST(an_applications_discard_through_the_adapter_stays)
+{
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    mhdctx_context *ctx = request_context("pq-unit-app-discard");
+    mhdctx_set_deadline_in(ctx, 2000);
+    const char *sql[] = {"DISCARD ALL"};
+    struct script script = {sql, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+    assert_setting("statement_timeout", "0");
+}
+END_TEST
+
 /* Inside a block too, where the three round trips used to put the value from before the
  * statement back over the SET LOCAL, and over what a RESET went back to. */
 START_TEST(an_applications_set_local_through_the_adapter_stays_in_the_block)
@@ -686,6 +702,7 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
     tcase_add_test(tc, an_applications_set_through_the_adapter_stays);
+    tcase_add_test(tc, an_applications_discard_through_the_adapter_stays);
     tcase_add_test(tc, an_applications_set_local_through_the_adapter_stays_in_the_block);
     tcase_add_test(tc, a_copy_through_the_adapter_takes_its_data);
     tcase_add_test(tc, a_statement_libpq_refuses_leaves_the_connection_usable);
