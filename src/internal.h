@@ -159,7 +159,8 @@ struct mhdctx_context {
     unsigned int deferred_status;  /* its status: not sent until it is queued */
     void *user_req_cls;            /* the wrapped handler's own req_cls slot */
     /* The middleware's settings for the decoded path the handler sees (NULL: none),
-     * found at the first call: routes cannot change once requests come. */
+     * found at the first call: routes cannot change once requests come. Points into the
+     * middleware: read on MHD's threads only, up to the completion callback. */
     const struct mhdctx__route *route_settings;
     /* Response header for the id: MHDCTX__DEFAULT_ID_HEADER or id_header_copy. A copy of
      * the middleware's setting, not a pointer into it: a worker's reference may outlive

@@ -379,10 +379,19 @@ START_TEST(test_route_level_follows_the_decoded_path)
     get_seen(s.port, "/qu%69et", NULL);
     get_seen(s.port, "/%71uiet?x=1", NULL);
     get_seen(s.port, "/loud", NULL);
+    /* MHD refuses a header line without a colon before the handler: no route, the line's
+     * level comes from the status */
+    static const char bad[] = "GET /quiet HTTP/1.1\r\nHost: t\r\nno colon\r\n\r\n";
+    http_response *refused = NULL;
+    ck_assert_int_eq(http_roundtrip(s.port, bad, sizeof bad - 1, &refused), HTTP_OK);
+    ck_assert_int_eq(refused->status, 400);
+    http_response_free(refused);
     support_server_stop(&s); /* every completion callback has run */
     mhdctx_middleware_free(mw);
-    ck_assert_uint_eq(support_capture_count(ACCESS_MSG, NULL), 1);
+    ck_assert_uint_eq(support_capture_count(ACCESS_MSG, NULL), 2);
     ck_assert(support_capture_contains("\"path\":\"/loud\""));
+    ck_assert(support_capture_contains("\"level\":\"warn\",") &&
+              support_capture_contains("\"status\":400"));
     support_capture_stop();
 }
 END_TEST
