@@ -45,8 +45,8 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  *  - COPY: its data flows after the call returns (PQputCopyData(), PQgetCopyData()),
  *    where no value could be put back. A COPY is therefore not bounded by the deadline
  *    (nor is one from or to a server file or program).
- * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN, SET
- * and COPY with this call or PQexec().
+ * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN, SET,
+ * RESET, DISCARD and COPY with this call or PQexec().
  * Putting the values back runs under the request's statement_timeout. If it fails
  * inside a block, the failure has aborted the block (a later COMMIT rolls back): the
  * call returns that failure (PGRES_FATAL_ERROR, the server's error, such as

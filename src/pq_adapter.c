@@ -220,7 +220,9 @@ static void log_not_put_back(const struct session_change *change, const PGresult
 }
 
 /* Outside a block a failed putting back leaves the request's values on the session of a
- * pooled connection: one more try, then a warning naming them. */
+ * pooled connection: one more try, then a warning naming them. The try runs under the
+ * same statement_timeout: it helps when the first was cancelled by a stall, not when
+ * the server cannot answer within it at all. */
 static void put_back_again(PGconn *conn, const struct session_change *change)
 {
     PGresult *back = put_back(conn, change);
@@ -249,15 +251,18 @@ static PGresult *end_statement(PGconn *conn, const struct session_change *change
         PQclear(back);
         return r;
     }
-    if (change->local && PQtransactionStatus(conn) == PQTRANS_INERROR) {
-        log_not_put_back(change, back, "the transaction is aborted");
-        PQclear(r);
-        return back ? back : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
-    }
-    PQclear(back);
-    if (!change->local)
+    if (!change->local) {
+        PQclear(back);
         put_back_again(conn, change);
-    return r;
+        return r;
+    }
+    log_not_put_back(change, back, "the transaction is aborted");
+    if (PQtransactionStatus(conn) != PQTRANS_INERROR) { /* the connection is gone */
+        PQclear(back);
+        return r;
+    }
+    PQclear(r);
+    return back ? back : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }
 
 /* Inside a transaction block (the change is local to the block, and must not outlive
@@ -322,8 +327,8 @@ static bool refused_by_block(const PGresult *r)
 }
 
 /* The statement's result in *@out, or false: then nothing of it ran, and the three
- * round trips are the way (no pipeline to be had, the change refused, a statement that
- * must run outside a block, or one libpq refused to send: the three trips say why). */
+ * round trips are the way (no pipeline to be had, the change refused, or a statement
+ * that must run outside a block). */
 static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct wanted *w,
                            PGresult **out)
 {
@@ -332,16 +337,21 @@ static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct
     const char *params[3] = {w->timeout, w->name, "true"};
     bool queued = PQsendQueryParams(conn, SET_SESSION_SQL, 3, NULL, params, NULL, NULL, 0);
     bool sent = queued && send_statement(conn, s);
+    /* A statement libpq refuses to send (a binary parameter without its length) fails
+     * the same way every time: its answer, with libpq's reason, made before the sync
+     * can replace that reason. */
+    PGresult *r = queued && !sent ? PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR) : NULL;
     /* A queued change needs the sync even without its statement: pipeline mode can only
      * be left with nothing queued, and the sync ends the change's implicit transaction,
      * and with it the change. */
     bool synced = queued && PQpipelineSync(conn);
     PGresult *set = synced ? next_result(conn) : NULL;
-    PGresult *r = synced && sent ? next_result(conn) : NULL;
+    if (synced && sent)
+        r = next_result(conn);
     bool exited = end_pipeline(conn, synced);
     bool changed = PQresultStatus(set) == PGRES_TUPLES_OK;
     PQclear(set);
-    if (exited && (!sent || !changed || refused_by_block(r))) {
+    if (exited && (!queued || (sent && (!changed || refused_by_block(r))))) {
         PQclear(r);
         return false;
     }

@@ -5,6 +5,7 @@
  */
 #include "mhdctx.h"
 #include "mhdctx_pq.h"
+#include "support.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -595,26 +596,13 @@ static void remove_trap(void)
                          "DROP SEQUENCE trap.calls; DROP SCHEMA trap"));
 }
 
-/* The log lines of a test, through a callback sink. */
-static char captured[16384];
-static size_t captured_len;
-
-static void capture_line(mhdctx_log_level level, const char *line, size_t len, void *cls)
+/* How many times the trap's set_config() was asked to put '5s' back. */
+static int trap_calls(void)
 {
-    (void)level;
-    (void)cls;
-    size_t room = sizeof captured - 1 - captured_len;
-    size_t n = len < room ? len : room;
-    memcpy(captured + captured_len, line, n);
-    captured_len += n;
-    captured[captured_len] = '\0';
-}
-
-static void capture_log(void)
-{
-    captured_len = 0;
-    captured[0] = '\0';
-    mhdctx_log_to_callback(capture_line, NULL);
+    char *calls = single_value(PQexec(conn, "SELECT last_value FROM trap.calls"));
+    int n = atoi(calls);
+    free(calls);
+    return n;
 }
 
 #define NOT_PUT_BACK "sql session settings not put back"
@@ -625,7 +613,7 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
 {
     set_trap(1000);
     PQclear(PQexec(conn, "BEGIN"));
-    capture_log();
+    support_capture_start();
     mhdctx_context *ctx = request_context("pq-unit-trap-block");
     mhdctx_set_deadline_in(ctx, 3000);
     struct query q = {"SELECT 1::text", NULL, 0, NULL};
@@ -633,9 +621,16 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
     mhdctx_context_unref(ctx);
     ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
     ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INERROR);
-    ck_assert_msg(strstr(captured, NOT_PUT_BACK ": the transaction is aborted") != NULL, "%s",
-                  captured);
-    ck_assert_ptr_nonnull(strstr(captured, "trap: statement_timeout not put back"));
+    /* the warning, then the statement's own failure line */
+    ck_assert_uint_eq(support_capture_n(), 2);
+    json_t *line = support_capture_json(0, JSON_REJECT_DUPLICATES);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "message")),
+                     NOT_PUT_BACK ": the transaction is aborted");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(line, "error")),
+                                 "trap: statement_timeout not put back"));
+    json_decref(line);
+    ck_assert_uint_eq(support_capture_count("sql statement failed", "pq-unit-trap-block"), 1);
+    support_capture_stop();
     PQclear(PQexec(conn, "ROLLBACK"));
     remove_trap();
 }
@@ -648,7 +643,7 @@ START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
 {
     set_trap(1);
     PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
-    capture_log();
+    support_capture_start();
     mhdctx_context *ctx = request_context("pq-unit-trap-again");
     mhdctx_set_deadline_in(ctx, 3000);
     struct query q = {"VACUUM trapped", NULL, 0, NULL};
@@ -656,7 +651,9 @@ START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
     mhdctx_context_unref(ctx);
     ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
     assert_setting("statement_timeout", "5s");
-    ck_assert_msg(strstr(captured, NOT_PUT_BACK) == NULL, "%s", captured);
+    ck_assert_int_eq(trap_calls(), 2); /* refused, then put back */
+    ck_assert_uint_eq(support_capture_n(), 0);
+    support_capture_stop();
     remove_trap();
 }
 END_TEST
@@ -666,16 +663,20 @@ START_TEST(a_putting_back_refused_twice_is_logged)
 {
     set_trap(2);
     PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
-    capture_log();
+    support_capture_start();
     mhdctx_context *ctx = request_context("pq-unit-trap-logged");
     mhdctx_set_deadline_in(ctx, 3000);
     struct query q = {"VACUUM trapped", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     mhdctx_context_unref(ctx);
     ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
-    char *line = strstr(captured, NOT_PUT_BACK ": the connection keeps the request's values");
-    ck_assert_msg(line != NULL, "%s", captured);
-    ck_assert_ptr_nonnull(strstr(line, "\"settings\":\"statement_timeout\""));
+    ck_assert_int_eq(trap_calls(), 2);
+    json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "message")),
+                     NOT_PUT_BACK ": the connection keeps the request's values");
+    ck_assert_str_eq(json_string_value(json_object_get(line, "settings")), "statement_timeout");
+    json_decref(line);
+    support_capture_stop();
     char *left = show("statement_timeout");
     ck_assert_str_ne(left, "5s"); /* the request's (3000 ms at most) */
     free(left);
