@@ -56,7 +56,7 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * more, and if that fails too, logs the same warning naming the settings the connection
  * keeps.
  * Once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
- * result is returned (mhdctx_deadline_passed() then says why).
+ * result is returned, without a message (mhdctx_deadline_passed() then says why).
  * Owned result: PQclear(). NULL only on allocation failure (or a NULL @p conn or
  * @p sql). A statement libpq refuses to send (a binary parameter without its length,
  * more than 65535 parameters) gives a PGRES_FATAL_ERROR result with libpq's message

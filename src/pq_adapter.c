@@ -385,7 +385,10 @@ static PGresult *exec_for_request(PGconn *conn, mhdctx_context *ctx, const struc
 static PGresult *refused(PGconn *conn)
 {
     mhdctx_log(MHDCTX_LOG_WARN, "sql statement not sent: the request's deadline has passed");
-    return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    /* Made without @conn: with it, the result would carry the connection's last error,
+     * an earlier statement's, as if this one had failed the same way. */
+    (void)conn;
+    return PQmakeEmptyPGresult(NULL, PGRES_FATAL_ERROR);
 }
 
 static void log_statement(const char *sql, const PGresult *r, uint64_t start_ns)

@@ -198,8 +198,28 @@ START_TEST(a_statement_that_refuses_a_block_still_runs)
 }
 END_TEST
 
+static void run_late(void *arg)
+{
+    PGresult **out = arg;
+    *out = mhdctx_pq_exec_params(conn, "SELECT 1", 0, NULL, NULL, NULL, 0);
+}
+
 START_TEST(nothing_is_sent_once_the_deadline_has_passed)
 {
+    /* the connection's last error is an earlier statement's: the refusal must not say it */
+    PQclear(PQexec(conn, "SELECT no_such_column"));
+    mhdctx_context *late = request_context("pq-unit-late-message");
+    mhdctx_set_deadline_in(late, 1);
+    struct timespec wait = {0, 5 * 1000 * 1000};
+    nanosleep(&wait, NULL);
+    PGresult *r = NULL;
+    mhdctx_run(late, run_late, &r);
+    mhdctx_context_unref(late);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    ck_assert_msg(strstr(PQresultErrorMessage(r), "no_such_column") == NULL, "%s",
+                  PQresultErrorMessage(r));
+    PQclear(r);
+
     mhdctx_context *ctx = request_context("pq-unit-late");
     mhdctx_set_deadline_in(ctx, 1);
     struct timespec pause = {0, 5 * 1000 * 1000};
