@@ -427,7 +427,17 @@ static const char *const malformed_files[] = {
     "{'tok': {}}",
     "{\"tok\": {\"user_id\": \"1\",}}",
     "not json at all",
+    /* jansson's messages quote the text near the error: here, tokens */
+    "{\"s3cretTOKEN\": {\"user_id\": \"1\"}, \"s3cretTOKEN\": {\"user_id\": \"2\"}}",
+    "{\"s3cretTOKEN\x01\": {\"user_id\": \"1\"}}",
+    "{\"s3cretTOKEN",
+    "{\"s3cretTOKEN\xff\": {\"user_id\": \"1\"}}",
+    "{s3cretTOKEN: {}}",
+    "{\"a\": {\"user_id\": \"1\"}} s3cretTOKEN",
 };
+
+/* The message names the file, the line and the column, never the text near the error:
+ * a token file's text is tokens. */
 
 START_TEST(token_table_load_malformed_json_is_eparse_with_message)
 {
@@ -435,8 +445,8 @@ START_TEST(token_table_load_malformed_json_is_eparse_with_message)
     mhdctx_token_table *table = new_table();
     char err[256] = "";
     ck_assert_int_eq(mhdctx_token_table_load(table, path, err, sizeof err), MHDCTX_EPARSE);
-    ck_assert_msg(strlen(err) > 0, "no message for case %d", _i);
-    ck_assert_msg(strstr(err, path) != NULL, "message does not name the file: %s", err);
+    ck_assert_msg(strstr(err, path) && strstr(err, ", column "), "case %d: %s", _i, err);
+    ck_assert_msg(strstr(err, "s3cret") == NULL, "case %d quotes the file: %s", _i, err);
     mhdctx_token_table_free(table);
     remove_temp_file(path);
 }
@@ -490,30 +500,6 @@ START_TEST(token_table_load_duplicate_token_is_eparse)
     char *path = temp_file("{\"tok\": {\"user_id\": \"1\"}, \"tok\": {\"user_id\": \"2\"}}");
     mhdctx_token_table *table = new_table();
     ck_assert_int_eq(mhdctx_token_table_load(table, path, NULL, 0), MHDCTX_EPARSE);
-    mhdctx_token_table_free(table);
-    remove_temp_file(path);
-}
-END_TEST
-
-/* The message names the file, the line and the column, never the text near the error:
- * that text is tokens. */
-static const char *const files_quoting_a_token[] = {
-    "{\"s3cretTOKEN\": {\"user_id\": \"1\"}, \"s3cretTOKEN\": {\"user_id\": \"2\"}}",
-    "{\"s3cretTOKEN\x01\": {\"user_id\": \"1\"}}",
-    "{\"s3cretTOKEN",
-    "{\"s3cretTOKEN\xff\": {\"user_id\": \"1\"}}",
-    "{s3cretTOKEN: {}}",
-    "{\"a\": {\"user_id\": \"1\"}} s3cretTOKEN",
-};
-
-START_TEST(token_table_load_message_never_quotes_the_file)
-{
-    char *path = temp_file(files_quoting_a_token[_i]);
-    mhdctx_token_table *table = new_table();
-    char err[512] = "";
-    ck_assert_int_eq(mhdctx_token_table_load(table, path, err, sizeof err), MHDCTX_EPARSE);
-    ck_assert_msg(strstr(err, "s3cret") == NULL, "case %d quotes the file: %s", _i, err);
-    ck_assert_msg(strstr(err, path) && strstr(err, "line 1, column "), "case %d: %s", _i, err);
     mhdctx_token_table_free(table);
     remove_temp_file(path);
 }
@@ -607,8 +593,6 @@ static Suite *auth_suite(void)
     tcase_add_loop_test(tc, token_table_load_malformed_json_is_eparse_with_message, 0,
                         (int)(sizeof malformed_files / sizeof *malformed_files));
     tcase_add_test(tc, token_table_load_failure_adds_nothing);
-    tcase_add_loop_test(tc, token_table_load_message_never_quotes_the_file, 0,
-                        sizeof files_quoting_a_token / sizeof files_quoting_a_token[0]);
     tcase_add_loop_test(tc, token_table_load_wrong_shape_is_eparse_with_message, 0,
                         (int)(sizeof wrong_shape_files / sizeof *wrong_shape_files));
     tcase_add_test(tc, token_table_load_duplicate_token_is_eparse);

@@ -69,6 +69,14 @@ static mhdctx_context *request_context(const char *request_id)
     return ctx;
 }
 
+/* A request's context with a deadline @p ms from now. */
+static mhdctx_context *deadline_context(const char *request_id, uint64_t ms)
+{
+    mhdctx_context *ctx = request_context(request_id);
+    mhdctx_set_deadline_in(ctx, ms);
+    return ctx;
+}
+
 /* ---- tagged statements ----------------------------------------------------------------- */
 
 struct query {
@@ -163,8 +171,7 @@ END_TEST
  * usable, its settings its own. */
 START_TEST(a_failed_statement_leaves_the_connection_usable)
 {
-    mhdctx_context *ctx = request_context("pq-unit-fails");
-    mhdctx_set_deadline_in(ctx, 2000);
+    mhdctx_context *ctx = deadline_context("pq-unit-fails", 2000);
     struct query q = {"SELECT (1/0)::text", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
@@ -188,8 +195,7 @@ END_TEST
 START_TEST(a_statement_that_refuses_a_block_still_runs)
 {
     PQclear(PQexec(conn, "CREATE TEMP TABLE vacuumed (x int)"));
-    mhdctx_context *ctx = request_context("pq-unit-vacuum");
-    mhdctx_set_deadline_in(ctx, 5000);
+    mhdctx_context *ctx = deadline_context("pq-unit-vacuum", 5000);
     struct query q = {"VACUUM vacuumed", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
@@ -208,8 +214,7 @@ START_TEST(nothing_is_sent_once_the_deadline_has_passed)
 {
     /* the connection's last error is an earlier statement's: the refusal must not say it */
     PQclear(PQexec(conn, "SELECT no_such_column"));
-    mhdctx_context *late = request_context("pq-unit-late-message");
-    mhdctx_set_deadline_in(late, 1);
+    mhdctx_context *late = deadline_context("pq-unit-late-message", 1);
     struct timespec wait = {0, 5 * 1000 * 1000};
     nanosleep(&wait, NULL);
     PGresult *r = NULL;
@@ -220,8 +225,7 @@ START_TEST(nothing_is_sent_once_the_deadline_has_passed)
                   PQresultErrorMessage(r));
     PQclear(r);
 
-    mhdctx_context *ctx = request_context("pq-unit-late");
-    mhdctx_set_deadline_in(ctx, 1);
+    mhdctx_context *ctx = deadline_context("pq-unit-late", 1);
     struct timespec pause = {0, 5 * 1000 * 1000};
     nanosleep(&pause, NULL);
     struct query q = {"SELECT 1::text", NULL, 0, NULL};
@@ -280,8 +284,7 @@ START_TEST(the_applications_own_settings_are_kept)
     PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
     PQclear(PQexec(conn, "SET application_name = 'myapp'"));
     PQclear(PQprepare(conn, "whoami", "SELECT current_setting('application_name')", 0, NULL));
-    mhdctx_context *ctx = request_context("pq-unit-own-settings");
-    mhdctx_set_deadline_in(ctx, 2000);
+    mhdctx_context *ctx = deadline_context("pq-unit-own-settings", 2000);
     struct query q = {"SELECT current_setting('statement_timeout')", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     ck_assert_str_ne(q.result, "5s"); /* the request's own timeout while it ran */
@@ -302,8 +305,7 @@ START_TEST(inside_a_transaction_the_changes_end_with_it)
 {
     PQclear(PQexec(conn, "BEGIN"));
     PQclear(PQexec(conn, "SET LOCAL statement_timeout = '7s'"));
-    mhdctx_context *ctx = request_context("pq-unit-transaction");
-    mhdctx_set_deadline_in(ctx, 2000);
+    mhdctx_context *ctx = deadline_context("pq-unit-transaction", 2000);
     struct query q = {"SELECT 1::text", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     ck_assert_str_eq(q.result, "1");
@@ -335,18 +337,24 @@ static void run_script(void *arg)
     }
 }
 
+/* @sql alone through the adapter, in @ctx; its status. */
+static ExecStatusType run_one(mhdctx_context *ctx, const char *sql)
+{
+    const char *one[] = {sql};
+    struct script script = {one, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    free(script.timeout_inside);
+    return script.status[0];
+}
+
 /* The application's own SET sent through the adapter stays: a SET gets no change, so
  * nothing puts the old value back over the new one. */
 START_TEST(an_applications_set_through_the_adapter_stays)
 {
     PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
-    mhdctx_context *ctx = request_context("pq-unit-app-set");
-    mhdctx_set_deadline_in(ctx, 2000);
-    const char *sql[] = {"SET statement_timeout = '10s'"};
-    struct script script = {sql, 1, {PGRES_EMPTY_QUERY}, NULL};
-    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context *ctx = deadline_context("pq-unit-app-set", 2000);
+    ck_assert_int_eq(run_one(ctx, "SET statement_timeout = '10s'"), PGRES_COMMAND_OK);
     mhdctx_context_unref(ctx);
-    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
     assert_setting("statement_timeout", "10s");
 }
 END_TEST
@@ -356,13 +364,9 @@ END_TEST
 START_TEST(an_applications_discard_through_the_adapter_stays)
 {
     PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
-    mhdctx_context *ctx = request_context("pq-unit-app-discard");
-    mhdctx_set_deadline_in(ctx, 2000);
-    const char *sql[] = {"DISCARD ALL"};
-    struct script script = {sql, 1, {PGRES_EMPTY_QUERY}, NULL};
-    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context *ctx = deadline_context("pq-unit-app-discard", 2000);
+    ck_assert_int_eq(run_one(ctx, "DISCARD ALL"), PGRES_COMMAND_OK);
     mhdctx_context_unref(ctx);
-    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
     assert_setting("statement_timeout", "0");
 }
 END_TEST
@@ -372,18 +376,12 @@ END_TEST
 START_TEST(an_applications_set_local_through_the_adapter_stays_in_the_block)
 {
     PQclear(PQexec(conn, "BEGIN"));
-    mhdctx_context *ctx = request_context("pq-unit-set-local");
-    mhdctx_set_deadline_in(ctx, 2000);
-    const char *set[] = {"SET LOCAL statement_timeout = '12345'"};
-    struct script script = {set, 1, {PGRES_EMPTY_QUERY}, NULL};
-    mhdctx_run(ctx, run_script, &script);
-    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
+    mhdctx_context *ctx = deadline_context("pq-unit-set-local", 2000);
+    ck_assert_int_eq(run_one(ctx, "SET LOCAL statement_timeout = '12345'"), PGRES_COMMAND_OK);
     assert_setting("statement_timeout", "12345ms");
-    const char *reset[] = {" -- back to the default\n reset statement_timeout"};
-    script = (struct script){reset, 1, {PGRES_EMPTY_QUERY}, NULL};
-    mhdctx_run(ctx, run_script, &script);
+    ck_assert_int_eq(run_one(ctx, " -- back to the default\n reset statement_timeout"),
+                     PGRES_COMMAND_OK);
     mhdctx_context_unref(ctx);
-    ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
     assert_setting("statement_timeout", "0");
     PQclear(PQexec(conn, "COMMIT"));
 }
@@ -406,8 +404,7 @@ START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
                              "/* begin */ SELECT current_setting('statement_timeout')",
                              ending[i / 2]};
         struct script script = {sql, 3, {PGRES_EMPTY_QUERY}, NULL};
-        mhdctx_context *ctx = request_context("pq-unit-begin");
-        mhdctx_set_deadline_in(ctx, 2000);
+        mhdctx_context *ctx = deadline_context("pq-unit-begin", 2000);
         mhdctx_run(ctx, run_script, &script);
         mhdctx_context_unref(ctx);
         ck_assert_int_eq(script.status[0], PGRES_COMMAND_OK);
@@ -472,8 +469,7 @@ START_TEST(a_copy_through_the_adapter_takes_its_data)
     PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
     for (int in_block = 0; in_block < 2; in_block++) {
         struct copy_run run = {.in_block = in_block};
-        mhdctx_context *ctx = request_context("pq-unit-copy");
-        mhdctx_set_deadline_in(ctx, 3000);
+        mhdctx_context *ctx = deadline_context("pq-unit-copy", 3000);
         mhdctx_run(ctx, run_copy, &run);
         mhdctx_context_unref(ctx);
         ck_assert_int_eq(run.copy, PGRES_COPY_IN);
@@ -545,8 +541,7 @@ static void assert_refused_calls_leave_the_connection_usable(bool in_block)
     size_t n = sizeof refused_calls / sizeof refused_calls[0];
     for (size_t i = 0; i < n; i++) {
         struct refused_run run = {&refused_calls[i], 0, NULL, NULL};
-        mhdctx_context *ctx = request_context("pq-unit-refused");
-        mhdctx_set_deadline_in(ctx, 3000);
+        mhdctx_context *ctx = deadline_context("pq-unit-refused", 3000);
         mhdctx_run(ctx, run_refused, &run);
         mhdctx_context_unref(ctx);
         ck_assert_int_eq(run.status, PGRES_FATAL_ERROR);
@@ -634,8 +629,7 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
     set_trap(1000);
     PQclear(PQexec(conn, "BEGIN"));
     support_capture_start();
-    mhdctx_context *ctx = request_context("pq-unit-trap-block");
-    mhdctx_set_deadline_in(ctx, 3000);
+    mhdctx_context *ctx = deadline_context("pq-unit-trap-block", 3000);
     struct query q = {"SELECT 1::text", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     mhdctx_context_unref(ctx);
@@ -664,8 +658,7 @@ START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
     set_trap(1);
     PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
     support_capture_start();
-    mhdctx_context *ctx = request_context("pq-unit-trap-again");
-    mhdctx_set_deadline_in(ctx, 3000);
+    mhdctx_context *ctx = deadline_context("pq-unit-trap-again", 3000);
     struct query q = {"VACUUM trapped", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     mhdctx_context_unref(ctx);
@@ -684,8 +677,7 @@ START_TEST(a_putting_back_refused_twice_is_logged)
     set_trap(2);
     PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
     support_capture_start();
-    mhdctx_context *ctx = request_context("pq-unit-trap-logged");
-    mhdctx_set_deadline_in(ctx, 3000);
+    mhdctx_context *ctx = deadline_context("pq-unit-trap-logged", 3000);
     struct query q = {"VACUUM trapped", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     mhdctx_context_unref(ctx);
