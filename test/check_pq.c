@@ -649,20 +649,27 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
 END_TEST
 
 /* VACUUM, which refuses the pipeline's block, takes the three round trips outside a
- * block: a putting back refused once is tried again, and the application's value is back
- * (it used to stay the request's). */
-START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
+ * block: run in a request whose putting back the trap refuses @p refusals times, with
+ * the log captured. Two tries are made either way. */
+static void vacuum_with_putting_back_refused(int refusals)
 {
-    set_trap(1);
+    set_trap(refusals);
     PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
     support_capture_start();
-    mhdctx_context *ctx = deadline_context("pq-unit-trap-again", 3000);
+    mhdctx_context *ctx = deadline_context("pq-unit-trap-vacuum", 3000);
     struct query q = {"VACUUM trapped", NULL, 0, NULL};
     mhdctx_run(ctx, run_tagged, &q);
     mhdctx_context_unref(ctx);
     ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
+    ck_assert_int_eq(trap_calls(), 2);
+}
+
+/* Refused once, it is tried again, and the application's value is back (it used to stay
+ * the request's). */
+START_TEST(a_putting_back_refused_outside_a_block_is_tried_again)
+{
+    vacuum_with_putting_back_refused(1);
     assert_setting("statement_timeout", "5s");
-    ck_assert_int_eq(trap_calls(), 2); /* refused, then put back */
     ck_assert_uint_eq(support_capture_n(), 0);
     support_capture_stop();
     remove_trap();
@@ -672,15 +679,7 @@ END_TEST
 /* Refused twice, the request's timeout stays on the connection: a warning names it. */
 START_TEST(a_putting_back_refused_twice_is_logged)
 {
-    set_trap(2);
-    PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
-    support_capture_start();
-    mhdctx_context *ctx = deadline_context("pq-unit-trap-logged", 3000);
-    struct query q = {"VACUUM trapped", NULL, 0, NULL};
-    mhdctx_run(ctx, run_tagged, &q);
-    mhdctx_context_unref(ctx);
-    ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
-    ck_assert_int_eq(trap_calls(), 2);
+    vacuum_with_putting_back_refused(2);
     json_t *line = support_capture_only(JSON_REJECT_DUPLICATES);
     ck_assert_str_eq(json_string_value(json_object_get(line, "message")),
                      NOT_PUT_BACK ": the connection keeps the request's values");
