@@ -620,18 +620,31 @@ static int trap_calls(void)
 
 #define NOT_PUT_BACK "sql session settings not put back"
 
+/* @p sql through the adapter (request "pq-unit-trap", 3 s deadline), in a block or not,
+ * its putting back refused @p refusals times by the trap, with the log captured; its
+ * status. */
+static ExecStatusType run_with_putting_back_refused(int refusals, bool in_block,
+                                                    const char *sql)
+{
+    set_trap(refusals);
+    PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
+    if (in_block)
+        PQclear(PQexec(conn, "BEGIN"));
+    support_capture_start();
+    mhdctx_context *ctx = deadline_context("pq-unit-trap", 3000);
+    struct query q = {sql, NULL, 0, NULL};
+    mhdctx_run(ctx, run_tagged, &q);
+    mhdctx_context_unref(ctx);
+    free(q.result);
+    return q.status;
+}
+
 /* Refused inside a block, the putting back aborted it, and a COMMIT would roll back: the
  * statement (which succeeded) used to say PGRES_TUPLES_OK. */
 START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
 {
-    set_trap(1000);
-    PQclear(PQexec(conn, "BEGIN"));
-    support_capture_start();
-    mhdctx_context *ctx = deadline_context("pq-unit-trap-block", 3000);
-    struct query q = {"SELECT 1::text", NULL, 0, NULL};
-    mhdctx_run(ctx, run_tagged, &q);
-    mhdctx_context_unref(ctx);
-    ck_assert_int_eq(q.status, PGRES_FATAL_ERROR);
+    ck_assert_int_eq(run_with_putting_back_refused(1000, true, "SELECT 1::text"),
+                     PGRES_FATAL_ERROR);
     ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INERROR);
     /* the warning, then the statement's own failure line */
     ck_assert_uint_eq(support_capture_n(), 2);
@@ -641,7 +654,7 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(line, "error")),
                                  "trap: statement_timeout not put back"));
     json_decref(line);
-    ck_assert_uint_eq(support_capture_count("sql statement failed", "pq-unit-trap-block"), 1);
+    ck_assert_uint_eq(support_capture_count("sql statement failed", "pq-unit-trap"), 1);
     support_capture_stop();
     PQclear(PQexec(conn, "ROLLBACK"));
     remove_trap();
@@ -649,18 +662,11 @@ START_TEST(a_putting_back_refused_in_a_block_fails_the_statement)
 END_TEST
 
 /* VACUUM, which refuses the pipeline's block, takes the three round trips outside a
- * block: run in a request whose putting back the trap refuses @p refusals times, with
- * the log captured. Two tries are made either way. */
+ * block, where a refused putting back is tried once more. */
 static void vacuum_with_putting_back_refused(int refusals)
 {
-    set_trap(refusals);
-    PQclear(PQexec(conn, "CREATE TEMP TABLE trapped (x int)"));
-    support_capture_start();
-    mhdctx_context *ctx = deadline_context("pq-unit-trap-vacuum", 3000);
-    struct query q = {"VACUUM trapped", NULL, 0, NULL};
-    mhdctx_run(ctx, run_tagged, &q);
-    mhdctx_context_unref(ctx);
-    ck_assert_int_eq(q.status, PGRES_COMMAND_OK);
+    ck_assert_int_eq(run_with_putting_back_refused(refusals, false, "VACUUM trapped"),
+                     PGRES_COMMAND_OK);
     ck_assert_int_eq(trap_calls(), 2);
 }
 
