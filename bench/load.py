@@ -85,22 +85,31 @@ def wrk(port, seconds, with_id):
         cmd[5:5] = ["-H", "X-Request-Id: bench-0123456789abcdef"]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
+    # A slice with error answers, or none at all, measures a broken server: stop there
+    # rather than average it in. Socket errors (wrk's timeouts) are counted per row.
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if requests == 0 or bad:
+        raise RuntimeError("wrk on port %d: %d requests, %s non-2xx answers"
+                           % (port, requests, bad.group(1) if bad else "no"))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
 
     def latency(p):
         m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, out, re.M)
         value, unit = float(m.group(1)), m.group(2)
         return value * {"us": 1, "ms": 1000, "s": 1e6}[unit]
-    return requests, latency("50"), latency("99")
+    return requests, latency("50"), latency("99"), socket_errors
 
 
 def measure(proc, port, seconds, with_id):
     before = cpu_ns(proc.pid)
     t0 = time.monotonic()
-    requests, p50, p99 = wrk(port, seconds, with_id)
+    requests, p50, p99, socket_errors = wrk(port, seconds, with_id)
     elapsed = time.monotonic() - t0
     used = cpu_ns(proc.pid) - before
     return {"rps": requests / elapsed, "cpu_us": used / 1000 / max(requests, 1),
-            "p50": p50, "p99": p99}
+            "p50": p50, "p99": p99, "socket_errors": socket_errors}
 
 
 # (name, program, options): bare MHD first, the baseline of every ratio. The mhdctx
@@ -132,11 +141,17 @@ def print_rows(mode, with_id, servers, pairs, results):
         row = {"mode": mode, "server": name, "incoming_id": with_id, "rps": med("rps"),
                "rps_x": ratio("rps"), "cpu_us": med("cpu_us"), "cpu_x": ratio("cpu_us"),
                "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99"),
-               "pairs": len(pairs[name])}
+               "pairs": len(pairs[name]),
+               # each pass's ratio, in pass order: peers compare pass by pass
+               "rps_x_each": [x["rps"] / b["rps"] for x, b in pairs[name]],
+               "socket_errors": sum(x["socket_errors"] for x, _ in pairs[name])}
         results.append(row)
         print(ROW % (mode, name, "yes" if with_id else "no", "%.0f" % row["rps"],
                      "%.2f" % row["rps_x"], "%.2f" % row["cpu_us"], "%.2f" % row["cpu_x"],
                      "%.0f" % row["p50_us"], "%.0f" % row["p99_us"], "%.2f" % row["p99_x"]))
+        if row["socket_errors"]:
+            print("  %s: %d wrk socket errors (timeouts, resets) over its slices"
+                  % (name, row["socket_errors"]))
         sys.stdout.flush()
 
 
@@ -215,9 +230,13 @@ def main():
     for with_id in (False, True):
         app, express = peers.get(("app", with_id)), peers.get(("express-app", with_id))
         if app and express:
+            # Paired as every other ratio: in each pass both were loaded next to a slice
+            # of bare MHD, and the ratio of those two ratios cancels the pass's drift.
+            each = [a / e for a, e in zip(app["rps_x_each"], express["rps_x_each"])]
             print("epoll, id %s: mhdctx app serves %.1fx the requests/s of Express + "
-                  "AsyncLocalStorage with the same two lines"
-                  % ("yes" if with_id else "no", app["rps"] / express["rps"]))
+                  "AsyncLocalStorage with the same two lines (median over %d passes, "
+                  "%.1f-%.1fx)" % ("yes" if with_id else "no", statistics.median(each),
+                                  len(each), min(each), max(each)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -2,7 +2,7 @@
 # make bench: builds and runs the benchmarks, printing their tables.
 # SQL tagging: SQLite in process, PostgreSQL on a throwaway local cluster when the
 # server is installed.
-set -u
+set -eu # a step that fails fails make bench: a table left out must not pass unseen
 top_srcdir=${top_srcdir:-.}
 top_builddir=${top_builddir:-.}
 . "$top_srcdir/test/lib.sh"
@@ -31,8 +31,10 @@ if command -v valgrind >/dev/null 2>&1; then
 else
     echo "instructions: valgrind missing (apt-get install valgrind)"
 fi
-# Request overhead against bare MHD (needs wrk and two cores).
-if command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
+# Request overhead against bare MHD (needs wrk and two cores: wrk on CPU 0, servers on 1).
+if [ "$(nproc)" -lt 2 ]; then
+    echo "load: needs two CPUs (this machine has $(nproc))"
+elif command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
     /usr/bin/python3 "$top_srcdir/bench/load.py" \
         --rounds "${BENCH_ROUNDS:-3}" --passes "${BENCH_PASSES:-6}" \
         --seconds "${BENCH_SECONDS:-1}"
