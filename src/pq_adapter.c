@@ -382,12 +382,11 @@ static PGresult *exec_for_request(PGconn *conn, mhdctx_context *ctx, const struc
 }
 
 /* The deadline has passed: nothing is sent. */
-static PGresult *refused(PGconn *conn)
+static PGresult *refused(void)
 {
     mhdctx_log(MHDCTX_LOG_WARN, "sql statement not sent: the request's deadline has passed");
-    /* Made without @conn: with it, the result would carry the connection's last error,
-     * an earlier statement's, as if this one had failed the same way. */
-    (void)conn;
+    /* Made without the connection: with it, the result would carry the connection's last
+     * error, an earlier statement's, as if this one had failed the same way. */
     return PQmakeEmptyPGresult(NULL, PGRES_FATAL_ERROR);
 }
 
@@ -415,7 +414,7 @@ PGresult *mhdctx_pq_exec_params(PGconn *conn, const char *sql, int n_params,
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
     if (mhdctx_deadline_passed(ctx))
-        return refused(conn);
+        return refused();
     char *tagged = mhdctx_sql_tag_ctx(ctx, sql);
     if (tagged == NULL)
         return NULL;
@@ -435,7 +434,7 @@ PGresult *mhdctx_pq_exec_prepared(PGconn *conn, const char *name, int n_params,
         return NULL;
     mhdctx_context *ctx = mhdctx_current();
     if (mhdctx_deadline_passed(ctx))
-        return refused(conn);
+        return refused();
     uint64_t start = mhdctx__monotonic_ns();
     struct statement s = {NULL, name, n_params, values, lengths, formats, result_format};
     PGresult *r = exec_for_request(conn, ctx, &s, NULL);
