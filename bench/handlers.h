@@ -13,6 +13,10 @@ void bench_handlers_free(void);
 extern bool bench_app_line;
 /* When true, bench_mhdctx echoes the request id in a response of its own. */
 extern bool bench_echo_id;
+/* Has bench_bare do about @ns of CPU work per request before it answers (0: none),
+ * calibrated on the calling thread: a bare server that costs about as much CPU per
+ * request as mhdctx's app, the yardstick of what that much CPU alone does to latency. */
+void bench_set_spin_ns(long ns);
 
 /* Bare MHD: the one shared response, no header of ours. */
 enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const char *url,

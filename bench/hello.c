@@ -9,9 +9,11 @@
  *                 --sink sync   one write(2) per line
  *                 --echo-id yes the request id header in a response per request
  *                               (default no: bare MHD's shared response)
+ *   --spin-ns N   (hello-bare) about N ns of CPU work per request before answering
+ *                 (a calibrated loop): bare MHD as costly as a server with more to do
  * usage: hello-{bare,mhdctx} --port N --mode epoll|pool|thread-per-connection
  *        [--log none|access|app] [--log-file PATH] [--sink async|sync]
- *        [--echo-id yes|no]
+ *        [--echo-id yes|no] [--spin-ns N]
  * First stdout line: {"port": N}. SIGINT/SIGTERM stop it.
  */
 #include "handlers.h"
@@ -45,6 +47,7 @@ int main(int argc, char **argv)
     unsigned port = 0;
     const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async";
     const char *echo = "no";
+    long spin_ns = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0)
             port = (unsigned)atoi(argv[i + 1]);
@@ -58,17 +61,19 @@ int main(int argc, char **argv)
             sink = argv[i + 1];
         else if (strcmp(argv[i], "--echo-id") == 0)
             echo = argv[i + 1];
+        else if (strcmp(argv[i], "--spin-ns") == 0)
+            spin_ns = atol(argv[i + 1]);
     }
     unsigned pool;
     unsigned flags = mode_flags(mode, &pool);
     bool mhdctx = HELLO_THROUGH_MHDCTX;
     if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
         (strcmp(sink, "async") && strcmp(sink, "sync")) ||
-        (strcmp(echo, "yes") && strcmp(echo, "no"))) {
+        (strcmp(echo, "yes") && strcmp(echo, "no")) || spin_ns < 0 || (spin_ns > 0 && mhdctx)) {
         fprintf(stderr,
                 "usage: %s --port N --mode epoll|pool|thread-per-connection "
                 "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
-                "[--echo-id yes|no]\n",
+                "[--echo-id yes|no] [--spin-ns N (hello-bare)]\n",
                 argv[0]);
         return 2;
     }
@@ -82,6 +87,7 @@ int main(int argc, char **argv)
         return 1;
     bench_app_line = strcmp(log, "app") == 0;
     bench_echo_id = strcmp(echo, "yes") == 0;
+    bench_set_spin_ns(spin_ns);
     if (mhdctx_log_to_file(log_file) != MHDCTX_OK ||
         (strcmp(sink, "async") == 0 && mhdctx_log_async_start(NULL) != MHDCTX_OK)) {
         fprintf(stderr, "%s: cannot log to %s\n", argv[0], log_file);

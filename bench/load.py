@@ -16,7 +16,8 @@ article) runs beside the C servers in the epoll round when bench/node/node_modul
 (bench/node/install.sh).
 
 usage: load.py [--rounds N] [--passes P] [--seconds S]
-               [--modes epoll,pool,thread-per-connection] [--json FILE]
+               [--modes epoll,pool,thread-per-connection] [--servers app,access,...]
+               [--json FILE]
 """
 import argparse
 import json
@@ -127,6 +128,11 @@ C_SERVERS = [("bare", "hello-bare", ["--log", "none"]),
 # is what this machine and this pairing give for two identical servers, the yardstick
 # for every other row (an ideal run shows 1.00).
 CONTROL = ("bare-again", "hello-bare", ["--log", "none"])
+# Bare MHD busy for 1 us more per request (about what "app" adds on the machine of the
+# README's run): what that much more CPU alone does to throughput and latency, whoever
+# spends it. Where a row misses its p99 target, this row tells whether any server as
+# costly misses it too.
+SPIN = ("bare-spin", "hello-bare", ["--log", "none", "--spin-ns", "1000"])
 NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
                 ("express-app", "node", ["--log", "app"])]
 
@@ -210,8 +216,14 @@ def main():
     ap.add_argument("--passes", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=1)
     ap.add_argument("--modes", default="epoll,pool,thread-per-connection")
+    ap.add_argument("--servers", help="only these servers beside bare MHD (comma-separated "
+                    "names from the table), for a shorter run looking at a few rows")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
+    keep = set(args.servers.split(",")) if args.servers else None
+    unknown = (keep or set()) - {name for name, _, _ in C_SERVERS + [CONTROL, SPIN] + NODE_SERVERS}
+    if unknown:
+        ap.error("unknown server(s): %s" % ",".join(sorted(unknown)))
     node = node_peer_ready()
     print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1; %d rounds of fresh processes "
           "warmed up for 1 s, %d passes each loading every server for %d s next to a "
@@ -224,7 +236,10 @@ def main():
     results = []
     with tempfile.TemporaryDirectory(prefix="mhdctx-bench-") as work:
         for mode in args.modes.split(","):
-            servers = C_SERVERS[:1] + [CONTROL] + C_SERVERS[1:] + (NODE_SERVERS if node and mode == "epoll" else [])
+            servers = (C_SERVERS[:1] + [CONTROL, SPIN] + C_SERVERS[1:] +
+                       (NODE_SERVERS if node and mode == "epoll" else []))
+            if keep:
+                servers = [s for s in servers if s[0] == "bare" or s[0] in keep]
             run_mode(mode, servers, args, work, results)
     peers = {(r["server"], r["incoming_id"]): r for r in results if r["mode"] == "epoll"}
     for with_id in (False, True):
