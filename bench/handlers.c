@@ -37,8 +37,7 @@ static bool first_call(void **req_cls)
 /* A known amount of work in the request thread: xorshift rounds, @loops of them. A loop,
  * not a wait on the clock: a clock read in a VM may leave the CPU (kvm-clock), and
  * waiting for the clock's time would count a preemption as work done. */
-static uint64_t spin_state = 88172645463325252u;
-static _Atomic uint64_t spin_result = 1;
+static _Atomic uint64_t spin_result = 88172645463325252u;
 static unsigned long spin_loops;
 
 static uint64_t xorshift_rounds(uint64_t x, unsigned long n)
@@ -51,13 +50,13 @@ static uint64_t xorshift_rounds(uint64_t x, unsigned long n)
     return x;
 }
 
-static void spin(void)
+/* @n rounds from the last result, stored: the compiler may not drop rounds whose result
+ * is used. Races between threads are harmless (any value will do) but undefined: a
+ * relaxed atomic. */
+static void spin(unsigned long n)
 {
-    /* Stored: the compiler may not drop rounds whose result is used. Races between
-     * threads are harmless (any value will do) but undefined: a relaxed atomic. */
     uint64_t x = atomic_load_explicit(&spin_result, memory_order_relaxed);
-    atomic_store_explicit(&spin_result, xorshift_rounds(x | 1, spin_loops),
-                          memory_order_relaxed);
+    atomic_store_explicit(&spin_result, xorshift_rounds(x | 1, n), memory_order_relaxed);
 }
 
 static long thread_cpu_ns(void)
@@ -78,12 +77,13 @@ void bench_set_spin_ns(long ns)
     long best = 0;
     for (int i = 0; i < 5; i++) {
         long t0 = thread_cpu_ns();
-        spin_state = xorshift_rounds(spin_state, CALIBRATION_LOOPS);
+        spin(CALIBRATION_LOOPS);
         long took = thread_cpu_ns() - t0;
         if (took > 0 && (best == 0 || took < best))
             best = took;
     }
-    spin_loops = (unsigned long)((double)CALIBRATION_LOOPS * (double)ns / (double)best);
+    if (best > 0) /* else a clock that did not move: no spin rather than a division by 0 */
+        spin_loops = (unsigned long)((double)CALIBRATION_LOOPS * (double)ns / (double)best);
 }
 
 enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const char *url,
@@ -95,7 +95,7 @@ enum MHD_Result bench_bare(void *cls, struct MHD_Connection *connection, const c
         return MHD_YES;
     *upload_data_size = 0;
     if (spin_loops > 0)
-        spin();
+        spin(spin_loops);
     return MHD_queue_response(connection, MHD_HTTP_OK, shared_response);
 }
 

@@ -135,6 +135,8 @@ CONTROL = ("bare-again", "hello-bare", ["--log", "none"])
 SPIN = ("bare-spin", "hello-bare", ["--log", "none", "--spin-ns", "1000"])
 NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
                 ("express-app", "node", ["--log", "app"])]
+# Every server in table order; Node's only with the epoll round (see above).
+ALL_SERVERS = C_SERVERS[:1] + [CONTROL, SPIN] + C_SERVERS[1:] + NODE_SERVERS
 
 ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
 
@@ -221,7 +223,7 @@ def main():
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     keep = set(args.servers.split(",")) if args.servers else None
-    unknown = (keep or set()) - {name for name, _, _ in C_SERVERS + [CONTROL, SPIN] + NODE_SERVERS}
+    unknown = (keep or set()) - {name for name, _, _ in ALL_SERVERS}
     if unknown:
         ap.error("unknown server(s): %s" % ",".join(sorted(unknown)))
     node = node_peer_ready()
@@ -236,10 +238,9 @@ def main():
     results = []
     with tempfile.TemporaryDirectory(prefix="mhdctx-bench-") as work:
         for mode in args.modes.split(","):
-            servers = (C_SERVERS[:1] + [CONTROL, SPIN] + C_SERVERS[1:] +
-                       (NODE_SERVERS if node and mode == "epoll" else []))
-            if keep:
-                servers = [s for s in servers if s[0] == "bare" or s[0] in keep]
+            servers = [s for s in ALL_SERVERS
+                       if (s[1] != "node" or (node and mode == "epoll")) and
+                       (keep is None or s[0] == "bare" or s[0] in keep)]
             run_mode(mode, servers, args, work, results)
     peers = {(r["server"], r["incoming_id"]): r for r in results if r["mode"] == "epoll"}
     for with_id in (False, True):
