@@ -21,6 +21,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,6 +365,48 @@ START_TEST(test_prepare_bad_arguments)
     ck_assert_int_eq(bad.prepare_rc, SQLITE_ERROR);
     ck_assert_ptr_null(bad.text);
 
+    mhdctx_context_unref(ctx);
+    close_db(db);
+}
+END_TEST
+
+/* The tests' build of the library can fail its Nth allocation (src/alloc.c). */
+extern atomic_long mhdctx__alloc_countdown;
+extern atomic_long mhdctx__alloc_live;
+
+/* Every allocation the library makes for a tagged prepare fails in turn: each failure
+ * answers SQLITE_NOMEM with no statement and nothing left allocated, and the connection
+ * prepares the next statement as if nothing had happened. */
+START_TEST(test_prepare_out_of_memory)
+{
+    sqlite3 *db = open_db();
+    mhdctx_context *ctx = request_context();
+    free(run_in(ctx, db, "SELECT 1").text); /* ids drawn, pools filled: the steady state */
+    long failed = 0;
+    for (long countdown = 0;; countdown++) {
+        /* Counted here: the text of a tag that succeeds is freed with free(), uncounted. */
+        long live = atomic_load(&mhdctx__alloc_live);
+        atomic_store(&mhdctx__alloc_countdown, countdown);
+        struct run r = run_in(ctx, db, "SELECT 1");
+        bool fired = atomic_exchange(&mhdctx__alloc_countdown, -1) < 0;
+        if (!fired) {
+            ck_assert_int_eq(r.prepare_rc, SQLITE_OK); /* no library allocation left */
+            ck_assert_int_eq(r.rows, 1);
+            free(r.text);
+            break;
+        }
+        ck_assert_int_eq(r.prepare_rc, SQLITE_NOMEM);
+        ck_assert_ptr_null(r.text);
+        ck_assert_int_eq(atomic_load(&mhdctx__alloc_live), live);
+        failed++;
+        ck_assert_int_lt(failed, 100);
+        /* The connection is none the worse for it. */
+        struct run next = run_in(ctx, db, "SELECT 2");
+        ck_assert_int_eq(next.prepare_rc, SQLITE_OK);
+        ck_assert_int_eq(next.value, 2);
+        free(next.text);
+    }
+    ck_assert_int_ge(failed, 1); /* the tagged text is the library's allocation */
     mhdctx_context_unref(ctx);
     close_db(db);
 }
@@ -938,6 +981,7 @@ static Suite *sqlite_suite(void)
     tcase_add_test(tc, test_prepare_outside_context_unchanged);
     tcase_add_test(tc, test_prepare_with_comment_unchanged);
     tcase_add_test(tc, test_prepare_bad_arguments);
+    tcase_add_test(tc, test_prepare_out_of_memory);
 
     tc = support_tcase(s, "log", TEST_TIMEOUT_S, NULL, capture_end);
     tcase_add_test(tc, test_log_statements_one_line_each);
