@@ -50,9 +50,6 @@
 #define HOOK_MSG       "keys set"
 #define MAX_POINTS     500 /* a walk longer than this is a runaway */
 
-/* Defined by src/alloc.c in a -DMHDCTX_FAULT_INJECTION build (no header declares it). */
-extern atomic_long mhdctx__alloc_countdown;
-
 /* ==== the request ===================================================================== */
 
 #define LONG_METHOD "X-FAULT-INJECTION-METHOD" /* 24 bytes: does not fit method_inline */

@@ -394,7 +394,6 @@ END_TEST
  * Every allocation of an export fails in turn, the library's and jansson's (both count
  * down mhdctx__alloc_countdown of the tests' fault-injection build): each export
  * returns NULL or the whole document, never a truncated or invalid one. */
-extern atomic_long mhdctx__alloc_countdown;
 static atomic_bool export_fault_fired;
 
 static void *failing_json_malloc(size_t size)
@@ -438,7 +437,6 @@ END_TEST
 
 /* The exported text is the caller's (free()): it leaves the fault-injection build's
  * count of blocks allocated and not freed by the library, which it used to stay in. */
-extern atomic_long mhdctx__alloc_live;
 
 START_TEST(export_text_leaves_the_librarys_block_count)
 {

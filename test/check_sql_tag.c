@@ -439,7 +439,6 @@ static void tag_in_context(void *arg)
 
 /* The tagged text is the caller's (free()): it leaves the fault-injection build's count
  * of blocks allocated and not freed by the library, which it used to stay in. */
-extern atomic_long mhdctx__alloc_live;
 
 START_TEST(test_tagged_text_leaves_the_librarys_block_count)
 {

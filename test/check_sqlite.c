@@ -21,7 +21,6 @@
 #include <check.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,10 +369,6 @@ START_TEST(test_prepare_bad_arguments)
 }
 END_TEST
 
-/* The tests' build of the library can fail its Nth allocation (src/alloc.c). */
-extern atomic_long mhdctx__alloc_countdown;
-extern atomic_long mhdctx__alloc_live;
-
 /* Every allocation the library makes for a tagged prepare fails in turn: each failure
  * answers SQLITE_NOMEM with no statement and nothing left allocated, and the connection
  * prepares the next statement as if nothing had happened. */
@@ -384,7 +379,6 @@ START_TEST(test_prepare_out_of_memory)
     free(run_in(ctx, db, "SELECT 1").text); /* ids drawn, pools filled: the steady state */
     long failed = 0;
     for (long countdown = 0;; countdown++) {
-        /* Counted here: the text of a tag that succeeds is freed with free(), uncounted. */
         long live = atomic_load(&mhdctx__alloc_live);
         atomic_store(&mhdctx__alloc_countdown, countdown);
         struct run r = run_in(ctx, db, "SELECT 1");

@@ -160,8 +160,6 @@ unsigned refs_of(mhdctx_context *ctx)
     return atomic_load(&ctx->refs);
 }
 
-extern atomic_long mhdctx__alloc_countdown;
-
 bool support_alloc_countdown_fires(void)
 {
     long left = atomic_load(&mhdctx__alloc_countdown);

@@ -28,6 +28,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,6 +96,12 @@ mhdctx_context *new_context(void);
 
 /** The reference count of @p ctx (an internal field, read atomically). Any thread. */
 unsigned refs_of(mhdctx_context *ctx);
+
+/* The tests' build of the library (src/alloc.c with MHDCTX_FAULT_INJECTION): the
+ * countdown to the allocation that fails (-1: none; any thread may arm it) and the
+ * blocks allocated there and not yet freed there (a leak gauge). */
+extern atomic_long mhdctx__alloc_countdown;
+extern atomic_long mhdctx__alloc_live;
 
 /**
  * One step of the fault-injection countdown (mhdctx__alloc_countdown in the tests'
