@@ -59,8 +59,8 @@ def cpu_ns(pid):
 
 
 # The host's share of a slice: time the hypervisor gave to others while our two CPUs
-# wanted to run (/proc/stat's steal). Seen on this kind of VM: none for an hour, then
-# 50% of every second; a slice taken in such a stretch measures the neighbours.
+# wanted to run (/proc/stat's steal). Seen on this kind of VM: none for half an hour,
+# then about half of every second; a slice taken in such a stretch measures the neighbours.
 STEAL_LIMIT = 0.02  # of either CPU's time in a slice; a pair above it is measured again
 PAIR_TRIES = 2      # at most this many measurements of one pair
 
@@ -135,8 +135,13 @@ def measure(proc, port, seconds, with_id):
             "steal": stolen / (elapsed * 1e9)}
 
 
+def pair_steal(pair):
+    """The larger share of a CPU the host took in either slice of a pair."""
+    return max(slice_["steal"] for slice_ in pair)
+
+
 def disturbed(pair):
-    return max(slice_["steal"] for slice_ in pair) > STEAL_LIMIT
+    return pair_steal(pair) > STEAL_LIMIT
 
 
 # (name, program, options): bare MHD first, the baseline of every ratio. The mhdctx
@@ -180,7 +185,7 @@ def print_rows(mode, with_id, servers, pairs, results):
                "rps_x_each": [x["rps"] / b["rps"] for x, b in pairs[name]],
                "socket_errors": sum(x["socket_errors"] for x, _ in pairs[name]),
                "disturbed_pairs": sum(disturbed(pair) for pair in pairs[name]),
-               "steal_max": max(max(x["steal"], b["steal"]) for x, b in pairs[name])}
+               "steal_max": max(pair_steal(pair) for pair in pairs[name])}
         results.append(row)
         print(ROW % (mode, name, "yes" if with_id else "no", "%.0f" % row["rps"],
                      "%.2f" % row["rps_x"], "%.2f" % row["cpu_us"], "%.2f" % row["cpu_x"],
