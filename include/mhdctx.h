@@ -955,7 +955,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_response_add_request_id(struct MHD_Response *r
  * with method, path, status, duration_ms, outcome
  * (completed|client_abort|timeout|error|shutdown), request_id_replaced when the
  * incoming id was refused, and the context fields. Level: 5xx error, 4xx warn, else
- * info, unless a route or the filter says otherwise.
+ * info, unless a route or the filter says otherwise. Its "time" is the request's end,
+ * worked out from the monotonic reading its duration takes (one clock read for both):
+ * after a step of the wall clock it may lag the step by up to a second.
  */
 
 /**

@@ -141,11 +141,13 @@ static void write_line(const mhdctx_middleware *mw, mhdctx_context *ctx, mhdctx_
                        unsigned status, const char *outcome)
 {
     static const char message[] = "request completed";
-    /* Whole microseconds are plenty and keep the number short; written as an integer
-     * with a decimal point, without a double in between. */
-    uint64_t duration_us = (mhdctx__monotonic_ns() - ctx->start_mono_ns) / 1000;
+    /* One clock reading for the duration and the line's time. Whole microseconds are
+     * plenty and keep the number short; written as an integer with a decimal point,
+     * without a double in between. */
+    uint64_t now = mhdctx__monotonic_ns();
+    uint64_t duration_us = (now - ctx->start_mono_ns) / 1000;
     mhdctx__buf b;
-    bool locked = mhdctx__line_open(&b, ctx, level, message, sizeof message - 1);
+    bool locked = mhdctx__line_open(&b, ctx, level, now, message, sizeof message - 1);
     MHDCTX__PUT_LITERAL(&b, ",\"method\":");
     put_client_string(&b, mhdctx_method(ctx));
     MHDCTX__PUT_LITERAL(&b, ",\"path\":");

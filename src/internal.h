@@ -323,14 +323,15 @@ void mhdctx__field_names_release(mhdctx__field_names *names);
  * these two calls, without a field array: their keys are reserved names
  * (mhdctx__key_is_reserved), which no user key can repeat.
  * mhdctx__line_open() starts a line of a @level the caller found enabled, in the
- * thread's line buffer, with the time, the level, @plain_message (@len bytes of
- * printable ASCII without '"' or '\\': written as it is) and, with @ctx, the context's
- * fields; it returns whether it took the context's lock
+ * thread's line buffer, with the time of @mono_ns (a CLOCK_MONOTONIC reading, as
+ * mhdctx__monotonic_ns(); it may lag a step of the wall clock by up to a second), the level,
+ * @plain_message (@len bytes of printable ASCII without '"' or '\\': written as it is) and,
+ * with @ctx, the context's fields; it returns whether it took the context's lock
  * (mhdctx__context_lock_if_shared), which is then held until mhdctx__line_close(@locked),
  * which ends the line and hands it to the sink (or counts it dropped if the buffer
  * failed) and releases @b. */
 bool mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
-                       const char *plain_message, size_t len);
+                       uint64_t mono_ns, const char *plain_message, size_t len);
 void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
                         bool locked);
 /* As mhdctx_log_ctx() with the line's ids taken from @ids. */

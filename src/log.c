@@ -87,6 +87,8 @@ struct line_thread {
     time_t second; /* of prefix; -1 before the first line */
     size_t prefix_len;
     char prefix[TIME_PREFIX_ROOM]; /* {"time":"2026-11-25T21:58:46. */
+    uint64_t offset_read_at;       /* monotonic ns; 0 before the first reading */
+    int64_t wall_minus_mono;       /* ns: CLOCK_REALTIME - CLOCK_MONOTONIC then */
     char storage[LINE_STORAGE];
 };
 static _Thread_local struct line_thread line_thread = {.second = -1};
@@ -215,13 +217,43 @@ static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
     }
 }
 
+#define NS_PER_S          1000000000
+#define OFFSET_REFRESH_NS NS_PER_S
+
+static int64_t timespec_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * NS_PER_S + ts->tv_nsec;
+}
+
+/* The wall-clock time of @mono_ns, a CLOCK_MONOTONIC reading the caller has anyway: the
+ * access line reads the clock once for its duration and its time. Both clocks follow
+ * NTP's rate corrections alike, so their difference only changes when the wall clock is
+ * stepped; it is read again once a second, which is how long a line may lag a step. */
+static struct timespec wall_time_of(struct line_thread *t, uint64_t mono_ns)
+{
+    if (t->offset_read_at == 0 || mono_ns - t->offset_read_at >= OFFSET_REFRESH_NS) {
+        struct timespec wall, mono;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        t->wall_minus_mono = timespec_ns(&wall) - timespec_ns(&mono);
+        t->offset_read_at = (uint64_t)timespec_ns(&mono);
+    }
+    int64_t wall_ns = (int64_t)mono_ns + t->wall_minus_mono;
+    return (struct timespec){.tv_sec = (time_t)(wall_ns / NS_PER_S),
+                             .tv_nsec = (long)(wall_ns % NS_PER_S)};
+}
+
 /* {"time":..,"level":..,"message": - the message is the caller's to write. The line
- * starts in the thread's storage, which always has room for this much. */
-static void line_begin(mhdctx__buf *b, mhdctx_log_level level)
+ * starts in the thread's storage, which always has room for this much. The time is
+ * @mono_ns's, or now with 0. */
+static void line_begin(mhdctx__buf *b, mhdctx_log_level level, uint64_t mono_ns)
 {
     struct line_thread *t = this_line_thread();
     struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    if (mono_ns)
+        now = wall_time_of(t, mono_ns);
+    else
+        clock_gettime(CLOCK_REALTIME, &now);
     if (now.tv_sec != t->second)
         format_time_prefix(t, now.tv_sec);
     mhdctx__buf_init(b, t->storage, sizeof t->storage);
@@ -266,9 +298,9 @@ void mhdctx__line_close(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level le
 }
 
 bool mhdctx__line_open(mhdctx__buf *b, mhdctx_context *ctx, mhdctx_log_level level,
-                       const char *plain_message, size_t len)
+                       uint64_t mono_ns, const char *plain_message, size_t len)
 {
-    line_begin(b, level);
+    line_begin(b, level, mono_ns);
     mhdctx__buf_putc(b, '"');
     mhdctx__buf_put(b, plain_message, len);
     mhdctx__buf_putc(b, '"');
@@ -290,7 +322,7 @@ static void log_line(mhdctx_context *ctx, const struct mhdctx__line_ids *ids,
         return;
     }
     mhdctx__buf b;
-    line_begin(&b, level);
+    line_begin(&b, level, 0);
     put_message(&b, fmt, ap);
     bool locked = put_context(&b, ctx, ids);
     if (n && fields) {

@@ -7,8 +7,8 @@
  * Assertions run on the test thread only: MHD's threads record what they see in a
  * struct app, under its lock, and the test checks it afterwards.
  */
+#include "internal.h" /* first: its _GNU_SOURCE (strptime, timegm) */
 #include "http_client.h"
-#include "internal.h"
 #include "mhdctx.h"
 #include "support.h"
 
@@ -1288,6 +1288,66 @@ START_TEST(test_access_log_lines)
 }
 END_TEST
 
+/* A line's "time" in milliseconds since the epoch. */
+static int64_t line_time_ms(const json_t *line)
+{
+    const char *stamp = jstr(line, "time");
+    ck_assert_ptr_nonnull(stamp);
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(stamp, "%Y-%m-%dT%H:%M:%S.", &tm);
+    ck_assert_msg(rest != NULL && strlen(rest) == 4, "bad time %s", stamp);
+    return (int64_t)timegm(&tm) * 1000 + atoi(rest);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* The access line's time is when the request ended, on the wall clock (it is worked out
+ * from the reading its duration takes): after the handler's line, before the client had
+ * the answer. */
+START_TEST(test_access_line_time_is_the_end_of_the_request)
+{
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
+    enum { N = 8 };
+    int64_t sent[N], answered[N];
+    for (int i = 0; i < N; i++) {
+        char *hdr = str_fmt("X-Request-Id: when-%d\r\n", i);
+        sent[i] = wall_ms();
+        http_response *r = support_http_get(f.s.port, "/s/200", hdr);
+        ck_assert_int_eq(r->status, 200);
+        http_response_free(r);
+        free(hdr);
+        answered[i] = wall_ms();
+        if (i % 2)
+            usleep(300 * 1000); /* across seconds: the time's second changes too */
+    }
+    ck_assert(support_capture_wait(ACCESS_MSG, N, 5000));
+    support_server_stop(&f.s);
+    json_t *all = support_capture_parsed();
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "when-%d", i);
+        json_t *access = support_find_line(all, ACCESS_MSG, "request_id", id);
+        json_t *handler = support_find_line(all, HANDLER_MSG, "request_id", id);
+        ck_assert_ptr_nonnull(access);
+        ck_assert_ptr_nonnull(handler);
+        int64_t at = line_time_ms(access);
+        ck_assert_int_ge(at, line_time_ms(handler));
+        ck_assert_int_ge(at, sent[i]);
+        ck_assert_int_le(at, answered[i]);
+    }
+    json_decref(all);
+    fixture_close(&f);
+}
+END_TEST
+
 static mhdctx_log_level level_override(const mhdctx_context *ctx, unsigned status,
                                        mhdctx_log_level suggested, void *cls)
 {
@@ -1828,6 +1888,7 @@ static Suite *middleware_suite(void)
 
     tc = support_tcase(suite, "access_log", TEST_TIMEOUT_S, NULL, NULL);
     tcase_add_test(tc, test_access_log_lines);
+    tcase_add_test(tc, test_access_line_time_is_the_end_of_the_request);
     tcase_add_test(tc, test_access_log_level_fn_and_query);
     tcase_add_test(tc, test_access_line_keys_are_reserved_and_unique);
 
