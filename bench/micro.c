@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -279,10 +280,18 @@ int main(int argc, char **argv)
     mhdctx_set_user_id(ctx, "42");
     mhdctx_set_string(ctx, "tenant_id", "acme");
     mhdctx_set_route(ctx, "/users/:id");
-    char path[] = "/tmp/mhdctx-micro.XXXXXX";
-    int tmp = mkstemp(path);
-    if (tmp < 0)
+    /* The file's directory is TMPDIR's, as mktemp(1)'s: where the user keeps scratch
+     * files (a tmpfs /tmp would measure memory, not the disk). */
+    const char *dir = getenv("TMPDIR");
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/mhdctx-micro.XXXXXX", dir && *dir ? dir : "/tmp") >=
+        (int)sizeof path)
         return 1;
+    int tmp = mkstemp(path);
+    if (tmp < 0) {
+        perror(path);
+        return 1;
+    }
     close(tmp);
 
     mhdctx_run(ctx, bench_current, NULL);

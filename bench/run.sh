@@ -6,7 +6,7 @@ set -eu # a step that fails fails make bench: a table left out must not pass uns
 top_srcdir=${top_srcdir:-.}
 top_builddir=${top_builddir:-.}
 . "$top_srcdir/test/lib.sh"
-work=$(mktemp -d /tmp/mhdctx-bench.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/mhdctx-bench.XXXXXX")
 trap 'stop_pg; rm -rf "$work"' EXIT
 if grep -q "define MHDCTX_HAVE_LIBPQ 1" "$top_builddir/config.h" &&
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
