@@ -42,16 +42,16 @@ static void release_key(struct mhdctx__user_key *slot);
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
-static uint64_t clock_ns(clockid_t clock)
+uint64_t mhdctx__clock_ns(clockid_t clock)
 {
     struct timespec ts;
     clock_gettime(clock, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * MHDCTX__NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
 uint64_t mhdctx__monotonic_ns(void)
 {
-    return clock_ns(CLOCK_MONOTONIC);
+    return mhdctx__clock_ns(CLOCK_MONOTONIC);
 }
 
 mhdctx_context *mhdctx__context_create(const char *uri)
@@ -366,10 +366,10 @@ struct timespec mhdctx_start_realtime(const mhdctx_context *ctx)
     mhdctx_context *c = (mhdctx_context *)ctx; /* fills a cache; the value never changes */
     lock(c);
     if (!c->start_real_known) {
-        uint64_t now_ns = clock_ns(CLOCK_REALTIME);
+        uint64_t now_ns = mhdctx__clock_ns(CLOCK_REALTIME);
         uint64_t ago = mhdctx__monotonic_ns() - c->start_mono_ns;
         uint64_t at = now_ns > ago ? now_ns - ago : 0;
-        c->start_real = (struct timespec){(time_t)(at / 1000000000u), (long)(at % 1000000000u)};
+        c->start_real = mhdctx__timespec_of_ns(at);
         c->start_real_known = true;
     }
     start = c->start_real;

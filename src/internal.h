@@ -217,7 +217,15 @@ static inline void mhdctx__context_draw_ids(const mhdctx_context *ctx)
     if (atomic_load_explicit(&ctx->ids_to_draw, memory_order_acquire) != 0)
         mhdctx__context_draw_ids_slow(ctx);
 }
+#define MHDCTX__NS_PER_S 1000000000u
+/* A reading of @clock in nanoseconds; mhdctx__monotonic_ns() reads CLOCK_MONOTONIC. */
+uint64_t mhdctx__clock_ns(clockid_t clock);
 uint64_t mhdctx__monotonic_ns(void);
+static inline struct timespec mhdctx__timespec_of_ns(uint64_t ns)
+{
+    return (struct timespec){.tv_sec = (time_t)(ns / MHDCTX__NS_PER_S),
+                             .tv_nsec = (long)(ns % MHDCTX__NS_PER_S)};
+}
 /* @start_ns + @ms, or 0 (no deadline) for 0 or a budget that would overflow. */
 uint64_t mhdctx__deadline_after(uint64_t start_ns, uint64_t ms);
 /* Swaps the thread's current context, returning the previous one. */

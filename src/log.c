@@ -217,13 +217,7 @@ static void put_ids(mhdctx__buf *b, const struct mhdctx__line_ids *ids)
     }
 }
 
-#define NS_PER_S          1000000000
-#define OFFSET_REFRESH_NS NS_PER_S
-
-static int64_t timespec_ns(const struct timespec *ts)
-{
-    return (int64_t)ts->tv_sec * NS_PER_S + ts->tv_nsec;
-}
+#define OFFSET_REFRESH_NS MHDCTX__NS_PER_S
 
 /* The wall-clock time of @mono_ns, a CLOCK_MONOTONIC reading the caller has anyway: the
  * access line reads the clock once for its duration and its time. Both clocks follow
@@ -232,15 +226,13 @@ static int64_t timespec_ns(const struct timespec *ts)
 static struct timespec wall_time_of(struct line_thread *t, uint64_t mono_ns)
 {
     if (t->offset_read_at == 0 || mono_ns - t->offset_read_at >= OFFSET_REFRESH_NS) {
-        struct timespec wall, mono;
-        clock_gettime(CLOCK_REALTIME, &wall);
-        clock_gettime(CLOCK_MONOTONIC, &mono);
-        t->wall_minus_mono = timespec_ns(&wall) - timespec_ns(&mono);
-        t->offset_read_at = (uint64_t)timespec_ns(&mono);
+        uint64_t wall = mhdctx__clock_ns(CLOCK_REALTIME);
+        uint64_t mono = mhdctx__monotonic_ns();
+        t->wall_minus_mono = (int64_t)(wall - mono);
+        t->offset_read_at = mono;
     }
-    int64_t wall_ns = (int64_t)mono_ns + t->wall_minus_mono;
-    return (struct timespec){.tv_sec = (time_t)(wall_ns / NS_PER_S),
-                             .tv_nsec = (long)(wall_ns % NS_PER_S)};
+    /* Modular arithmetic: right whatever the offset's sign. */
+    return mhdctx__timespec_of_ns(mono_ns + (uint64_t)t->wall_minus_mono);
 }
 
 /* {"time":..,"level":..,"message": - the message is the caller's to write. The line

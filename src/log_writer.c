@@ -59,13 +59,7 @@ static atomic_bool writer_on;
 
 static void deadline_after_ms(struct timespec *ts, unsigned ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    *ts = mhdctx__timespec_of_ns(mhdctx__monotonic_ns() + (uint64_t)ms * 1000000u);
 }
 
 static bool batch_wanted(void)
