@@ -697,6 +697,8 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  *
  * When the buffer is full (the sink is slower than the server), the policy decides:
  * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;
+ * threads waiting for room are served in their order of arrival, and a line logged while
+ * others wait goes behind them even if it would fit (no waiter is starved by newcomers);
  * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever, and
  * every dropped line is counted (mhdctx_log_dropped()); a line the buffer has no room
  * for has the writer write the buffer now. A line larger than a buffer is written

@@ -17,6 +17,13 @@
  * writes its last lines within one interval, a busy one without a wake-up per line.
  * With nothing queued it sleeps without a timer (the first line wakes it), so
  * that an idle server's writer does not wake every interval for nothing.
+ *
+ * Under the block policy, producers that find no room wait in a queue and are served in
+ * their order of arrival, each woken on its own condition when its turn comes; a line
+ * that arrives while others wait goes behind them even if it would fit. Without the
+ * queue, every batch woke all waiters to race the threads just arriving for the room, and
+ * one of them could lose that race until its block_timeout_ms ran out while the others
+ * went on (seen under valgrind, which runs one thread at a time).
  */
 #include "sink.h"
 
@@ -32,10 +39,16 @@
 #define DEFAULT_BLOCK_MS     1000u
 #define WRITE_SLICE_BYTES    (64u << 10)
 
+/* A producer waiting for room: it lives on that producer's stack while it waits. */
+struct room_waiter {
+    struct room_waiter *prev, *next;
+    pthread_cond_t turn; /* signalled when it is first and room may have come */
+};
+
 struct log_writer {
     pthread_mutex_t lock;
     pthread_cond_t work;  /* writer: something to write, or stop */
-    pthread_cond_t space; /* producers and flushers: a batch was written */
+    pthread_cond_t space; /* flushers: a batch was written */
     pthread_t thread;
     char *active; /* filled by request threads */
     char *spare;  /* written by the writer */
@@ -43,6 +56,7 @@ struct log_writer {
     size_t len;       /* bytes in active */
     uint64_t queued;  /* bytes ever queued, over every run of the writer */
     uint64_t written; /* bytes ever handed to the sink (written or dropped) */
+    struct room_waiter *first_waiter, *last_waiter; /* served first to last */
     mhdctx_log_async_options options;
     bool running;
     bool stopping;
@@ -60,6 +74,23 @@ static atomic_bool writer_on;
 static void deadline_after_ms(struct timespec *ts, unsigned ms)
 {
     *ts = mhdctx__timespec_of_ns(mhdctx__monotonic_ns() + (uint64_t)ms * 1000000u);
+}
+
+/* Monotonic, as every timed wait here: a step of the wall clock must not stall anyone. */
+static void init_monotonic_condition(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Wakes the producer whose turn it is, if any (lock held): room came, or its turn. */
+static void wake_first_waiter(void)
+{
+    if (writer.first_waiter)
+        pthread_cond_signal(&writer.first_waiter->turn);
 }
 
 static bool batch_wanted(void)
@@ -83,7 +114,7 @@ static size_t take_batch(void)
     writer.spare = full;
     writer.len = 0;
     writer.flush_asked = false;
-    pthread_cond_broadcast(&writer.space); /* producers waiting for room have it now */
+    wake_first_waiter(); /* the room it waits for is there now */
     return len;
 }
 
@@ -177,9 +208,48 @@ static void wait_written(void)
     }
 }
 
-/* Waits for room for @len bytes (lock held), as the policy says. Below half full the
- * writer would wait out its interval: it is asked to write now, so that the room comes
- * back for this line (block) or the next ones (drop). */
+static bool has_room(size_t len)
+{
+    return writer.cap - writer.len >= len;
+}
+
+static void join_the_queue(struct room_waiter *w)
+{
+    init_monotonic_condition(&w->turn);
+    w->next = NULL;
+    w->prev = writer.last_waiter;
+    if (w->prev)
+        w->prev->next = w;
+    else
+        writer.first_waiter = w;
+    writer.last_waiter = w;
+}
+
+/* Served, timed out or stopped: the next one's turn, if this one had it. */
+static void leave_the_queue(struct room_waiter *w)
+{
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        writer.last_waiter = w->prev;
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        writer.first_waiter = w->next;
+        wake_first_waiter();
+    }
+    pthread_cond_destroy(&w->turn);
+}
+
+static bool my_turn(const struct room_waiter *w, size_t len)
+{
+    return writer.first_waiter == w && has_room(len);
+}
+
+/* Waits for room for @len bytes (lock held), as the policy says, behind the producers
+ * already waiting. Below half full the writer would wait out its interval: it is asked
+ * to write now, so that the room comes back for this line (block) or the next ones
+ * (drop). */
 static enum mhdctx__queued wait_for_room(size_t len)
 {
     if (writer.options.when_full == MHDCTX_LOG_FULL_DROP) {
@@ -188,13 +258,32 @@ static enum mhdctx__queued wait_for_room(size_t len)
     }
     struct timespec until;
     deadline_after_ms(&until, writer.options.block_timeout_ms);
-    while (writer.running && writer.cap - writer.len < len) {
-        ask_for_a_batch(); /* each batch, if one is not enough */
-        if (pthread_cond_timedwait(&writer.space, &writer.lock, &until) == ETIMEDOUT &&
-            writer.cap - writer.len < len)
-            return MHDCTX__DROPPED; /* the sink is stuck: never block a request forever */
+    struct room_waiter me;
+    join_the_queue(&me);
+    enum mhdctx__queued result = MHDCTX__QUEUED;
+    while (writer.running && !my_turn(&me, len)) {
+        if (writer.first_waiter == &me)
+            ask_for_a_batch(); /* each batch, if one is not enough */
+        if (pthread_cond_timedwait(&me.turn, &writer.lock, &until) == ETIMEDOUT &&
+            writer.running && !my_turn(&me, len)) {
+            result = MHDCTX__DROPPED; /* the sink is stuck: never block a request forever */
+            break;
+        }
     }
-    return writer.running ? MHDCTX__QUEUED : MHDCTX__NOT_QUEUED;
+    if (!writer.running)
+        result = MHDCTX__NOT_QUEUED;
+    leave_the_queue(&me);
+    return result;
+}
+
+size_t mhdctx__writer_waiting(void)
+{
+    pthread_mutex_lock(&writer.lock);
+    size_t n = 0;
+    for (const struct room_waiter *w = writer.first_waiter; w; w = w->next)
+        n++;
+    pthread_mutex_unlock(&writer.lock);
+    return n;
 }
 
 enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
@@ -205,7 +294,7 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
     enum mhdctx__queued result = MHDCTX__QUEUED;
     if (!writer.running || len > writer.cap)
         result = MHDCTX__NOT_QUEUED; /* stopped meanwhile, or a line no buffer holds */
-    else if (writer.cap - writer.len < len)
+    else if (writer.first_waiter != NULL || !has_room(len))
         result = wait_for_room(len);
     if (result == MHDCTX__QUEUED) {
         memcpy(writer.active + writer.len, line, len);
@@ -262,17 +351,13 @@ static void release_buffers(void)
     writer.active = writer.spare = NULL;
 }
 
-/* Timed waits on CLOCK_MONOTONIC: a step of the wall clock must not stall the writer. */
+/* Whether the writer's conditions were made monotonic (init_monotonic_condition). */
 static bool conditions_ready;
 
 static void init_conditions(void)
 {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&writer.work, &attr);
-    pthread_cond_init(&writer.space, &attr);
-    pthread_condattr_destroy(&attr);
+    init_monotonic_condition(&writer.work);
+    init_monotonic_condition(&writer.space);
     conditions_ready = true;
 }
 
@@ -366,7 +451,9 @@ void mhdctx_log_async_stop(void)
     writer.stopping = true;
     writer.running = false;
     pthread_cond_signal(&writer.work);
-    pthread_cond_broadcast(&writer.space); /* producers waiting for room write directly */
+    pthread_cond_broadcast(&writer.space);
+    for (struct room_waiter *w = writer.first_waiter; w; w = w->next)
+        pthread_cond_signal(&w->turn); /* producers waiting for room write directly */
     pthread_mutex_unlock(&writer.lock);
     pthread_join(writer.thread, NULL);
     pthread_mutex_lock(&writer.lock);
@@ -389,6 +476,7 @@ static void after_fork_child(void)
     init_conditions();
     writer.running = writer.stopping = writer.flush_asked = false;
     writer.len = 0;
+    writer.first_waiter = writer.last_waiter = NULL; /* their threads are not here */
     writer.queued = writer.written = 0; /* the parent's lines are not ours to wait for */
     release_buffers(); /* the child is single-threaded: nobody else touches them */
 }

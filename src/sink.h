@@ -30,6 +30,8 @@ enum mhdctx__queued {
     MHDCTX__NOT_QUEUED /* asynchronous mode is off, or the line is larger than a buffer */
 };
 enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len);
+/* How many producers wait for room under the block policy (for tests). */
+size_t mhdctx__writer_waiting(void);
 /* Flushing is public: mhdctx_log_flush() (a no-op when the writer is off). */
 
 #endif

@@ -5,6 +5,7 @@
  * Whole lines from many threads at once: check_log.c ("threads", batched variants).
  */
 #include "internal.h"
+#include "sink.h"
 #include "support.h"
 
 #include <check.h>
@@ -463,6 +464,138 @@ START_TEST(full_buffer_block_policy_gives_up_after_its_timeout)
 }
 END_TEST
 
+/* A pipe's bytes up to its end, read by a thread of their own. */
+struct pipe_text {
+    int fd;
+    char *data; /* NUL-terminated */
+    size_t len;
+};
+
+static void *read_to_the_end(void *arg)
+{
+    struct pipe_text *t = arg;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(t->fd, buf, sizeof buf)) > 0) {
+        char *grown = realloc(t->data, t->len + (size_t)n + 1);
+        ck_assert_ptr_nonnull(grown);
+        t->data = grown;
+        memcpy(t->data + t->len, buf, (size_t)n);
+        t->len += (size_t)n;
+        t->data[t->len] = '\0';
+    }
+    return NULL;
+}
+
+static bool wait_waiting(size_t producers, double seconds)
+{
+    for (double until = now_s() + seconds; now_s() < until; sleep_ms(5))
+        if (mhdctx__writer_waiting() == producers)
+            return true;
+    return false;
+}
+
+static void *log_one_large_line(void *arg)
+{
+    (void)arg;
+    char *large = repeat('w', 40 * 1024);
+    mhdctx_log_info("%s", large);
+    free(large);
+    return NULL;
+}
+
+#define SMALL_LINES 50
+
+static void *log_small_lines(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < SMALL_LINES; i++)
+        mhdctx_log_info("small-%d", i);
+    return NULL;
+}
+
+/* Under the block policy producers waiting for room are served in order, and a line
+ * that comes while one waits goes behind it even if it would fit. Here small lines come
+ * while a large one waits with room for them: they used to go ahead of it (and in a
+ * flood, a waiter could lose the race for room to newcomers until its timeout). */
+START_TEST(blocked_line_is_served_before_lines_that_come_after_it)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    fill_pipe(fds[1]);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
+                                  .flush_interval_ms = 60000,
+                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                  .block_timeout_ms = 30000};
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    uint64_t dropped_before = mhdctx_log_dropped();
+    char *first = repeat('f', 40 * 1024), *second = repeat('s', 30 * 1024);
+    mhdctx_log_info("%s", first);  /* over half full: the writer takes it, held in write() */
+    mhdctx_log_info("%s", second); /* the other buffer, ~34 KiB left */
+    pthread_t large, small;
+    ck_assert_int_eq(pthread_create(&large, NULL, log_one_large_line, NULL), 0);
+    ck_assert_msg(wait_waiting(1, 30), "the 40 KiB line does not wait for room");
+    ck_assert_int_eq(pthread_create(&small, NULL, log_small_lines, NULL), 0);
+    ck_assert_msg(wait_waiting(2, 5), "a line that fits went ahead of one waiting");
+    struct pipe_text out = {.fd = fds[0]};
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
+    pthread_join(large, NULL);
+    pthread_join(small, NULL);
+    mhdctx_log_shutdown();
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    ck_assert_uint_eq(mhdctx_log_dropped(), dropped_before);
+    ck_assert_ptr_nonnull(out.data);
+    const char *waited = strstr(out.data, "wwww"), *came_later = strstr(out.data, "small-0");
+    ck_assert_ptr_nonnull(waited);
+    ck_assert_ptr_nonnull(came_later);
+    ck_assert_msg(waited < came_later, "a line that came later was written first");
+    char last[32];
+    snprintf(last, sizeof last, "small-%d\"", SMALL_LINES - 1);
+    ck_assert_ptr_nonnull(strstr(came_later, last));
+    free(out.data);
+    free(first);
+    free(second);
+}
+END_TEST
+
+static void *log_five_lines(void *arg)
+{
+    for (int i = 0; i < 5; i++)
+        mhdctx_log_info("%s", (const char *)arg);
+    return NULL;
+}
+
+/* Producers waiting one behind the other each give up after their timeout, wherever
+ * they are in the queue: every line is counted as dropped and the queue is left empty
+ * (a waiter leaving from the middle unlinks itself; ASan and valgrind watch the links). */
+START_TEST(every_waiter_in_the_queue_gives_up_after_its_timeout)
+{
+    struct stalled_pipe p;
+    stall_the_writer(&p, MHDCTX_LOG_FULL_BLOCK);
+    char *text = repeat('y', 1000);
+    for (int i = 0; i < 200; i++) /* fills the buffers and the pipe */
+        mhdctx_log_info("%s", text);
+    uint64_t before = mhdctx_log_dropped();
+    pthread_t threads[4];
+    double t0 = now_s();
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, log_five_lines, text), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    double took = now_s() - t0;
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 20);
+    ck_assert_uint_eq(mhdctx__writer_waiting(), 0);
+    /* 5 waits of 50 ms one after the other per thread, the threads side by side. */
+    ck_assert_msg(took >= 0.24 && took < 10.0, "20 blocked lines took %.3f s", took);
+    free(text);
+    unstall_and_stop(&p);
+}
+END_TEST
+
 START_TEST(blocked_lines_are_written_once_the_reader_reads)
 {
     struct stalled_pipe p;
@@ -806,6 +939,8 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, block_policy_makes_room_at_once);
     tcase_add_test(tc, full_buffer_block_policy_gives_up_after_its_timeout);
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
+    tcase_add_test(tc, blocked_line_is_served_before_lines_that_come_after_it);
+    tcase_add_test(tc, every_waiter_in_the_queue_gives_up_after_its_timeout);
     tcase_add_test(tc, flush_across_a_restart_returns);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
