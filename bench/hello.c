@@ -7,13 +7,14 @@
  *                 --log app     the access line plus one line from the handler
  *                 --sink async  lines batched by the writer thread (default)
  *                 --sink sync   one write(2) per line
+ *                 --log-buffer KiB  the writer's buffers (default: the library's)
  *                 --echo-id yes the request id header in a response per request
  *                               (default no: bare MHD's shared response)
  *   --spin-ns N   (hello-bare) about N ns of CPU work per request before answering
  *                 (a calibrated loop): bare MHD as costly as a server with more to do
  * usage: hello-{bare,mhdctx} --port N --mode epoll|pool|thread-per-connection
  *        [--log none|access|app] [--log-file PATH] [--sink async|sync]
- *        [--echo-id yes|no] [--spin-ns N]
+ *        [--echo-id yes|no] [--spin-ns N] [--log-buffer KiB]
  * First stdout line: {"port": N}. SIGINT/SIGTERM stop it.
  */
 #include "handlers.h"
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
     unsigned port = 0;
     const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async";
     const char *echo = "no";
-    long spin_ns = 0;
+    long spin_ns = 0, buffer_kib = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0)
             port = (unsigned)atoi(argv[i + 1]);
@@ -63,17 +64,20 @@ int main(int argc, char **argv)
             echo = argv[i + 1];
         else if (strcmp(argv[i], "--spin-ns") == 0)
             spin_ns = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--log-buffer") == 0)
+            buffer_kib = atol(argv[i + 1]);
     }
     unsigned pool;
     unsigned flags = mode_flags(mode, &pool);
     bool mhdctx = HELLO_THROUGH_MHDCTX;
     if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
         (strcmp(sink, "async") && strcmp(sink, "sync")) ||
-        (strcmp(echo, "yes") && strcmp(echo, "no")) || spin_ns < 0 || (spin_ns > 0 && mhdctx)) {
+        (strcmp(echo, "yes") && strcmp(echo, "no")) || spin_ns < 0 || (spin_ns > 0 && mhdctx) ||
+        buffer_kib < 0) {
         fprintf(stderr,
                 "usage: %s --port N --mode epoll|pool|thread-per-connection "
                 "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
-                "[--echo-id yes|no] [--spin-ns N (hello-bare)]\n",
+                "[--echo-id yes|no] [--spin-ns N (hello-bare)] [--log-buffer KiB]\n",
                 argv[0]);
         return 2;
     }
@@ -88,8 +92,9 @@ int main(int argc, char **argv)
     bench_app_line = strcmp(log, "app") == 0;
     bench_echo_id = strcmp(echo, "yes") == 0;
     bench_set_spin_ns(spin_ns);
+    mhdctx_log_async_options async = {.buffer_bytes = (size_t)buffer_kib * 1024};
     if (mhdctx_log_to_file(log_file) != MHDCTX_OK ||
-        (strcmp(sink, "async") == 0 && mhdctx_log_async_start(NULL) != MHDCTX_OK)) {
+        (strcmp(sink, "async") == 0 && mhdctx_log_async_start(&async) != MHDCTX_OK)) {
         fprintf(stderr, "%s: cannot log to %s\n", argv[0], log_file);
         return 1;
     }
