@@ -93,9 +93,11 @@ int main(int argc, char **argv)
     bench_echo_id = strcmp(echo, "yes") == 0;
     bench_set_spin_ns(spin_ns);
     mhdctx_log_async_options async = {.buffer_bytes = (size_t)buffer_kib * 1024};
-    if (mhdctx_log_to_file(log_file) != MHDCTX_OK ||
-        (strcmp(sink, "async") == 0 && mhdctx_log_async_start(&async) != MHDCTX_OK)) {
-        fprintf(stderr, "%s: cannot log to %s\n", argv[0], log_file);
+    mhdctx_error rc = mhdctx_log_to_file(log_file);
+    if (rc == MHDCTX_OK && strcmp(sink, "async") == 0)
+        rc = mhdctx_log_async_start(&async); /* EINVAL: a buffer under 64 KiB */
+    if (rc != MHDCTX_OK) {
+        fprintf(stderr, "%s: cannot log to %s: %s\n", argv[0], log_file, mhdctx_strerror(rc));
         return 1;
     }
     mhdctx_log_set_level(strcmp(log, "none") == 0 ? MHDCTX_LOG_OFF : MHDCTX_LOG_INFO);
