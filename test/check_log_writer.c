@@ -310,6 +310,14 @@ static void fill_pipe(int fd)
     ck_assert_int_eq(fcntl(fd, F_SETFL, flags), 0);
 }
 
+/* A new pipe in @fds, the writer started with @o to write into it. */
+static void start_writer_to_pipe(int fds[2], mhdctx_log_async_options o)
+{
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+}
+
 /* A pipe whose reader never reads: the writer thread blocks in write() for good. */
 struct stalled_pipe {
     int fds[2];
@@ -317,11 +325,9 @@ struct stalled_pipe {
 
 static void stall_the_writer(struct stalled_pipe *p, mhdctx_log_full_policy policy)
 {
-    ck_assert_int_eq(pipe(p->fds), 0);
-    ck_assert_int_eq(mhdctx_log_to_fd(p->fds[1]), MHDCTX_OK);
-    mhdctx_log_async_options o = {
-        .buffer_bytes = 64 * 1024, .when_full = policy, .block_timeout_ms = 50};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_pipe(p->fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                            .when_full = policy,
+                                                            .block_timeout_ms = 50});
 }
 
 /* Reads and discards until EOF, so that the writer can finish. */
@@ -521,14 +527,11 @@ static void *log_small_lines(void *arg)
 START_TEST(blocked_line_is_served_before_lines_that_come_after_it)
 {
     int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
+    start_writer_to_pipe(fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                         .flush_interval_ms = 60000,
+                                                         .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                                         .block_timeout_ms = 30000});
     fill_pipe(fds[1]);
-    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
-                                  .flush_interval_ms = 60000,
-                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
-                                  .block_timeout_ms = 30000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
     uint64_t dropped_before = mhdctx_log_dropped();
     char *first = repeat('f', 40 * 1024), *second = repeat('s', 30 * 1024);
     mhdctx_log_info("%s", first);  /* over half full: the writer takes it, held in write() */
@@ -599,12 +602,9 @@ END_TEST
 START_TEST(blocked_lines_are_written_once_the_reader_reads)
 {
     struct stalled_pipe p;
-    ck_assert_int_eq(pipe(p.fds), 0);
-    ck_assert_int_eq(mhdctx_log_to_fd(p.fds[1]), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
-                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
-                                  .block_timeout_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_pipe(p.fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                           .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                                           .block_timeout_ms = 60000});
     pthread_t drainer;
     ck_assert_int_eq(pthread_create(&drainer, NULL, drain, &p.fds[0]), 0);
     uint64_t before = mhdctx_log_dropped();
@@ -678,13 +678,10 @@ static void *read_until_marker(void *arg)
 START_TEST(lines_queued_during_a_slow_write_count_from_its_start)
 {
     int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
-    mhdctx_log_async_options o = {.buffer_bytes = 64 * 1024,
-                                  .flush_interval_ms = 1000,
-                                  .when_full = MHDCTX_LOG_FULL_BLOCK,
-                                  .block_timeout_ms = 60000};
-    ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
+    start_writer_to_pipe(fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                         .flush_interval_ms = 1000,
+                                                         .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                                         .block_timeout_ms = 60000});
     struct marker_reader m = {.fd = fds[0], .pause_s = 1.5};
     pthread_t reader;
     ck_assert_int_eq(pthread_create(&reader, NULL, read_until_marker, &m), 0);
