@@ -697,12 +697,15 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  *
  * When the buffer is full (the sink is slower than the server), the policy decides:
  * MHDCTX_LOG_FULL_BLOCK waits for room up to block_timeout_ms, then drops the line;
- * threads waiting for room are served in their order of arrival, and a line logged while
- * others wait goes behind them even if it would fit (no waiter is starved by newcomers);
+ * lines waiting for room go into the buffer in their order of arrival, as many at once
+ * as the room a batch makes holds, and a line logged while others wait goes behind them
+ * even if it would fit (no waiter is starved by newcomers; each may still be dropped at
+ * its own timeout, a small line behind a large one included);
  * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever, and
  * every dropped line is counted (mhdctx_log_dropped()); a line the buffer has no room
  * for has the writer write the buffer now. A line larger than a buffer is written
- * synchronously.
+ * synchronously, by its thread, without waiting in the queue (once the lines that
+ * thread queued before it are written).
  *
  * What a crash can lose: lines queued but not yet written - at most one flush interval
  * of lines (and never more than two buffers). mhdctx_log_shutdown() and
@@ -737,7 +740,9 @@ typedef struct mhdctx_log_async_options {
  * previous sink first. mhdctx_log_to_callback() then answers MHDCTX_ESTATE.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_log_async_start(const mhdctx_log_async_options *options);
-/** Writes every queued line, stops the writer; lines are synchronous again. Idempotent. */
+/** Writes every queued line, stops the writer; lines are synchronous again. Idempotent.
+ * Threads waiting for room write their own lines; it returns once they have all left
+ * the wait. */
 MHDCTX_EXPORT void mhdctx_log_async_stop(void);
 /** Whether the writer thread runs. */
 MHDCTX_EXPORT bool mhdctx_log_async_running(void);

@@ -18,12 +18,15 @@
  * With nothing queued it sleeps without a timer (the first line wakes it), so
  * that an idle server's writer does not wake every interval for nothing.
  *
- * Under the block policy, producers that find no room wait in a queue and are served in
- * their order of arrival, each woken on its own condition when its turn comes; a line
- * that arrives while others wait goes behind them even if it would fit. Without the
- * queue, every batch woke all waiters to race the threads just arriving for the room, and
- * one of them could lose that race until its block_timeout_ms ran out while the others
- * went on (seen under valgrind, which runs one thread at a time).
+ * Under the block policy, producers that find no room wait in a queue with their line,
+ * and a line that arrives while others wait goes behind them even if it would fit. When
+ * room comes, whoever makes it (the writer taking a batch, a waiter giving up) copies
+ * the waiting lines in order while they fit and wakes their threads, which only return:
+ * lines go in in order of arrival, and a queue once formed is emptied at every batch
+ * rather than one thread's wake-up at a time. Without the queue, every batch woke all
+ * waiters to race the threads just arriving for the room, and one of them could lose
+ * that race until its block_timeout_ms ran out while the others went on (seen under
+ * valgrind, which runs one thread at a time).
  */
 #include "sink.h"
 
@@ -42,13 +45,16 @@
 /* A producer waiting for room: it lives on that producer's stack while it waits. */
 struct room_waiter {
     struct room_waiter *prev, *next;
-    pthread_cond_t turn; /* signalled when it is first and room may have come */
+    const char *line;
+    size_t len;
+    bool copied;         /* its line is in the buffer: the producer may return */
+    pthread_cond_t done; /* signalled when copied, and when the writer stops */
 };
 
 struct log_writer {
     pthread_mutex_t lock;
     pthread_cond_t work;  /* writer: something to write, or stop */
-    pthread_cond_t space; /* flushers: a batch was written */
+    pthread_cond_t space; /* flushers: a batch was written; stop: waiters left */
     pthread_t thread;
     char *active; /* filled by request threads */
     char *spare;  /* written by the writer */
@@ -86,13 +92,6 @@ static void init_monotonic_condition(pthread_cond_t *cond)
     pthread_condattr_destroy(&attr);
 }
 
-/* Wakes the producer whose turn it is, if any (lock held): room came, or its turn. */
-static void wake_first_waiter(void)
-{
-    if (writer.first_waiter)
-        pthread_cond_signal(&writer.first_waiter->turn);
-}
-
 static bool batch_wanted(void)
 {
     return writer.len >= writer.cap / 2 || writer.flush_asked || writer.stopping;
@@ -105,6 +104,61 @@ static bool nothing_to_do(void)
     return writer.len == 0 && !writer.flush_asked && !writer.stopping;
 }
 
+/* Has the writer take the active buffer now, not at the end of its interval (lock
+ * held). A flag, not only a signal: the writer may not be waiting yet. */
+static void ask_for_a_batch(void)
+{
+    writer.flush_asked = true;
+    pthread_cond_signal(&writer.work);
+}
+
+static bool has_room(size_t len)
+{
+    return writer.cap - writer.len >= len;
+}
+
+/* Copies a line into the active buffer (lock held, room checked). */
+static void append_line(const char *line, size_t len)
+{
+    memcpy(writer.active + writer.len, line, len);
+    writer.len += len;
+    writer.queued += len;
+    /* The first line of a batch wakes a writer asleep without a timer, crossing half
+     * full wakes it once more; between the two it wakes on its own. A signal with no
+     * waiter costs no system call. */
+    bool first = writer.len == len;
+    bool half = writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2;
+    if (first || half)
+        pthread_cond_signal(&writer.work);
+}
+
+static void unlink_waiter(struct room_waiter *w)
+{
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        writer.last_waiter = w->prev;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        writer.first_waiter = w->next;
+}
+
+/* Copies waiting lines, first to last, while they fit (lock held), and wakes their
+ * producers; the first that does not fit waits for the next batch, asked for now. */
+static void copy_waiting_lines(void)
+{
+    struct room_waiter *w;
+    while (writer.running && (w = writer.first_waiter) != NULL && has_room(w->len)) {
+        append_line(w->line, w->len);
+        w->copied = true;
+        unlink_waiter(w);
+        pthread_cond_signal(&w->done);
+    }
+    if (writer.running && writer.first_waiter)
+        ask_for_a_batch();
+}
+
 /* Takes the active buffer (lock held); the caller writes it without the lock. */
 static size_t take_batch(void)
 {
@@ -114,7 +168,7 @@ static size_t take_batch(void)
     writer.spare = full;
     writer.len = 0;
     writer.flush_asked = false;
-    wake_first_waiter(); /* the room it waits for is there now */
+    copy_waiting_lines(); /* the room they wait for is there now */
     return len;
 }
 
@@ -190,14 +244,6 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Has the writer take the active buffer now, not at the end of its interval (lock
- * held). A flag, not only a signal: the writer may not be waiting yet. */
-static void ask_for_a_batch(void)
-{
-    writer.flush_asked = true;
-    pthread_cond_signal(&writer.work);
-}
-
 /* Waits until every byte queued before the call is written (lock held). */
 static void wait_written(void)
 {
@@ -208,14 +254,8 @@ static void wait_written(void)
     }
 }
 
-static bool has_room(size_t len)
-{
-    return writer.cap - writer.len >= len;
-}
-
 static void join_the_queue(struct room_waiter *w)
 {
-    init_monotonic_condition(&w->turn);
     w->next = NULL;
     w->prev = writer.last_waiter;
     if (w->prev)
@@ -225,32 +265,23 @@ static void join_the_queue(struct room_waiter *w)
     writer.last_waiter = w;
 }
 
-/* Served, timed out or stopped: the next one's turn, if this one had it. */
+/* Timed out or stopped, its line not copied. A first waiter leaving may leave room for
+ * the next ones; the last one to leave a stopped writer lets mhdctx_log_async_stop go. */
 static void leave_the_queue(struct room_waiter *w)
 {
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        writer.last_waiter = w->prev;
-    if (w->prev) {
-        w->prev->next = w->next;
-    } else {
-        writer.first_waiter = w->next;
-        wake_first_waiter();
-    }
-    pthread_cond_destroy(&w->turn);
+    bool was_first = w->prev == NULL;
+    unlink_waiter(w);
+    if (was_first)
+        copy_waiting_lines();
+    if (!writer.running && writer.first_waiter == NULL)
+        pthread_cond_broadcast(&writer.space);
 }
 
-static bool my_turn(const struct room_waiter *w, size_t len)
-{
-    return writer.first_waiter == w && has_room(len);
-}
-
-/* Waits for room for @len bytes (lock held), as the policy says, behind the producers
- * already waiting. Below half full the writer would wait out its interval: it is asked
- * to write now, so that the room comes back for this line (block) or the next ones
- * (drop). */
-static enum mhdctx__queued wait_for_room(size_t len)
+/* Queues @line (@len bytes) behind the producers already waiting, or as the policy says
+ * when the buffer is full (lock held). Below half full the writer would wait out its
+ * interval: it is asked to write now, so that the room comes back for this line (block)
+ * or the next ones (drop). */
+static enum mhdctx__queued wait_for_room(const char *line, size_t len)
 {
     if (writer.options.when_full == MHDCTX_LOG_FULL_DROP) {
         ask_for_a_batch();
@@ -258,21 +289,20 @@ static enum mhdctx__queued wait_for_room(size_t len)
     }
     struct timespec until;
     deadline_after_ms(&until, writer.options.block_timeout_ms);
-    struct room_waiter me;
+    struct room_waiter me = {.line = line, .len = len};
+    init_monotonic_condition(&me.done);
     join_the_queue(&me);
-    enum mhdctx__queued result = MHDCTX__QUEUED;
-    while (writer.running && !my_turn(&me, len)) {
-        if (writer.first_waiter == &me)
-            ask_for_a_batch(); /* each batch, if one is not enough */
-        if (pthread_cond_timedwait(&me.turn, &writer.lock, &until) == ETIMEDOUT &&
-            writer.running && !my_turn(&me, len)) {
-            result = MHDCTX__DROPPED; /* the sink is stuck: never block a request forever */
-            break;
-        }
+    ask_for_a_batch();
+    while (!me.copied && writer.running) {
+        if (pthread_cond_timedwait(&me.done, &writer.lock, &until) == ETIMEDOUT)
+            break; /* the sink is stuck: never block a request forever */
     }
-    if (!writer.running)
-        result = MHDCTX__NOT_QUEUED;
-    leave_the_queue(&me);
+    enum mhdctx__queued result = MHDCTX__QUEUED;
+    if (!me.copied) {
+        result = writer.running ? MHDCTX__DROPPED : MHDCTX__NOT_QUEUED;
+        leave_the_queue(&me);
+    }
+    pthread_cond_destroy(&me.done); /* nobody signals it now: unlinked, lock held */
     return result;
 }
 
@@ -294,20 +324,11 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
     enum mhdctx__queued result = MHDCTX__QUEUED;
     if (!writer.running || len > writer.cap)
         result = MHDCTX__NOT_QUEUED; /* stopped meanwhile, or a line no buffer holds */
-    else if (writer.first_waiter != NULL || !has_room(len))
-        result = wait_for_room(len);
-    if (result == MHDCTX__QUEUED) {
-        memcpy(writer.active + writer.len, line, len);
-        writer.len += len;
-        writer.queued += len;
-        /* The first line of a batch wakes a writer asleep without a timer, crossing half
-         * full wakes it once more; between the two it wakes on its own. A signal with
-         * no waiter costs no system call. */
-        bool first = writer.len == len;
-        bool half = writer.len >= writer.cap / 2 && writer.len - len < writer.cap / 2;
-        if (first || half)
-            pthread_cond_signal(&writer.work);
-    } else if (result == MHDCTX__NOT_QUEUED) {
+    else if (writer.first_waiter == NULL && has_room(len))
+        append_line(line, len);
+    else
+        result = wait_for_room(line, len);
+    if (result == MHDCTX__NOT_QUEUED) {
         /* The caller writes it directly: after the lines this thread queued before it
          * (a line larger than a buffer, or one logged while the writer stops). */
         wait_written();
@@ -453,10 +474,14 @@ void mhdctx_log_async_stop(void)
     pthread_cond_signal(&writer.work);
     pthread_cond_broadcast(&writer.space);
     for (struct room_waiter *w = writer.first_waiter; w; w = w->next)
-        pthread_cond_signal(&w->turn); /* producers waiting for room write directly */
+        pthread_cond_signal(&w->done); /* producers waiting for room write directly */
     pthread_mutex_unlock(&writer.lock);
     pthread_join(writer.thread, NULL);
     pthread_mutex_lock(&writer.lock);
+    /* They leave before a new run can start: one still queued would wait in it, under
+     * the old run's buffer size and policy. */
+    while (writer.first_waiter != NULL)
+        pthread_cond_wait(&writer.space, &writer.lock);
     atomic_store_explicit(&writer_on, false, memory_order_release);
     release_buffers();
     writer.stopping = false;

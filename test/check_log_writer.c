@@ -520,6 +520,22 @@ static void *log_small_lines(void *arg)
     return NULL;
 }
 
+/* The block policy's writer held in write() into a full pipe (@fds) with one batch of
+ * 40 KiB, and a 64 KiB buffer that has about 34 KiB of room left. */
+static void hold_the_writer(int fds[2], unsigned block_timeout_ms)
+{
+    start_writer_to_pipe(fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
+                                                         .flush_interval_ms = 60000,
+                                                         .when_full = MHDCTX_LOG_FULL_BLOCK,
+                                                         .block_timeout_ms = block_timeout_ms});
+    fill_pipe(fds[1]);
+    char *first = repeat('f', 40 * 1024), *second = repeat('s', 30 * 1024);
+    mhdctx_log_info("%s", first);  /* over half full: the writer takes it, held in write() */
+    mhdctx_log_info("%s", second); /* the other buffer */
+    free(first);
+    free(second);
+}
+
 /* Under the block policy producers waiting for room are served in order, and a line
  * that comes while one waits goes behind it even if it would fit. Here small lines come
  * while a large one waits with room for them: they used to go ahead of it (and in a
@@ -527,20 +543,13 @@ static void *log_small_lines(void *arg)
 START_TEST(blocked_line_is_served_before_lines_that_come_after_it)
 {
     int fds[2];
-    start_writer_to_pipe(fds, (mhdctx_log_async_options){.buffer_bytes = 64 * 1024,
-                                                         .flush_interval_ms = 60000,
-                                                         .when_full = MHDCTX_LOG_FULL_BLOCK,
-                                                         .block_timeout_ms = 30000});
-    fill_pipe(fds[1]);
     uint64_t dropped_before = mhdctx_log_dropped();
-    char *first = repeat('f', 40 * 1024), *second = repeat('s', 30 * 1024);
-    mhdctx_log_info("%s", first);  /* over half full: the writer takes it, held in write() */
-    mhdctx_log_info("%s", second); /* the other buffer, ~34 KiB left */
+    hold_the_writer(fds, 30000);
     pthread_t large, small;
     ck_assert_int_eq(pthread_create(&large, NULL, log_one_large_line, NULL), 0);
     ck_assert_msg(wait_waiting(1, 30), "the 40 KiB line does not wait for room");
     ck_assert_int_eq(pthread_create(&small, NULL, log_small_lines, NULL), 0);
-    ck_assert_msg(wait_waiting(2, 5), "a line that fits went ahead of one waiting");
+    ck_assert_msg(wait_waiting(2, 30), "a line that fits went ahead of one waiting");
     struct pipe_text out = {.fd = fds[0]};
     pthread_t reader;
     ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
@@ -560,44 +569,50 @@ START_TEST(blocked_line_is_served_before_lines_that_come_after_it)
     snprintf(last, sizeof last, "small-%d\"", SMALL_LINES - 1);
     ck_assert_ptr_nonnull(strstr(came_later, last));
     free(out.data);
-    free(first);
-    free(second);
 }
 END_TEST
 
-static void *log_five_lines(void *arg)
+#define WAITERS 4
+
+static void start_waiters(pthread_t threads[WAITERS])
 {
-    for (int i = 0; i < 5; i++)
-        mhdctx_log_info("%s", (const char *)arg);
-    return NULL;
+    for (int i = 0; i < WAITERS; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, log_one_large_line, NULL), 0);
+    ck_assert_msg(wait_waiting(WAITERS, 30), "the large lines do not wait for room");
 }
 
-/* Producers waiting one behind the other each give up after their timeout, wherever
- * they are in the queue: every line is counted as dropped and the queue is left empty
- * (a waiter leaving from the middle unlinks itself; ASan and valgrind watch the links). */
+/* Producers waiting one behind the other each give up after their own timeout, counted
+ * from when they came, wherever they are in the queue: four waiting side by side take
+ * one timeout, where waiting in turn would take four. Every line is counted as dropped
+ * and the queue is left empty (waiters leave from the middle; ASan and valgrind watch
+ * the links). */
 START_TEST(every_waiter_in_the_queue_gives_up_after_its_timeout)
 {
-    struct stalled_pipe p;
-    stall_the_writer(&p, MHDCTX_LOG_FULL_BLOCK);
-    char *text = repeat('y', 1000);
-    for (int i = 0; i < 200; i++) /* fills the buffers and the pipe */
-        mhdctx_log_info("%s", text);
+    int fds[2];
+    hold_the_writer(fds, 2000);
     uint64_t before = mhdctx_log_dropped();
-    pthread_t threads[4];
+    pthread_t threads[WAITERS];
     double t0 = now_s();
-    for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(pthread_create(&threads[i], NULL, log_five_lines, text), 0);
-    for (int i = 0; i < 4; i++)
+    start_waiters(threads);
+    for (int i = 0; i < WAITERS; i++)
         pthread_join(threads[i], NULL);
     double took = now_s() - t0;
-    ck_assert_uint_eq(mhdctx_log_dropped(), before + 20);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + WAITERS);
     ck_assert_uint_eq(mhdctx__writer_waiting(), 0);
-    /* 5 waits of 50 ms one after the other per thread, the threads side by side. */
-    ck_assert_msg(took >= 0.24 && took < 10.0, "20 blocked lines took %.3f s", took);
-    free(text);
+    ck_assert_msg(took >= 1.9 && took < 5.0, "%d lines blocked side by side took %.3f s",
+                  WAITERS, took);
+    struct stalled_pipe p = {{fds[0], fds[1]}};
     unstall_and_stop(&p);
 }
 END_TEST
+
+static size_t count_of(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *at = text; at && (at = strstr(at, what)) != NULL; at += strlen(what))
+        n++;
+    return n;
+}
 
 START_TEST(blocked_lines_are_written_once_the_reader_reads)
 {
@@ -617,8 +632,8 @@ START_TEST(blocked_lines_are_written_once_the_reader_reads)
 }
 END_TEST
 
-/* A thread held in a signal handler while it waits in mhdctx_log_flush: it goes on
- * waiting only once the writer has been stopped and started again. */
+/* A thread held in a signal handler while it waits in mhdctx_log_flush (or for room):
+ * it goes on waiting only once the test lets it go. */
 static atomic_bool flusher_held, flusher_in_handler, flusher_done;
 
 static void hold_flusher(int sig)
@@ -767,6 +782,72 @@ START_TEST(flush_across_a_restart_returns)
     close(p.fds[1]);
     pthread_join(drainer, NULL);
     close(p.fds[0]);
+}
+END_TEST
+
+static atomic_bool stop_done;
+static _Atomic pid_t stopper_tid;
+
+static void *stop_in_thread(void *arg)
+{
+    (void)arg;
+    atomic_store(&stopper_tid, (pid_t)syscall(SYS_gettid));
+    mhdctx_log_async_stop();
+    atomic_store(&stop_done, true);
+    return NULL;
+}
+
+/* A stop sends the waiting producers' lines on (each writes its own) and returns only
+ * once they have left the queue. Here one waiter is held in a signal handler while the
+ * stop runs: a waiter still queued when the next run starts used to wait there under
+ * the old run's size and deadline, every newcomer behind it (dropped at once by a run
+ * with the drop policy). The pipe is read once the stop waits for the writer: no
+ * waiting line is copied before (the writer would have room for the first). */
+START_TEST(stop_returns_once_the_waiters_have_left)
+{
+    int fds[2];
+    hold_the_writer(fds, 30000);
+    uint64_t before = mhdctx_log_dropped();
+    pthread_t threads[WAITERS];
+    start_waiters(threads);
+    struct sigaction hold = {.sa_handler = hold_flusher}, old;
+    ck_assert_int_eq(sigaction(SIGUSR1, &hold, &old), 0);
+    atomic_store(&flusher_in_handler, false);
+    atomic_store(&flusher_held, true);
+    ck_assert_int_eq(pthread_kill(threads[0], SIGUSR1), 0);
+    ck_assert(wait_flag(&flusher_in_handler, 10));
+    pthread_t reader, stopper;
+    atomic_store(&stop_done, false);
+    atomic_store(&stopper_tid, 0);
+    ck_assert_int_eq(pthread_create(&stopper, NULL, stop_in_thread, NULL), 0);
+    for (int i = 0; i < 1000 && atomic_load(&stopper_tid) == 0; i++)
+        sleep_ms(1);
+    ck_assert(wait_asleep(atomic_load(&stopper_tid))); /* joining the writer */
+    struct pipe_text out = {.fd = fds[0]};
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
+    ck_assert_msg(!wait_flag(&stop_done, 0.5), "the stop returned with a waiter queued");
+    atomic_store(&flusher_held, false);
+    ck_assert(wait_flag(&stop_done, 60));
+    pthread_join(stopper, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    ck_assert_uint_eq(mhdctx__writer_waiting(), 0);
+    ck_assert_int_eq(mhdctx_log_async_start(&(mhdctx_log_async_options){
+                         .buffer_bytes = 1 << 20, .when_full = MHDCTX_LOG_FULL_DROP}),
+                     MHDCTX_OK);
+    mhdctx_log_info("after the restart");
+    for (int i = 0; i < WAITERS; i++)
+        pthread_join(threads[i], NULL);
+    mhdctx_log_shutdown();
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before);
+    ck_assert_ptr_nonnull(out.data);
+    char *large = repeat('w', 40 * 1024);
+    ck_assert_uint_eq(count_of(out.data, large), WAITERS);
+    ck_assert_uint_eq(count_of(out.data, "after the restart"), 1);
+    free(large);
+    free(out.data);
 }
 END_TEST
 
@@ -938,6 +1019,7 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, blocked_lines_are_written_once_the_reader_reads);
     tcase_add_test(tc, blocked_line_is_served_before_lines_that_come_after_it);
     tcase_add_test(tc, every_waiter_in_the_queue_gives_up_after_its_timeout);
+    tcase_add_test(tc, stop_returns_once_the_waiters_have_left);
     tcase_add_test(tc, flush_across_a_restart_returns);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
