@@ -493,6 +493,15 @@ static void *read_to_the_end(void *arg)
     return NULL;
 }
 
+/* Stops logging, closes the pipe's write end and waits for @reader to read the rest. */
+static void shut_down_and_read_to_the_end(int fds[2], pthread_t reader)
+{
+    mhdctx_log_shutdown();
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+}
+
 static bool wait_waiting(size_t producers, double seconds)
 {
     for (double until = now_s() + seconds; now_s() < until; sleep_ms(5))
@@ -555,10 +564,7 @@ START_TEST(blocked_line_is_served_before_lines_that_come_after_it)
     ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
     pthread_join(large, NULL);
     pthread_join(small, NULL);
-    mhdctx_log_shutdown();
-    close(fds[1]);
-    pthread_join(reader, NULL);
-    close(fds[0]);
+    shut_down_and_read_to_the_end(fds, reader);
     ck_assert_uint_eq(mhdctx_log_dropped(), dropped_before);
     ck_assert_ptr_nonnull(out.data);
     const char *waited = strstr(out.data, "wwww"), *came_later = strstr(out.data, "small-0");
@@ -634,7 +640,7 @@ END_TEST
 
 /* A thread held in a signal handler while it waits in mhdctx_log_flush (or for room):
  * it goes on waiting only once the test lets it go. */
-static atomic_bool flusher_held, flusher_in_handler, flusher_done;
+static atomic_bool flusher_held, flusher_in_handler;
 
 static void hold_flusher(int sig)
 {
@@ -642,17 +648,6 @@ static void hold_flusher(int sig)
     atomic_store(&flusher_in_handler, true);
     while (atomic_load(&flusher_held))
         nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
-}
-
-static _Atomic pid_t flusher_tid;
-
-static void *flush_in_thread(void *arg)
-{
-    (void)arg;
-    atomic_store(&flusher_tid, (pid_t)syscall(SYS_gettid));
-    mhdctx_log_flush();
-    atomic_store(&flusher_done, true);
-    return NULL;
 }
 
 static bool wait_flag(atomic_bool *flag, double seconds)
@@ -711,10 +706,7 @@ START_TEST(lines_queued_during_a_slow_write_count_from_its_start)
     for (int i = 0; i < 500 && atomic_load(&m.seen_at) == 0; i++)
         sleep_ms(10);
     double took = atomic_load(&m.seen_at) - logged;
-    mhdctx_log_shutdown();
-    close(fds[1]);
-    pthread_join(reader, NULL);
-    close(fds[0]);
+    shut_down_and_read_to_the_end(fds, reader);
     ck_assert_msg(took > 0 && took < 2.0, "the line arrived after %.2f s", took);
 }
 END_TEST
@@ -746,6 +738,36 @@ static bool wait_asleep(pid_t tid)
     return asleep == 10;
 }
 
+/* A library call made in a thread of its own, for a test to watch it block. */
+struct call_in_thread {
+    void (*call)(void);
+    pthread_t thread;
+    _Atomic pid_t tid; /* 0 until the thread runs */
+    atomic_bool done;  /* the call returned */
+};
+
+static void *run_call(void *arg)
+{
+    struct call_in_thread *c = arg;
+    atomic_store(&c->tid, (pid_t)syscall(SYS_gettid));
+    c->call();
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* Starts @call in a thread and returns once the call sleeps (it blocks). */
+static void start_blocking_call(struct call_in_thread *c, void (*call)(void))
+{
+    c->call = call;
+    atomic_store(&c->tid, 0);
+    atomic_store(&c->done, false);
+    ck_assert_int_eq(pthread_create(&c->thread, NULL, run_call, c), 0);
+    for (int i = 0; i < 1000 && atomic_load(&c->tid) == 0; i++)
+        sleep_ms(1);
+    ck_assert(wait_asleep(atomic_load(&c->tid)));
+    ck_assert(!atomic_load(&c->done));
+}
+
 /* A flush waiting for the bytes of one run of the writer returns in the next run too:
  * the byte counters used to start again from 0 at every start, and the flush waited for
  * as many bytes of the new run as the old one had queued (here none come: for ever). */
@@ -757,26 +779,21 @@ START_TEST(flush_across_a_restart_returns)
         .buffer_bytes = 64 * 1024, .when_full = MHDCTX_LOG_FULL_BLOCK, .block_timeout_ms = 50};
     fill_pipe(p.fds[1]); /* the flush below holds the writer in write() */
     mhdctx_log_info("waits for a reader");
-    atomic_store(&flusher_tid, 0);
     struct sigaction hold = {.sa_handler = hold_flusher}, old;
     ck_assert_int_eq(sigaction(SIGUSR1, &hold, &old), 0);
-    atomic_store(&flusher_done, false);
     atomic_store(&flusher_in_handler, false);
     atomic_store(&flusher_held, true);
-    pthread_t flusher, drainer;
-    ck_assert_int_eq(pthread_create(&flusher, NULL, flush_in_thread, NULL), 0);
-    for (int i = 0; i < 1000 && atomic_load(&flusher_tid) == 0; i++)
-        sleep_ms(1);
-    ck_assert(wait_asleep(atomic_load(&flusher_tid))); /* waiting in the flush */
-    ck_assert(!atomic_load(&flusher_done));
-    ck_assert_int_eq(pthread_kill(flusher, SIGUSR1), 0);
+    pthread_t drainer;
+    struct call_in_thread flusher;
+    start_blocking_call(&flusher, mhdctx_log_flush); /* waiting in the flush */
+    ck_assert_int_eq(pthread_kill(flusher.thread, SIGUSR1), 0);
     ck_assert(wait_flag(&flusher_in_handler, 10));
     ck_assert_int_eq(pthread_create(&drainer, NULL, drain, &p.fds[0]), 0);
     mhdctx_log_async_stop(); /* every line written: the flush's wait is over */
     ck_assert_int_eq(mhdctx_log_async_start(&o), MHDCTX_OK);
     atomic_store(&flusher_held, false); /* it looks again, in the new run */
-    ck_assert_msg(wait_flag(&flusher_done, 5), "the flush waits for the old run's bytes");
-    pthread_join(flusher, NULL);
+    ck_assert_msg(wait_flag(&flusher.done, 5), "the flush waits for the old run's bytes");
+    pthread_join(flusher.thread, NULL);
     sigaction(SIGUSR1, &old, NULL);
     mhdctx_log_shutdown();
     close(p.fds[1]);
@@ -784,18 +801,6 @@ START_TEST(flush_across_a_restart_returns)
     close(p.fds[0]);
 }
 END_TEST
-
-static atomic_bool stop_done;
-static _Atomic pid_t stopper_tid;
-
-static void *stop_in_thread(void *arg)
-{
-    (void)arg;
-    atomic_store(&stopper_tid, (pid_t)syscall(SYS_gettid));
-    mhdctx_log_async_stop();
-    atomic_store(&stop_done, true);
-    return NULL;
-}
 
 /* A stop sends the waiting producers' lines on (each writes its own) and returns only
  * once they have left the queue. Here one waiter is held in a signal handler while the
@@ -816,19 +821,15 @@ START_TEST(stop_returns_once_the_waiters_have_left)
     atomic_store(&flusher_held, true);
     ck_assert_int_eq(pthread_kill(threads[0], SIGUSR1), 0);
     ck_assert(wait_flag(&flusher_in_handler, 10));
-    pthread_t reader, stopper;
-    atomic_store(&stop_done, false);
-    atomic_store(&stopper_tid, 0);
-    ck_assert_int_eq(pthread_create(&stopper, NULL, stop_in_thread, NULL), 0);
-    for (int i = 0; i < 1000 && atomic_load(&stopper_tid) == 0; i++)
-        sleep_ms(1);
-    ck_assert(wait_asleep(atomic_load(&stopper_tid))); /* joining the writer */
+    pthread_t reader;
+    struct call_in_thread stopper;
+    start_blocking_call(&stopper, mhdctx_log_async_stop); /* joining the writer */
     struct pipe_text out = {.fd = fds[0]};
     ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
-    ck_assert_msg(!wait_flag(&stop_done, 0.5), "the stop returned with a waiter queued");
+    ck_assert_msg(!wait_flag(&stopper.done, 0.5), "the stop returned with a waiter queued");
     atomic_store(&flusher_held, false);
-    ck_assert(wait_flag(&stop_done, 60));
-    pthread_join(stopper, NULL);
+    ck_assert(wait_flag(&stopper.done, 60));
+    pthread_join(stopper.thread, NULL);
     sigaction(SIGUSR1, &old, NULL);
     ck_assert_uint_eq(mhdctx__writer_waiting(), 0);
     ck_assert_int_eq(mhdctx_log_async_start(&(mhdctx_log_async_options){
@@ -837,10 +838,7 @@ START_TEST(stop_returns_once_the_waiters_have_left)
     mhdctx_log_info("after the restart");
     for (int i = 0; i < WAITERS; i++)
         pthread_join(threads[i], NULL);
-    mhdctx_log_shutdown();
-    close(fds[1]);
-    pthread_join(reader, NULL);
-    close(fds[0]);
+    shut_down_and_read_to_the_end(fds, reader);
     ck_assert_uint_eq(mhdctx_log_dropped(), before);
     ck_assert_ptr_nonnull(out.data);
     char *large = repeat('w', 40 * 1024);
