@@ -39,6 +39,9 @@
  *    same field is set again or the last reference is dropped.
  *  - Logging calls are safe from any thread at any time. Logger configuration
  *    (mhdctx_log_to_*) is meant for start-up; mhdctx_log_set_level() is safe any time.
+ *    A thread cancelled (pthread_cancel, deferred) while a logging call, a flush or a
+ *    stop blocks (a full pipe, a full batched buffer) finishes that call first: the
+ *    library's locks are never left held by a cancelled thread.
  */
 #ifndef MHDCTX_H
 #define MHDCTX_H

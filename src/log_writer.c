@@ -244,14 +244,19 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Waits until every byte queued before the call is written (lock held). */
+/* Waits until every byte queued before the call is written (lock held). Like every
+ * wait here, not a cancellation point: a thread cancelled in it would leave the lock
+ * held (and a waiter linked into the queue from a stack that is gone). */
 static void wait_written(void)
 {
     uint64_t target = writer.queued;
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     while ((writer.running || writer.stopping) && writer.written < target) {
         ask_for_a_batch();
         pthread_cond_wait(&writer.space, &writer.lock);
     }
+    pthread_setcancelstate(cancel_state, NULL);
 }
 
 static void join_the_queue(struct room_waiter *w)
@@ -293,10 +298,13 @@ static enum mhdctx__queued wait_for_room(const char *line, size_t len)
     init_monotonic_condition(&me.done);
     join_the_queue(&me);
     ask_for_a_batch();
+    int cancel_state; /* see wait_written() */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     while (!me.copied && writer.running) {
         if (pthread_cond_timedwait(&me.done, &writer.lock, &until) == ETIMEDOUT)
             break; /* the sink is stuck: never block a request forever */
     }
+    pthread_setcancelstate(cancel_state, NULL);
     enum mhdctx__queued result = MHDCTX__QUEUED;
     if (!me.copied) {
         result = writer.running ? MHDCTX__DROPPED : MHDCTX__NOT_QUEUED;
@@ -460,13 +468,9 @@ bool mhdctx_log_async_running(void)
     return atomic_load_explicit(&writer_on, memory_order_acquire);
 }
 
-void mhdctx_log_async_stop(void)
+/* Lock held, a writer running; the lock is let go while the writer finishes. */
+static void stop_writer(void)
 {
-    pthread_mutex_lock(&writer.lock);
-    if (!writer.running || writer.stopping) {
-        pthread_mutex_unlock(&writer.lock);
-        return;
-    }
     /* From here on lines are written synchronously, each once what was queued before
      * it is written by the writer's last passes (it leaves only with an empty buffer). */
     writer.stopping = true;
@@ -485,7 +489,17 @@ void mhdctx_log_async_stop(void)
     atomic_store_explicit(&writer_on, false, memory_order_release);
     release_buffers();
     writer.stopping = false;
+}
+
+void mhdctx_log_async_stop(void)
+{
+    int cancel_state; /* its waits, pthread_join's too: see wait_written() */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    pthread_mutex_lock(&writer.lock);
+    if (writer.running && !writer.stopping)
+        stop_writer();
     pthread_mutex_unlock(&writer.lock);
+    pthread_setcancelstate(cancel_state, NULL);
 }
 
 /* A child of fork() has no writer thread: it writes synchronously, and the parent's

@@ -849,6 +849,63 @@ START_TEST(stop_returns_once_the_waiters_have_left)
 }
 END_TEST
 
+/* A producer cancelled (deferred, pthread_cancel's default) while it waits for room
+ * finishes its line first: cancelled inside the wait, it would leave the writer's lock
+ * held and its stack linked into the queue, and every later line would wait for ever. */
+START_TEST(cancelled_waiter_finishes_its_line)
+{
+    int fds[2];
+    hold_the_writer(fds, 30000);
+    pthread_t waiter;
+    ck_assert_int_eq(pthread_create(&waiter, NULL, log_one_large_line, NULL), 0);
+    ck_assert(wait_waiting(1, 30));
+    ck_assert_int_eq(pthread_cancel(waiter), 0);
+    sleep_ms(100);
+    ck_assert_uint_eq(mhdctx__writer_waiting(), 1); /* still waiting, for its line */
+    struct pipe_text out = {.fd = fds[0]};
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
+    pthread_join(waiter, NULL);
+    mhdctx_log_info("after the cancel");
+    shut_down_and_read_to_the_end(fds, reader);
+    char *large = repeat('w', 40 * 1024);
+    ck_assert_uint_eq(count_of(out.data, large), 1);
+    ck_assert_uint_eq(count_of(out.data, "after the cancel"), 1);
+    free(large);
+    free(out.data);
+}
+END_TEST
+
+static void log_one_line(void)
+{
+    mhdctx_log_info("held in write");
+}
+
+/* The same for a line written synchronously into a full pipe: cancelled in write(2),
+ * the thread would leave the sink's lock held. */
+START_TEST(cancelled_writer_of_a_line_finishes_it)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(mhdctx_log_to_fd(fds[1]), MHDCTX_OK);
+    fill_pipe(fds[1]);
+    struct call_in_thread logger;
+    start_blocking_call(&logger, log_one_line);
+    ck_assert_int_eq(pthread_cancel(logger.thread), 0);
+    sleep_ms(100);
+    ck_assert(!atomic_load(&logger.done));
+    struct pipe_text out = {.fd = fds[0]};
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_to_the_end, &out), 0);
+    pthread_join(logger.thread, NULL);
+    mhdctx_log_info("after the cancel");
+    shut_down_and_read_to_the_end(fds, reader);
+    ck_assert_uint_eq(count_of(out.data, "held in write"), 1);
+    ck_assert_uint_eq(count_of(out.data, "after the cancel"), 1);
+    free(out.data);
+}
+END_TEST
+
 START_TEST(line_larger_than_a_buffer_is_written_directly)
 {
     start_writer_to_file((mhdctx_log_async_options){.buffer_bytes = 64 * 1024});
@@ -1018,6 +1075,8 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, blocked_line_is_served_before_lines_that_come_after_it);
     tcase_add_test(tc, every_waiter_in_the_queue_gives_up_after_its_timeout);
     tcase_add_test(tc, stop_returns_once_the_waiters_have_left);
+    tcase_add_test(tc, cancelled_waiter_finishes_its_line);
+    tcase_add_test(tc, cancelled_writer_of_a_line_finishes_it);
     tcase_add_test(tc, flush_across_a_restart_returns);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
