@@ -217,6 +217,20 @@ static inline void mhdctx__context_draw_ids(const mhdctx_context *ctx)
     if (atomic_load_explicit(&ctx->ids_to_draw, memory_order_acquire) != 0)
         mhdctx__context_draw_ids_slow(ctx);
 }
+/* Cancellation off around a wait or a write made while holding one of the library's
+ * locks: a thread cancelled there would leave the lock held and every later caller
+ * waiting for ever. A pending cancellation acts at the thread's next cancellation point
+ * after the call. Returns the state to give back to mhdctx__cancel_restore(). */
+static inline int mhdctx__cancel_off(void)
+{
+    int previous;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &previous);
+    return previous;
+}
+static inline void mhdctx__cancel_restore(int previous)
+{
+    pthread_setcancelstate(previous, NULL);
+}
 #define MHDCTX__NS_PER_S 1000000000u
 /* A reading of @clock in nanoseconds; mhdctx__monotonic_ns() reads CLOCK_MONOTONIC. */
 uint64_t mhdctx__clock_ns(clockid_t clock);

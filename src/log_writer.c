@@ -245,18 +245,17 @@ static void *writer_main(void *arg)
 }
 
 /* Waits until every byte queued before the call is written (lock held). Like every
- * wait here, not a cancellation point: a thread cancelled in it would leave the lock
- * held (and a waiter linked into the queue from a stack that is gone). */
+ * wait here, with cancellation off (mhdctx__cancel_off()): cancelled in a wait, a thread
+ * would leave the lock held (and a waiter linked into the queue from a stack gone). */
 static void wait_written(void)
 {
     uint64_t target = writer.queued;
-    int cancel_state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    int cancel_state = mhdctx__cancel_off();
     while ((writer.running || writer.stopping) && writer.written < target) {
         ask_for_a_batch();
         pthread_cond_wait(&writer.space, &writer.lock);
     }
-    pthread_setcancelstate(cancel_state, NULL);
+    mhdctx__cancel_restore(cancel_state);
 }
 
 static void join_the_queue(struct room_waiter *w)
@@ -298,13 +297,12 @@ static enum mhdctx__queued wait_for_room(const char *line, size_t len)
     init_monotonic_condition(&me.done);
     join_the_queue(&me);
     ask_for_a_batch();
-    int cancel_state; /* see wait_written() */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    int cancel_state = mhdctx__cancel_off();
     while (!me.copied && writer.running) {
         if (pthread_cond_timedwait(&me.done, &writer.lock, &until) == ETIMEDOUT)
             break; /* the sink is stuck: never block a request forever */
     }
-    pthread_setcancelstate(cancel_state, NULL);
+    mhdctx__cancel_restore(cancel_state);
     enum mhdctx__queued result = MHDCTX__QUEUED;
     if (!me.copied) {
         result = writer.running ? MHDCTX__DROPPED : MHDCTX__NOT_QUEUED;
@@ -493,13 +491,12 @@ static void stop_writer(void)
 
 void mhdctx_log_async_stop(void)
 {
-    int cancel_state; /* its waits, pthread_join's too: see wait_written() */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    int cancel_state = mhdctx__cancel_off(); /* its waits, pthread_join's too */
     pthread_mutex_lock(&writer.lock);
     if (writer.running && !writer.stopping)
         stop_writer();
     pthread_mutex_unlock(&writer.lock);
-    pthread_setcancelstate(cancel_state, NULL);
+    mhdctx__cancel_restore(cancel_state);
 }
 
 /* A child of fork() has no writer thread: it writes synchronously, and the parent's

@@ -174,11 +174,7 @@ void mhdctx__sink_write(mhdctx_log_level level, const char *line, size_t len)
     }
     mhdctx__log_fork_safe();
     bool ok = true;
-    /* write(2) and a callback may be cancellation points: a thread cancelled there would
-     * leave the sink lock held, and every later line would wait for it for ever. A
-     * cancellation waits for the line (mhdctx__writer_queue's waits do the same). */
-    int cancel_state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    int cancel_state = mhdctx__cancel_off(); /* write(2) and a callback may be points */
     pthread_mutex_lock(&sink_lock);
     if (active.kind == SINK_CALLBACK) {
         mhdctx__in_log_callback = true;
@@ -188,7 +184,7 @@ void mhdctx__sink_write(mhdctx_log_level level, const char *line, size_t len)
         ok = write_to_fd(line, len) == len;
     }
     pthread_mutex_unlock(&sink_lock);
-    pthread_setcancelstate(cancel_state, NULL);
+    mhdctx__cancel_restore(cancel_state);
     if (!ok)
         mhdctx__sink_count_drop();
 }
