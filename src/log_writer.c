@@ -121,7 +121,7 @@ static bool has_room(size_t len)
  * copied to: those after @at (lock held). The buffer streams through memory, so every
  * line lands in cache lines that left the cache long ago; copied there cold, the stores
  * wait for them and the lock's release waits for the stores (perf, Intel Xeon, epoll
- * under wrk: that unlock took 185-220 ns per request, against 30-40 ns for bare MHD's
+ * under wrk: that unlock took 180-250 ns per request, against 30-40 ns for bare MHD's
  * unlocks). Fetched while the server does the rest of a request, they are in cache
  * when the next line comes: 60-85 ns. */
 static void prefetch_after(size_t at)
