@@ -55,6 +55,10 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * logs a warning ("sql session settings not put back"). Outside a block it tries once
  * more, and if that fails too, logs the same warning naming the settings the connection
  * keeps.
+ * The change calls set_config() and current_setting() by their plain names: the
+ * session's search_path resolves them as it resolves the application's own statements,
+ * so keep schemas in which others can create functions out of it (PostgreSQL's secure
+ * schema usage pattern; the default path searches pg_catalog first).
  * Once the deadline has passed no statement is sent and an empty PGRES_FATAL_ERROR
  * result is returned, without a message (mhdctx_deadline_passed() then says why).
  * Owned result: PQclear(). NULL only on allocation failure (or a NULL @p conn or

@@ -41,7 +41,11 @@ struct session_change {
     char old_name[128];
 };
 
-/* $1 statement_timeout, $2 application_name (NULL: left alone), $3 whether local. */
+/* $1 statement_timeout, $2 application_name (NULL: left alone), $3 whether local.
+ * set_config and current_setting are not qualified with pg_catalog: the path is the
+ * application's, as for its own statements (the header says so). check_pq.c relies on
+ * it: a trap.set_config() ahead of pg_catalog makes the server refuse the putting back,
+ * deterministically. */
 #define SET_CONFIG_SQL                                                                         \
     "CASE WHEN $1::text IS NOT NULL THEN set_config('statement_timeout', $1, $3) END, "        \
     "CASE WHEN $2::text IS NOT NULL THEN set_config('application_name', $2, $3) END"
