@@ -704,11 +704,14 @@ MHDCTX_EXPORT void mhdctx_log_shutdown(void);
  * as the room a batch makes holds, and a line logged while others wait goes behind them
  * even if it would fit (no waiter is starved by newcomers; each may still be dropped at
  * its own timeout, a small line behind a large one included);
- * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever, and
- * every dropped line is counted (mhdctx_log_dropped()); a line the buffer has no room
- * for has the writer write the buffer now. A line larger than a buffer is written
- * synchronously, by its thread, without waiting in the queue (once the lines that
- * thread queued before it are written).
+ * MHDCTX_LOG_FULL_DROP drops it at once. Either way a request never waits forever for
+ * room, and every dropped line is counted (mhdctx_log_dropped()); a line the buffer has
+ * no room for has the writer write the buffer now. A line larger than a buffer is
+ * written synchronously, by its thread, without waiting in the queue, once the lines
+ * queued before it (by any thread) are written: it waits for them at most
+ * block_timeout_ms, under either policy, and is dropped and counted if they are not
+ * written by then; its own write is a synchronous one (a pipe's stalled reader holds
+ * it, as in the synchronous mode).
  *
  * What a crash can lose: lines queued but not yet written - at most one flush interval
  * of lines (and never more than two buffers). mhdctx_log_shutdown() and
@@ -729,7 +732,9 @@ typedef struct mhdctx_log_async_options {
     size_t buffer_bytes;        /**< each of the two buffers; 0 = 1 MiB; min 64 KiB */
     unsigned flush_interval_ms; /**< longest time a line waits; 0 = 50 ms; max 60000 */
     mhdctx_log_full_policy when_full;
-    unsigned block_timeout_ms; /**< MHDCTX_LOG_FULL_BLOCK's limit; 0 = 1000; max 60000 */
+    /** The longest wait for room (MHDCTX_LOG_FULL_BLOCK) and, under either policy, of a
+     * line larger than a buffer for the lines before it; 0 = 1000 ms; max 60000. */
+    unsigned block_timeout_ms;
 } mhdctx_log_async_options;
 
 /**

@@ -260,18 +260,24 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Waits until every byte queued before the call is written (lock held). Like every
- * wait here, with cancellation off (mhdctx__cancel_off()): cancelled in a wait, a thread
- * would leave the lock held (and a waiter linked into the queue from a stack gone). */
-static void wait_written(void)
+/* Waits until every byte queued before the call is written (lock held), until @until
+ * when not NULL; false when that came first. Like every wait here, with cancellation
+ * off (mhdctx__cancel_off()): cancelled in a wait, a thread would leave the lock held
+ * (and a waiter linked into the queue from a stack gone). */
+static bool wait_written(const struct timespec *until)
 {
     uint64_t target = writer.queued;
     int cancel_state = mhdctx__cancel_off();
-    while ((writer.running || writer.stopping) && writer.written < target) {
+    bool in_time = true;
+    while ((writer.running || writer.stopping) && writer.written < target && in_time) {
         ask_for_a_batch();
-        pthread_cond_wait(&writer.space, &writer.lock);
+        if (until)
+            in_time = pthread_cond_timedwait(&writer.space, &writer.lock, until) != ETIMEDOUT;
+        else
+            pthread_cond_wait(&writer.space, &writer.lock);
     }
     mhdctx__cancel_restore(cancel_state);
+    return !(writer.running || writer.stopping) || writer.written >= target;
 }
 
 static void join_the_queue(struct room_waiter *w)
@@ -328,6 +334,17 @@ static enum mhdctx__queued wait_for_room(const char *line, size_t len)
     return result;
 }
 
+/* A line no buffer holds (lock held): the caller writes it directly, after the lines
+ * queued before it, for which it waits as long as a full buffer's line would, at most
+ * block_timeout_ms (whatever the policy: a stalled sink never holds a request for
+ * good); it is dropped if they are not written by then. */
+static enum mhdctx__queued larger_than_a_buffer(void)
+{
+    struct timespec until;
+    deadline_after_ms(&until, writer.options.block_timeout_ms);
+    return wait_written(&until) ? MHDCTX__NOT_QUEUED : MHDCTX__DROPPED;
+}
+
 size_t mhdctx__writer_waiting(void)
 {
     pthread_mutex_lock(&writer.lock);
@@ -344,16 +361,17 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
         return MHDCTX__NOT_QUEUED;
     pthread_mutex_lock(&writer.lock);
     enum mhdctx__queued result = MHDCTX__QUEUED;
-    if (!writer.running || len > writer.cap)
-        result = MHDCTX__NOT_QUEUED; /* stopped meanwhile, or a line no buffer holds */
-    else if (writer.first_waiter == NULL && has_room(len))
+    if (!writer.running) {
+        /* Stopped meanwhile: the caller writes it, after the lines queued before it,
+         * which the stop writes. */
+        result = MHDCTX__NOT_QUEUED;
+        wait_written(NULL);
+    } else if (len > writer.cap) {
+        result = larger_than_a_buffer();
+    } else if (writer.first_waiter == NULL && has_room(len)) {
         append_line(line, len);
-    else
+    } else {
         result = wait_for_room(line, len);
-    if (result == MHDCTX__NOT_QUEUED) {
-        /* The caller writes it directly: after the lines this thread queued before it
-         * (a line larger than a buffer, or one logged while the writer stops). */
-        wait_written();
     }
     pthread_mutex_unlock(&writer.lock);
     return result;
@@ -364,7 +382,7 @@ void mhdctx_log_flush(void)
     if (!atomic_load_explicit(&writer_on, memory_order_acquire))
         return;
     pthread_mutex_lock(&writer.lock);
-    wait_written();
+    wait_written(NULL);
     pthread_mutex_unlock(&writer.lock);
 }
 

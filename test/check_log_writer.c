@@ -930,6 +930,38 @@ START_TEST(larger_line_keeps_its_place_after_queued_lines)
 }
 END_TEST
 
+/* Behind a writer held in write() by a reader that stopped reading, a line larger than a
+ * buffer waits for the lines queued before it at most block_timeout_ms (50 ms here),
+ * under either policy, then is dropped and counted (it waited for good). */
+static void larger_line_behind_a_stalled_writer(mhdctx_log_full_policy policy)
+{
+    struct stalled_pipe p;
+    stall_the_writer(&p, policy);
+    fill_pipe(p.fds[1]);
+    mhdctx_log_info("queued, never written while the reader stalls");
+    uint64_t before = mhdctx_log_dropped();
+    char *big = repeat('z', 70 * 1024);
+    double t0 = now_s();
+    mhdctx_log_info("%s", big);
+    double took = now_s() - t0;
+    free(big);
+    ck_assert_uint_eq(mhdctx_log_dropped(), before + 1);
+    ck_assert_msg(took >= 0.045 && took < 10.0, "the larger line took %.3f s", took);
+    unstall_and_stop(&p);
+}
+
+START_TEST(larger_line_behind_a_stalled_writer_is_dropped_in_time_when_blocking)
+{
+    larger_line_behind_a_stalled_writer(MHDCTX_LOG_FULL_BLOCK);
+}
+END_TEST
+
+START_TEST(larger_line_behind_a_stalled_writer_is_dropped_in_time_when_dropping)
+{
+    larger_line_behind_a_stalled_writer(MHDCTX_LOG_FULL_DROP);
+}
+END_TEST
+
 /* What a reader of a SOCK_SEQPACKET socket saw: one record per write(2) of the writer. */
 struct records {
     int fd;
@@ -1080,6 +1112,8 @@ static Suite *log_writer_suite(void)
     tcase_add_test(tc, flush_across_a_restart_returns);
     tcase_add_test(tc, line_larger_than_a_buffer_is_written_directly);
     tcase_add_test(tc, larger_line_keeps_its_place_after_queued_lines);
+    tcase_add_test(tc, larger_line_behind_a_stalled_writer_is_dropped_in_time_when_blocking);
+    tcase_add_test(tc, larger_line_behind_a_stalled_writer_is_dropped_in_time_when_dropping);
     tcase_add_test(tc, large_batch_is_written_in_whole_line_slices);
     tcase_add_test(tc, child_of_fork_logs_synchronously);
     tcase_add_test(tc, child_of_fork_flushes_its_own_writer);
