@@ -37,8 +37,12 @@
  *    shared by two threads is not enough (while a single reference exists the library
  *    skips the context's lock). Borrowed strings returned by getters stay valid until the
  *    same field is set again or the last reference is dropped.
- *  - Logging calls are safe from any thread at any time. Logger configuration
- *    (mhdctx_log_to_*) is meant for start-up; mhdctx_log_set_level() is safe any time.
+ *  - Logging calls are safe from any thread at any time, but not from a signal handler:
+ *    they take locks and build the line in the thread's storage, so a handler that logs
+ *    while its thread is inside a logging call deadlocks or garbles that line. Log what
+ *    a signal says after the handler returns (a flag, a self-pipe, signalfd). Logger
+ *    configuration (mhdctx_log_to_*) is meant for start-up; mhdctx_log_set_level() is
+ *    safe any time.
  *    A thread cancelled (pthread_cancel, deferred) while a logging call, a flush or a
  *    stop blocks (a full pipe, a full batched buffer) finishes that call first: the
  *    library's locks are never left held by a cancelled thread.
@@ -158,8 +162,10 @@ MHDCTX_EXPORT const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict);
  * Writes a fresh random (version 4) UUID in lowercase, 36 characters plus NUL, into
  * @p out. Random bytes come from a per-thread ChaCha8 generator keyed and reseeded from
  * the kernel's CSPRNG (getrandom(2); libuuid's generator supplies the key should that
- * fail), with fast key erasure: no system call per id, and a forked child rekeys
- * before its first id. Safe from any thread.
+ * fail), with fast key erasure: no system call per id. A child rekeys before its first
+ * id: the generator's memory is zeroed in a child of fork(), _Fork() or clone() (Linux
+ * 4.14's MADV_WIPEONFORK; on older kernels, only fork() runs the handler that rekeys).
+ * Safe from any thread.
  * @return MHDCTX_OK, or MHDCTX_EINVAL for a NULL @p out.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
@@ -977,9 +983,11 @@ MHDCTX_EXPORT mhdctx_error mhdctx_response_add_request_id(struct MHD_Response *r
 
 /**
  * Level for the access line of requests to exactly @p path (MHDCTX_LOG_OFF: none),
- * matched as for mhdctx_route_deadline_ms(). A request that never reached the handler
- * (refused by MHD or a failure before its first call) has no route: its level comes from
- * its status.
+ * matched as for mhdctx_route_deadline_ms(). The route is found when the middleware
+ * first sees the request, before the hooks: a request a hook answers (the bearer hook's
+ * 401 too) gets its route's level like one the wrapped handler answers. A request MHD
+ * refuses before the middleware sees it (a malformed header line) has no route: its
+ * level comes from its status.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_access_log_route(mhdctx_middleware *mw, const char *path,
                                                    mhdctx_log_level level);

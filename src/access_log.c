@@ -77,7 +77,9 @@ static bool peer_gone(struct MHD_Connection *connection)
  * How the request ended, as the access line says it. Two corrections to MHD's code:
  * MHD 0.9.75 reports a client that closed after sending a whole request as an error -
  * before its answer in poll and select modes, while the answer was being sent in every
- * mode (the send failed): it is a client abort; and once the application said the
+ * mode (the send failed): it is a client abort, unless the server closed the connection
+ * itself (the handler, a hook or the middleware said MHD_NO: a client that only
+ * half-closed was waiting for its answer); and once the application said the
  * server is stopping, a request that ends without an answer ended because of the stop,
  * however MHD saw it.
  */
@@ -89,7 +91,8 @@ static const char *request_outcome(const mhdctx_middleware *mw, const mhdctx_con
         return "timeout"; /* answered 504 by the application */
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 0 && atomic_load(&mw->stopping))
         return "shutdown";
-    if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && peer_gone(connection))
+    if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && !ctx->closed_by_server &&
+        peer_gone(connection))
         return "client_abort";
     return outcome_name(toe);
 }
@@ -102,7 +105,7 @@ static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_cont
         level = MHDCTX_LOG_ERROR;
     else if (status >= 400)
         level = MHDCTX_LOG_WARN;
-    const struct mhdctx__route *route = ctx->route_settings; /* NULL before the handler */
+    const struct mhdctx__route *route = ctx->route_settings; /* NULL: MHD refused it first */
     if (route && route->has_level)
         level = route->level;
     if (mw->level_fn)
@@ -116,9 +119,10 @@ static unsigned response_status(struct MHD_Connection *connection, const mhdctx_
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS);
+    /* MHD keeps MHD_ICY_FLAG in the code it reports ("ICY 200 OK" is a 200) */
     if (info && info->http_status)
-        return info->http_status;
-    return ctx->status;
+        return info->http_status & ~MHD_ICY_FLAG;
+    return ctx->status & ~MHD_ICY_FLAG;
 }
 
 /* A plain text: a name from this file, or hex. */

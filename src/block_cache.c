@@ -8,8 +8,8 @@
  * MAX_CACHED blocks a thread: taking and giving one is a few instructions.
  *
  * Memory: at most MAX_CACHED * MHDCTX__BLOCK_BYTES (64 KiB) per thread that frees
- * contexts. A thread's blocks are freed when it exits (a pthread key's destructor);
- * the main thread's stay until the process ends. A block freed on another thread (a
+ * contexts. A thread's blocks are freed when it exits (thread_blocks.c); the main
+ * thread's stay until the process ends. A block freed on another thread (a
  * worker holding the last reference) joins that thread's cache.
  *
  * Under AddressSanitizer and ThreadSanitizer blocks go straight back to malloc: ASan
@@ -18,8 +18,6 @@
  * allocator's).
  */
 #include "internal.h"
-
-#include <pthread.h>
 
 #define MAX_CACHED 64
 
@@ -41,44 +39,25 @@ struct block_cache {
     unsigned n;
 };
 
-static _Thread_local struct block_cache cache;
-/* &cache once the thread's exit will free it, else NULL. initial-exec, like the current
- * context: one load instead of a __tls_get_addr call. A pointer, not the cache itself:
- * static TLS is scarce for a library that may be dlopen()ed. */
+/* The thread's cache (thread_blocks.c) once it has one, else NULL. initial-exec, like
+ * the current context: one load instead of a __tls_get_addr call. */
 static _Thread_local struct block_cache *thread_cache
     __attribute__((tls_model("initial-exec")));
-static pthread_key_t exit_key;
-static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
-static bool exit_key_made;
 
+/* The thread exits: its cached blocks are freed. */
 static void free_cache(void *arg)
 {
     struct block_cache *c = arg;
     while (c->n > 0)
         mhdctx__free(c->blocks[--c->n]);
-    thread_cache = NULL; /* a later give on this thread registers again */
+    thread_cache = NULL; /* a later give on this thread makes a cache again */
 }
 
-static void make_exit_key(void)
+/* The thread's first give. NULL when no cache can be had (blocks are then freed). */
+static struct block_cache *make_thread_cache(void)
 {
-    exit_key_made = pthread_key_create(&exit_key, free_cache) == 0;
-}
-
-/* The library unloaded (dlclose): no thread may call into it at its exit. Blocks cached
- * by live threads are then left to the process. */
-__attribute__((destructor)) static void forget_exit_key(void)
-{
-    if (exit_key_made)
-        pthread_key_delete(exit_key);
-}
-
-/* The thread's first give: arranges for its exit to free the cache's blocks. NULL when
- * that cannot be done (blocks are then simply freed). */
-static struct block_cache *register_thread_cache(void)
-{
-    pthread_once(&exit_key_once, make_exit_key);
-    if (exit_key_made && pthread_setspecific(exit_key, &cache) == 0)
-        thread_cache = &cache;
+    thread_cache =
+        mhdctx__thread_block(MHDCTX__SLOT_CACHE, sizeof(struct block_cache), false, free_cache);
     return thread_cache;
 }
 
@@ -93,7 +72,7 @@ void *mhdctx__block_take(void)
 void mhdctx__block_give(void *block)
 {
     if (CACHE_BLOCKS && block) {
-        struct block_cache *c = thread_cache ? thread_cache : register_thread_cache();
+        struct block_cache *c = thread_cache ? thread_cache : make_thread_cache();
         if (c && c->n < MAX_CACHED) {
             c->blocks[c->n++] = block;
             return;

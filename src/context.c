@@ -12,7 +12,8 @@
 #include <time.h>
 
 /* initial-exec: reading the current context is one instruction from a TLS offset,
- * not a __tls_get_addr call (the library is linked at start-up, not dlopen()ed late). */
+ * not a __tls_get_addr call. The library's TLS is a few pointers (thread_blocks.c), so
+ * it fits the static TLS left to a library dlopen()ed late too. */
 static _Thread_local mhdctx_context *current_ctx __attribute__((tls_model("initial-exec")));
 
 mhdctx_context *mhdctx_current(void)

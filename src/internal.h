@@ -185,6 +185,7 @@ struct mhdctx_context {
     char *route;                  /* the application's name for the route, guarded by lock */
     _Atomic uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
     atomic_bool timed_out;        /* answered 504: the access line says "timeout" */
+    bool closed_by_server;        /* the access handler returned MHD_NO (MHD's thread) */
     bool in_block;                /* allocated by mhdctx__block_take */
     char *query;                  /* points into text, NULL when absent */
     char text[];                  /* path '\0' [query '\0'] */
@@ -196,6 +197,23 @@ struct mhdctx_context {
 void *mhdctx__block_take(void); /* MHDCTX__BLOCK_BYTES bytes, NULL on ENOMEM */
 void mhdctx__block_give(void *block);
 extern const bool mhdctx__block_cache_on; /* false under ASan and TSan */
+
+/* thread_blocks.c: a thread's state blocks, on the heap (TLS holds pointers only, so
+ * that the library can be dlopen()ed). */
+enum mhdctx__thread_slot {
+    MHDCTX__SLOT_LINE,  /* log.c: the line storage */
+    MHDCTX__SLOT_RNG,   /* random.c: the generator */
+    MHDCTX__SLOT_CACHE, /* block_cache.c: freed context blocks */
+    MHDCTX__THREAD_SLOTS
+};
+/* This thread's zeroed block of @size bytes for @slot: allocated at the thread's first
+ * call, freed at its exit after @cleanup(block) (NULL: none), which runs on the exiting
+ * thread and must let go of every pointer to it. The same @size, @wipe_on_fork and
+ * @cleanup on every call for a slot. With @wipe_on_fork, a child of fork(), _Fork() or
+ * clone() finds it zeroed (where the kernel has MADV_WIPEONFORK). NULL when it cannot
+ * be allocated: the caller does without. */
+void *mhdctx__thread_block(enum mhdctx__thread_slot slot, size_t size, bool wipe_on_fork,
+                           void (*cleanup)(void *block));
 
 /* New context for @uri (path and optional query), refcount 1. NULL on ENOMEM. */
 mhdctx_context *mhdctx__context_create(const char *uri);

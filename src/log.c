@@ -91,18 +91,27 @@ struct line_thread {
     int64_t wall_minus_mono;       /* ns: CLOCK_REALTIME - CLOCK_MONOTONIC then */
     char storage[LINE_STORAGE];
 };
-static _Thread_local struct line_thread line_thread = {.second = -1};
-/* &line_thread from the thread's first line on. initial-exec, like the current context:
- * one load, where each access to line_thread may be a __tls_get_addr call. A pointer:
- * the block is too big for the static TLS a dlopen()ed library can get. */
+/* The thread's (thread_blocks.c) from its first line on. initial-exec, like the current
+ * context: one load instead of a __tls_get_addr call. */
 static _Thread_local struct line_thread *line_thread_ptr
     __attribute__((tls_model("initial-exec")));
 
+static void forget_line_thread(void *block)
+{
+    (void)block;
+    line_thread_ptr = NULL; /* a line logged later at the thread's exit makes one again */
+}
+
+/* NULL when the thread has none and none can be allocated. */
 static struct line_thread *this_line_thread(void)
 {
     struct line_thread *t = line_thread_ptr;
-    if (t == NULL)
-        t = line_thread_ptr = &line_thread;
+    if (t == NULL) {
+        t = mhdctx__thread_block(MHDCTX__SLOT_LINE, sizeof *t, false, forget_line_thread);
+        if (t)
+            t->second = -1; /* a new block: no prefix yet (0 is a second like others) */
+        line_thread_ptr = t;
+    }
     return t;
 }
 
@@ -241,6 +250,12 @@ static struct timespec wall_time_of(struct line_thread *t, uint64_t mono_ns)
 static void line_begin(mhdctx__buf *b, mhdctx_log_level level, uint64_t mono_ns)
 {
     struct line_thread *t = this_line_thread();
+    if (t == NULL) {
+        /* Out of memory: the line is dropped and counted (mhdctx__line_close). */
+        mhdctx__buf_init(b, NULL, 0);
+        b->failed = true;
+        return;
+    }
     struct timespec now;
     if (mono_ns)
         now = wall_time_of(t, mono_ns);

@@ -494,6 +494,8 @@ enum MHD_Result mhdctx_access_handler(void *cls, struct MHD_Connection *connecti
         result = mw->handler(mw->handler_cls, connection, url, method, version, upload_data,
                              upload_data_size, &ctx->user_req_cls);
     }
+    if (result == MHD_NO)
+        ctx->closed_by_server = true; /* MHD's error is then ours, not the client's */
     mhdctx__enter(previous);
     return result;
 }

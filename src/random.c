@@ -10,8 +10,10 @@
  * Fast key erasure: each refill computes BLOCKS blocks, takes the first 32 bytes as the
  * next key and hands out the rest; a disclosed state cannot recover earlier output.
  * Bytes handed out are wiped from the buffer. Every RESEED_REFILLS refills fresh kernel
- * randomness is mixed into the key, and a fork bumps a generation counter that makes
- * every inherited state rekey from the kernel, so parent and child never share output.
+ * randomness is mixed into the key. Parent and child never share output: the state is
+ * in memory the kernel zeroes in a child (MADV_WIPEONFORK: fork(), _Fork(), clone()),
+ * and a fork() also bumps a generation counter that makes every inherited state rekey
+ * from the kernel (for kernels without it).
  * Without getrandom (seccomp, old kernels) the key comes from libuuid's generator.
  */
 #include "internal.h"
@@ -114,12 +116,16 @@ struct rng {
     bool keyed;
 };
 
-static _Thread_local struct rng rng;
-/* &rng once the thread's generator is keyed (set by refill, never before: an unkeyed
- * buffer is zeros). initial-exec: one load, where each access to rng may cost a
- * __tls_get_addr call (rng is too big for the scarce static TLS a dlopen()ed library
- * can have). */
+/* The thread's generator (thread_blocks.c, wiped in a child of fork) once it is keyed
+ * (set by refill, never before: an unkeyed buffer is zeros), else NULL. initial-exec,
+ * like the current context: one load instead of a __tls_get_addr call. */
 static _Thread_local struct rng *keyed_rng __attribute__((tls_model("initial-exec")));
+
+static void forget_rng(void *block)
+{
+    (void)block;
+    keyed_rng = NULL;
+}
 
 static bool kernel_bytes(unsigned char *buf, size_t n)
 {
@@ -137,7 +143,7 @@ static bool kernel_bytes(unsigned char *buf, size_t n)
 }
 
 /* Mixes fresh randomness into the key (XOR: as strong as the stronger of the two). */
-static void reseed(void)
+static void reseed(struct rng *r)
 {
     unsigned char fresh[KEY_BYTES];
     if (!kernel_bytes(fresh, sizeof fresh)) {
@@ -145,27 +151,27 @@ static void reseed(void)
         uuid_generate_random(fresh + 16);
     }
     for (size_t i = 0; i < KEY_BYTES; i++)
-        rng.key[i] ^= fresh[i];
-    memset(fresh, 0, sizeof fresh);
-    rng.refills = 0;
+        r->key[i] ^= fresh[i];
+    explicit_bzero(fresh, sizeof fresh); /* a plain memset of a dead local is optimized out */
+    r->refills = 0;
 }
 
-static void refill(void)
+static void refill(struct rng *r)
 {
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
-    if (!rng.keyed || rng.generation != gen || ++rng.refills >= RESEED_REFILLS) {
+    if (!r->keyed || r->generation != gen || ++r->refills >= RESEED_REFILLS) {
         pthread_once(&atfork_once, register_atfork);
-        reseed();
-        rng.keyed = true;
-        rng.generation = gen;
+        reseed(r);
+        r->keyed = true;
+        r->generation = gen;
     }
     static const unsigned char nonce[12];
     for (uint32_t b = 0; b < BLOCKS; b += 4)
-        mhdctx__chacha_4blocks(rng.key, b, nonce, 8, rng.out + 64 * b);
-    memcpy(rng.key, rng.out, KEY_BYTES); /* the next key; never handed out */
-    memset(rng.out, 0, KEY_BYTES);
-    rng.used = KEY_BYTES;
-    keyed_rng = &rng; /* the fast path's way in, from the first keyed output on */
+        mhdctx__chacha_4blocks(r->key, b, nonce, 8, r->out + 64 * b);
+    memcpy(r->key, r->out, KEY_BYTES); /* the next key; never handed out */
+    memset(r->out, 0, KEY_BYTES);
+    r->used = KEY_BYTES;
+    keyed_rng = r; /* the fast path's way in, from the first keyed output on */
 }
 
 /* Copies @n bytes out and wipes them, 8 at a time: ids take 16 or 24 bytes, for which
@@ -185,18 +191,37 @@ static inline void take(struct rng *r, unsigned char *buf, size_t n)
     r->used += n;
 }
 
+/* Without a generator (no memory for one): the kernel's bytes, or libuuid's. */
+static void bytes_without_generator(unsigned char *buf, size_t n)
+{
+    if (kernel_bytes(buf, n))
+        return;
+    for (unsigned char id[16]; n > 0;) {
+        uuid_generate_random(id);
+        size_t chunk = n < sizeof id ? n : sizeof id;
+        memcpy(buf, id, chunk);
+        buf += chunk;
+        n -= chunk;
+    }
+}
+
 void mhdctx__random_bytes(unsigned char *buf, size_t n)
 {
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
     struct rng *r = keyed_rng;
-    if (r && r->generation == gen && n <= sizeof r->out - r->used) {
+    /* keyed: false in a child whose kernel wiped the block (MADV_WIPEONFORK) */
+    if (r && r->keyed && r->generation == gen && n <= sizeof r->out - r->used) {
         take(r, buf, n);
         return;
     }
-    r = &rng;
+    r = mhdctx__thread_block(MHDCTX__SLOT_RNG, sizeof *r, true, forget_rng);
+    if (r == NULL) {
+        bytes_without_generator(buf, n);
+        return;
+    }
     while (n > 0) {
         if (!r->keyed || r->used == sizeof r->out || r->generation != gen)
-            refill();
+            refill(r);
         size_t chunk = sizeof r->out - r->used;
         if (chunk > n)
             chunk = n;

@@ -77,12 +77,19 @@ static bool wait_writable(int fd)
 }
 
 /* write() all @len bytes; returns how many were written (@len unless an error other
- * than EINTR, or a full non-blocking fd for longer than WRITABLE_WAIT_MS, stopped it). */
+ * than EINTR, a full non-blocking fd for longer than WRITABLE_WAIT_MS, or a write that
+ * took nothing stopped it). */
 static size_t write_all(int fd, const char *data, size_t len)
 {
     size_t done = 0;
     while (done < len) {
         ssize_t n = write(fd, data + done, len - done);
+        if (n == 0) {
+            /* Neither progress nor an error (a device or FUSE file system may answer
+             * so): asking again would spin for good with the sink's lock held. */
+            errno = EIO;
+            break;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;

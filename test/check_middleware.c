@@ -283,6 +283,16 @@ static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connect
         MHD_destroy_response(response);
         return result;
     }
+    if (strcmp(url, "/icy") == 0) { /* a Shoutcast answer: "ICY 200 OK" */
+        struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+            strlen(plain_body), plain_body, NULL, NULL);
+        if (response == NULL)
+            return MHD_NO;
+        enum MHD_Result result =
+            MHD_queue_response(connection, MHD_HTTP_OK | MHD_ICY_FLAG, response);
+        MHD_destroy_response(response);
+        return result;
+    }
     if (strcmp(url, "/plain") == 0) {
         struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
             strlen(plain_body), plain_body, NULL, NULL);
@@ -1665,6 +1675,62 @@ START_TEST(test_client_abort)
 }
 END_TEST
 
+/* Sends @p request on a raw socket, with @p half_close closes the sending side then
+ * (shutdown SHUT_WR, as `nc -N` does), and reads the answer until the server closes:
+ * its first bytes in @p reply (NUL-terminated). */
+static void raw_exchange(uint16_t port, const char *request, bool half_close, char *reply,
+                         size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons(port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    size_t n = strlen(request);
+    ck_assert_int_eq(send(fd, request, n, 0), (ssize_t)n);
+    if (half_close)
+        ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+    size_t len = 0;
+    for (ssize_t got; len + 1 < size && (got = recv(fd, reply + len, size - 1 - len, 0)) > 0;)
+        len += (size_t)got;
+    reply[len] = '\0';
+    close(fd);
+}
+
+/* A client that sent its request and half-closed, waiting for the answer, did not abort
+ * when the server closed the connection: a hook's failure is an error (it was logged as
+ * client_abort at info). And an ICY answer's status is 200 (it was 2147483848, an
+ * error). */
+START_TEST(test_half_closed_client_and_icy_status)
+{
+    const unsigned mode = (unsigned)_i;
+    struct fixture f;
+    struct hook_spec specs[3];
+    fixture_open(&f);
+    add_order_hooks(f.mw, f.app, specs); /* hook 2 fails /fail */
+    server_start(&f.s, f.mw, mode);
+    char reply[256];
+    raw_exchange(f.s.port, "GET /fail HTTP/1.1\r\nHost: t\r\nX-Request-Id: half-fail\r\n\r\n",
+                 true, reply, sizeof reply);
+    ck_assert_str_eq(reply, ""); /* closed without an answer */
+    raw_exchange(
+        f.s.port,
+        "GET /icy HTTP/1.1\r\nHost: t\r\nX-Request-Id: icy-1\r\nConnection: close\r\n\r\n",
+        false, reply, sizeof reply);
+    ck_assert_msg(strncmp(reply, "ICY 200 OK\r\n", 12) == 0, "answer: %s", reply);
+    ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
+    support_server_stop(&f.s);
+    json_t *all = support_capture_parsed();
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "half-fail"), "GET",
+                       "/fail", 0, "error", "error");
+    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "icy-1"), "GET", "/icy",
+                       200, "info", "completed");
+    json_decref(all);
+    fixture_close(&f);
+}
+END_TEST
+
 /* Sends a GET for @p path on a raw socket, reads the first bytes of the answer, then
  * resets the connection (SO_LINGER 0): the server is left writing to a closed peer. */
 static void get_and_reset_mid_answer(uint16_t port, const char *path, const char *id)
@@ -1899,6 +1965,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_client_abort);
     tcase_add_loop_test(tc, test_client_gone_mid_answer_is_client_abort, 0,
                         (int)SUPPORT_N_MODES);
+    tcase_add_loop_test(tc, test_half_closed_client_and_icy_status, 0, (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_mhd_messages_routed);
 
     tc = support_tcase(suite, "modes", TEST_TIMEOUT_S, NULL, NULL);

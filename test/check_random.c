@@ -196,6 +196,23 @@ START_TEST(forked_child_draws_other_bytes)
 }
 END_TEST
 
+/* The same through _Fork(), which runs no atfork handler: the kernel zeroes the
+ * generator's memory in the child (it used to go on with the parent's stream and repeat
+ * its ids). */
+START_TEST(child_of_fork_without_atfork_handlers_draws_other_bytes)
+{
+    unsigned char first[16];
+    mhdctx__random_bytes(first, sizeof first);
+    unsigned char parent[64], child[64];
+    size_t got = 0;
+    ck_assert_int_eq(
+        child_output_of(_Fork, write_random_bytes, NULL, child, sizeof child, &got), 0);
+    ck_assert_uint_eq(got, sizeof child);
+    mhdctx__random_bytes(parent, sizeof parent);
+    ck_assert(memcmp(parent, child, sizeof child) != 0);
+}
+END_TEST
+
 static Suite *random_suite(void)
 {
     Suite *s = suite_create("random");
@@ -211,6 +228,7 @@ static Suite *random_suite(void)
     tcase_add_test(tc, threads_draw_different_bytes);
     tcase_add_test(tc, an_empty_first_draw_leaves_the_generator_to_be_keyed);
     tcase_add_test(tc, forked_child_draws_other_bytes);
+    tcase_add_test(tc, child_of_fork_without_atfork_handlers_draws_other_bytes);
     suite_add_tcase(s, tc);
     return s;
 }

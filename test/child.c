@@ -20,9 +20,15 @@ static size_t read_all(int fd, char *out, size_t size)
 int child_output(int (*child_main)(void *arg, int fd), void *arg, void *out, size_t size,
                  size_t *got)
 {
+    return child_output_of(fork, child_main, arg, out, size, got);
+}
+
+int child_output_of(pid_t (*fork_fn)(void), int (*child_main)(void *arg, int fd), void *arg,
+                    void *out, size_t size, size_t *got)
+{
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
+    pid_t pid = fork_fn();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(fds[0]);

@@ -7,6 +7,7 @@
 #define MHDCTX_TEST_CHILD_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /**
  * Forks. The child calls @p child_main(@p arg, fd), which writes what it has to say
@@ -18,5 +19,8 @@
  */
 int child_output(int (*child_main)(void *arg, int fd), void *arg, void *out, size_t size,
                  size_t *got);
+/** The same with @p fork_fn in place of fork(): _Fork(), which runs no atfork handler. */
+int child_output_of(pid_t (*fork_fn)(void), int (*child_main)(void *arg, int fd), void *arg,
+                    void *out, size_t size, size_t *got);
 
 #endif /* MHDCTX_TEST_CHILD_H */
