@@ -921,7 +921,10 @@ typedef struct mhdctx_token_table mhdctx_token_table;
 /** Owned: mhdctx_token_table_free(). NULL on ENOMEM. */
 MHDCTX_EXPORT mhdctx_token_table *mhdctx_token_table_new(void) MHDCTX_WARN_UNUSED;
 MHDCTX_EXPORT void mhdctx_token_table_free(mhdctx_token_table *table);
-/** Adds a token (all copied). @return MHDCTX_OK, MHDCTX_EINVAL, MHDCTX_ENOMEM. */
+/**
+ * Adds a token (all copied). @return MHDCTX_OK, MHDCTX_ENOMEM, MHDCTX_EINVAL (a malformed
+ * token, user id or role, or a token already in the table: one token, one user).
+ */
 MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token,
                                                   const char *user_id, const char *const *roles,
                                                   size_t n_roles);
@@ -930,8 +933,9 @@ MHDCTX_EXPORT mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, con
  * All or nothing: on failure the table is as it was. @p err (may be NULL) receives a
  * message on failure: the path and, for bad JSON, the line, column and reason, never
  * the file's text (its tokens), so that it can be logged.
- * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape; also
- *         when jansson's parser runs out of memory), MHDCTX_EINVAL, MHDCTX_ENOMEM.
+ * @return MHDCTX_OK, MHDCTX_EIO (unreadable), MHDCTX_EPARSE (bad JSON or shape, a token
+ *         twice in the file or already in the table; also when jansson's parser runs out
+ *         of memory), MHDCTX_EINVAL, MHDCTX_ENOMEM.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path,
                                                    char *err, size_t err_size);

@@ -205,6 +205,17 @@ static mhdctx_error entry_fill(struct token_entry *e, const char *token, const c
     return MHDCTX_OK;
 }
 
+/* Whether @token is in @table already (compared like verify: in constant time). */
+static bool token_known(const mhdctx_token_table *table, const char *token)
+{
+    size_t len = strlen(token);
+    bool known = false;
+    for (size_t i = 0; i < table->n; i++)
+        known |= mhdctx_secret_equal(token, len, table->entries[i].token,
+                                     table->entries[i].token_len);
+    return known;
+}
+
 mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token,
                                     const char *user_id, const char *const *roles,
                                     size_t n_roles)
@@ -218,6 +229,9 @@ mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token
         if (mhdctx__check_label(roles[i], MHDCTX_MAX_KEY_LEN) != MHDCTX_OK)
             return MHDCTX_EINVAL;
     }
+    /* A second user for a token would silently take the first one's requests. */
+    if (token_known(table, token))
+        return MHDCTX_EINVAL;
     struct token_entry *grown = mhdctx__realloc(table->entries, (table->n + 1) * sizeof *grown);
     if (grown == NULL)
         return MHDCTX_ENOMEM;
@@ -301,6 +315,7 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
         return load_fail(err, err_size, MHDCTX_EPARSE, path, where);
     }
     mhdctx_error rc = json_is_object(root) ? MHDCTX_OK : MHDCTX_EPARSE;
+    const char *why = "expected {\"<token>\": {\"user_id\": \"...\", \"roles\": [...]}}";
     size_t before = table->n; /* a failed load adds nothing: a retry must not duplicate */
     const char *token;
     json_t *spec;
@@ -308,14 +323,18 @@ mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path
     {
         if (rc != MHDCTX_OK)
             break;
-        rc = load_entry(table, token, spec);
+        if (token_known(table, token)) {
+            rc = MHDCTX_EPARSE;
+            why = "a token already in the table";
+        } else {
+            rc = load_entry(table, token, spec);
+        }
     }
     json_decref(root);
     while (rc != MHDCTX_OK && table->n > before)
         entry_release(&table->entries[--table->n]);
     if (rc != MHDCTX_OK)
-        return load_fail(err, err_size, rc, path,
-                         "expected {\"<token>\": {\"user_id\": \"...\", \"roles\": [...]}}");
+        return load_fail(err, err_size, rc, path, why);
     return MHDCTX_OK;
 }
 

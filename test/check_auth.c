@@ -505,6 +505,31 @@ START_TEST(token_table_load_duplicate_token_is_eparse)
 }
 END_TEST
 
+/* The token of an earlier add or load: refused, the first user keeps it (the later one
+ * used to take its requests silently), and a load that brings it adds nothing. */
+START_TEST(token_table_refuses_a_token_it_has)
+{
+    mhdctx_token_table *table = new_table();
+    ck_assert_int_eq(mhdctx_token_table_add(table, "tok", "alice", NULL, 0), MHDCTX_OK);
+    ck_assert_int_eq(mhdctx_token_table_add(table, "tok", "mallory", NULL, 0), MHDCTX_EINVAL);
+    char *path =
+        temp_file("{\"new\": {\"user_id\": \"bob\"}, \"tok\": {\"user_id\": \"eve\"}}");
+    char err[256] = "";
+    ck_assert_int_eq(mhdctx_token_table_load(table, path, err, sizeof err), MHDCTX_EPARSE);
+    ck_assert_ptr_nonnull(strstr(err, "a token already in the table"));
+    ck_assert_ptr_null(strstr(err, "tok\"")); /* the message never quotes a token */
+    mhdctx_context *ctx = new_context();
+    ck_assert_int_eq(verify(table, "tok", ctx), MHDCTX_OK);
+    ck_assert_pstr_eq(mhdctx_user_id(ctx), "alice");
+    mhdctx_context_unref(ctx);
+    ctx = new_context();
+    ck_assert_int_eq(verify(table, "new", ctx), MHDCTX_EAUTH); /* all or nothing */
+    mhdctx_context_unref(ctx);
+    mhdctx_token_table_free(table);
+    remove_temp_file(path);
+}
+END_TEST
+
 START_TEST(token_table_load_invalid_token_fails)
 {
     char *path = temp_file("{\"has space\": {\"user_id\": \"1\"}}");
@@ -596,6 +621,7 @@ static Suite *auth_suite(void)
     tcase_add_loop_test(tc, token_table_load_wrong_shape_is_eparse_with_message, 0,
                         (int)(sizeof wrong_shape_files / sizeof *wrong_shape_files));
     tcase_add_test(tc, token_table_load_duplicate_token_is_eparse);
+    tcase_add_test(tc, token_table_refuses_a_token_it_has);
     tcase_add_test(tc, token_table_load_invalid_token_fails);
     tcase_add_test(tc, token_table_load_missing_file_is_eio);
     tcase_add_test(tc, token_table_load_small_error_buffer_is_terminated);
