@@ -115,13 +115,18 @@ static mhdctx_log_level level_for(const mhdctx_middleware *mw, const mhdctx_cont
 
 /* The status MHD sent: MHD knows it for every response, ours, the application's and
  * its own error pages. 0 when no response was sent (the client left first). */
-static unsigned response_status(struct MHD_Connection *connection, const mhdctx_context *ctx)
+static unsigned response_status(const mhdctx_middleware *mw, struct MHD_Connection *connection,
+                                const mhdctx_context *ctx)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS);
     /* MHD keeps MHD_ICY_FLAG in the code it reports ("ICY 200 OK" is a 200) */
     if (info && info->http_status)
         return info->http_status & ~MHD_ICY_FLAG;
+    /* MHD 0.9.75 answers MHD_YES to a response queued while it stops, and drops it:
+     * during a stop only MHD's own record says what was sent. */
+    if (atomic_load(&mw->stopping))
+        return 0;
     return ctx->status & ~MHD_ICY_FLAG;
 }
 
@@ -183,7 +188,7 @@ void mhdctx__access_log(const mhdctx_middleware *mw, mhdctx_context *ctx,
 {
     if (mhdctx_log_get_level() == MHDCTX_LOG_OFF)
         return; /* no line can be written: nothing to work out */
-    unsigned status = response_status(connection, ctx);
+    unsigned status = response_status(mw, connection, ctx);
     const char *outcome = request_outcome(mw, ctx, connection, status, toe);
     mhdctx_log_level level = level_for(mw, ctx, status, outcome);
     if (!mhdctx_log_enabled(level))

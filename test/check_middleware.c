@@ -237,6 +237,19 @@ static void respond_from_own_context(void *connection)
 }
 
 /* The final call: answers according to the path. */
+/* /answer-late: tells the test it has the request, waits until the test is stopping the
+ * server, and answers 200 ms later, while MHD_stop_daemon() runs. */
+static atomic_bool late_handler_in, late_stop_called;
+
+static enum MHD_Result answer_late(struct MHD_Connection *connection)
+{
+    atomic_store(&late_handler_in, true);
+    for (int i = 0; i < 2000 && !atomic_load(&late_stop_called); i++)
+        sleep_ms(5);
+    sleep_ms(200);
+    return mhdctx_respond(connection, MHD_HTTP_OK, "text/plain", "late", 4);
+}
+
 static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connection,
                                  const char *url, mhdctx_context *ctx,
                                  const struct req_state *st)
@@ -283,6 +296,8 @@ static enum MHD_Result app_route(struct app *app, struct MHD_Connection *connect
         MHD_destroy_response(response);
         return result;
     }
+    if (strcmp(url, "/answer-late") == 0) /* answers once the server is stopping */
+        return answer_late(connection);
     if (strcmp(url, "/icy") == 0) { /* a Shoutcast answer: "ICY 200 OK" */
         struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
             strlen(plain_body), plain_body, NULL, NULL);
@@ -1731,6 +1746,50 @@ START_TEST(test_half_closed_client_and_icy_status)
 }
 END_TEST
 
+struct late_client {
+    uint16_t port;
+    char reply[256];
+};
+
+static void *ask_for_a_late_answer(void *arg)
+{
+    struct late_client *c = arg;
+    raw_exchange(c->port,
+                 "GET /answer-late HTTP/1.1\r\nHost: t\r\nX-Request-Id: late-1\r\n\r\n", false,
+                 c->reply, sizeof c->reply);
+    return NULL;
+}
+
+/* A response queued while the server stops is dropped by MHD, which still says MHD_YES:
+ * the line says status 0 and "shutdown" (it said 200, a status never sent). */
+START_TEST(test_answer_queued_during_the_stop_is_not_logged_as_sent)
+{
+    const unsigned mode = (unsigned)_i;
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, mode);
+    atomic_store(&late_handler_in, false);
+    atomic_store(&late_stop_called, false);
+    struct late_client client = {.port = f.s.port};
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, ask_for_a_late_answer, &client), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&late_handler_in); i++)
+        sleep_ms(5);
+    ck_assert(atomic_load(&late_handler_in));
+    mhdctx_middleware_stopping(f.mw);
+    atomic_store(&late_stop_called, true);
+    support_server_stop(&f.s);
+    pthread_join(thread, NULL);
+    ck_assert_str_eq(client.reply, ""); /* nothing was sent */
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "late-1");
+    ck_assert_ptr_nonnull(line);
+    assert_access_line(line, "GET", "/answer-late", 0, "info", "shutdown");
+    json_decref(all);
+    fixture_close(&f);
+}
+END_TEST
+
 /* Sends a GET for @p path on a raw socket, reads the first bytes of the answer, then
  * resets the connection (SO_LINGER 0): the server is left writing to a closed peer. */
 static void get_and_reset_mid_answer(uint16_t port, const char *path, const char *id)
@@ -1966,6 +2025,8 @@ static Suite *middleware_suite(void)
     tcase_add_loop_test(tc, test_client_gone_mid_answer_is_client_abort, 0,
                         (int)SUPPORT_N_MODES);
     tcase_add_loop_test(tc, test_half_closed_client_and_icy_status, 0, (int)SUPPORT_N_MODES);
+    tcase_add_loop_test(tc, test_answer_queued_during_the_stop_is_not_logged_as_sent, 0,
+                        (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_mhd_messages_routed);
 
     tc = support_tcase(suite, "modes", TEST_TIMEOUT_S, NULL, NULL);
