@@ -1690,27 +1690,29 @@ START_TEST(test_client_abort)
 }
 END_TEST
 
-/* Sends @p request on a raw socket, with @p half_close closes the sending side then
- * (shutdown SHUT_WR, as `nc -N` does), and reads the answer until the server closes:
- * its first bytes in @p reply (NUL-terminated). */
-static void raw_exchange(uint16_t port, const char *request, bool half_close, char *reply,
-                         size_t size)
+/* Sends @p request, with @p half_close then shuts down the sending side (as `nc -N`
+ * does), and reads: the answer's result code, the response in *@p out. */
+static int exchange(uint16_t port, const char *request, bool half_close, http_response **out)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons(port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    size_t n = strlen(request);
-    ck_assert_int_eq(send(fd, request, n, 0), (ssize_t)n);
+    http_conn *c;
+    ck_assert_int_eq(http_connect(port, &c), HTTP_OK);
+    ck_assert_int_eq(http_send_str(c, request), HTTP_OK);
     if (half_close)
-        ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
-    size_t len = 0;
-    for (ssize_t got; len + 1 < size && (got = recv(fd, reply + len, size - 1 - len, 0)) > 0;)
-        len += (size_t)got;
-    reply[len] = '\0';
-    close(fd);
+        ck_assert_int_eq(http_shutdown_write(c), HTTP_OK);
+    int rc = http_read_response(c, out);
+    http_close(c);
+    return rc;
+}
+
+/* The access line of the request with id @p id, checked as assert_access_line does. */
+static void assert_line_of(const char *id, const char *method, const char *path,
+                           unsigned status, const char *level, const char *outcome)
+{
+    json_t *all = support_capture_parsed();
+    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", id);
+    ck_assert_msg(line != NULL, "no access line for %s", id);
+    assert_access_line(line, method, path, status, level, outcome);
+    json_decref(all);
 }
 
 /* A client that sent its request and half-closed, waiting for the answer, did not abort
@@ -1725,39 +1727,31 @@ START_TEST(test_half_closed_client_and_icy_status)
     fixture_open(&f);
     add_order_hooks(f.mw, f.app, specs); /* hook 2 fails /fail */
     server_start(&f.s, f.mw, mode);
-    char reply[256];
-    raw_exchange(f.s.port, "GET /fail HTTP/1.1\r\nHost: t\r\nX-Request-Id: half-fail\r\n\r\n",
-                 true, reply, sizeof reply);
-    ck_assert_str_eq(reply, ""); /* closed without an answer */
-    raw_exchange(
-        f.s.port,
-        "GET /icy HTTP/1.1\r\nHost: t\r\nX-Request-Id: icy-1\r\nConnection: close\r\n\r\n",
-        false, reply, sizeof reply);
-    ck_assert_msg(strncmp(reply, "ICY 200 OK\r\n", 12) == 0, "answer: %s", reply);
+    http_response *r = NULL;
+    int rc = exchange(
+        f.s.port, "GET /fail HTTP/1.1\r\nHost: t\r\nX-Request-Id: half-fail\r\n\r\n", true, &r);
+    ck_assert_msg(rc == HTTP_ECLOSED || rc == HTTP_ERESET, "got %s", http_strerror(rc));
+    r = support_http_get(f.s.port, "/icy", "X-Request-Id: icy-1\r\n");
+    ck_assert_str_eq(r->version, "ICY");
+    ck_assert_int_eq(r->status, 200);
+    http_response_free(r);
     ck_assert(support_capture_wait(ACCESS_MSG, 2, 5000));
     support_server_stop(&f.s);
-    json_t *all = support_capture_parsed();
-    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "half-fail"), "GET",
-                       "/fail", 0, "error", "error");
-    assert_access_line(support_find_line(all, ACCESS_MSG, "request_id", "icy-1"), "GET", "/icy",
-                       200, "info", "completed");
-    json_decref(all);
+    assert_line_of("half-fail", "GET", "/fail", 0, "error", "error");
+    assert_line_of("icy-1", "GET", "/icy", 200, "info", "completed");
     fixture_close(&f);
 }
 END_TEST
 
-struct late_client {
-    uint16_t port;
-    char reply[256];
-};
-
 static void *ask_for_a_late_answer(void *arg)
 {
-    struct late_client *c = arg;
-    raw_exchange(c->port,
-                 "GET /answer-late HTTP/1.1\r\nHost: t\r\nX-Request-Id: late-1\r\n\r\n", false,
-                 c->reply, sizeof c->reply);
-    return NULL;
+    const uint16_t *port = arg;
+    http_response *r = NULL;
+    int rc =
+        exchange(*port, "GET /answer-late HTTP/1.1\r\nHost: t\r\nX-Request-Id: late-1\r\n\r\n",
+                 false, &r);
+    http_response_free(r);
+    return (void *)(intptr_t)rc;
 }
 
 /* A response queued while the server stops is dropped by MHD, which still says MHD_YES:
@@ -1770,22 +1764,19 @@ START_TEST(test_answer_queued_during_the_stop_is_not_logged_as_sent)
     server_start(&f.s, f.mw, mode);
     atomic_store(&late_handler_in, false);
     atomic_store(&late_stop_called, false);
-    struct late_client client = {.port = f.s.port};
     pthread_t thread;
-    ck_assert_int_eq(pthread_create(&thread, NULL, ask_for_a_late_answer, &client), 0);
+    ck_assert_int_eq(pthread_create(&thread, NULL, ask_for_a_late_answer, &f.s.port), 0);
     for (int i = 0; i < 2000 && !atomic_load(&late_handler_in); i++)
         sleep_ms(5);
     ck_assert(atomic_load(&late_handler_in));
     mhdctx_middleware_stopping(f.mw);
     atomic_store(&late_stop_called, true);
     support_server_stop(&f.s);
-    pthread_join(thread, NULL);
-    ck_assert_str_eq(client.reply, ""); /* nothing was sent */
-    json_t *all = support_capture_parsed();
-    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "late-1");
-    ck_assert_ptr_nonnull(line);
-    assert_access_line(line, "GET", "/answer-late", 0, "info", "shutdown");
-    json_decref(all);
+    void *rc;
+    pthread_join(thread, &rc);
+    ck_assert_msg((intptr_t)rc == HTTP_ECLOSED || (intptr_t)rc == HTTP_ERESET,
+                  "nothing was to be sent; got %s", http_strerror((int)(intptr_t)rc));
+    assert_line_of("late-1", "GET", "/answer-late", 0, "info", "shutdown");
     fixture_close(&f);
 }
 END_TEST
@@ -1824,11 +1815,7 @@ START_TEST(test_client_gone_mid_answer_is_client_abort)
     get_and_reset_mid_answer(f.s.port, "/big", "gone-mid-answer");
     ck_assert(support_capture_wait(ACCESS_MSG, 1, 10000));
     support_server_stop(&f.s);
-    json_t *all = support_capture_parsed();
-    json_t *line = support_find_line(all, ACCESS_MSG, "request_id", "gone-mid-answer");
-    ck_assert_ptr_nonnull(line);
-    assert_access_line(line, "GET", "/big", 200, "info", "client_abort");
-    json_decref(all);
+    assert_line_of("gone-mid-answer", "GET", "/big", 200, "info", "client_abort");
     fixture_close(&f);
 }
 END_TEST

@@ -273,7 +273,8 @@ static int parse_head(http_response *r, const char *head, size_t len)
     size_t line_len = eol ? (size_t)(eol - head) : len;
     /* "HTTP/1.1 200 OK" */
     const char *sp1 = memchr(head, ' ', line_len);
-    if (sp1 == NULL || (size_t)(sp1 - head) < 5 || strncmp(head, "HTTP/", 5) != 0)
+    bool icy = sp1 == head + 3 && strncmp(head, "ICY", 3) == 0; /* MHD_ICY_FLAG's answers */
+    if (sp1 == NULL || (!icy && ((size_t)(sp1 - head) < 5 || strncmp(head, "HTTP/", 5) != 0)))
         return HTTP_EPROTO;
     const char *code = sp1 + 1;
     size_t rest = line_len - (size_t)(code - head);

@@ -58,7 +58,7 @@ typedef struct http_field {
 typedef struct http_response {
     int status;          /**< e.g. 200 */
     char *reason;        /**< reason phrase, may be "" */
-    char *version;       /**< "HTTP/1.1" */
+    char *version;       /**< "HTTP/1.1" (or "ICY", MHD_ICY_FLAG's) */
     http_field *headers; /**< in the order received; repeated headers kept */
     size_t n_headers;
     char *body; /**< body_len bytes followed by a NUL (not counted); never NULL */
