@@ -53,11 +53,13 @@ static void free_cache(void *arg)
     thread_cache = NULL; /* a later give on this thread makes a cache again */
 }
 
+static const struct mhdctx__thread_block_kind cache_kind = {
+    .slot = MHDCTX__SLOT_CACHE, .size = sizeof(struct block_cache), .cleanup = free_cache};
+
 /* The thread's first give. NULL when no cache can be had (blocks are then freed). */
 static struct block_cache *make_thread_cache(void)
 {
-    thread_cache =
-        mhdctx__thread_block(MHDCTX__SLOT_CACHE, sizeof(struct block_cache), false, free_cache);
+    thread_cache = mhdctx__thread_block(&cache_kind);
     return thread_cache;
 }
 

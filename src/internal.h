@@ -206,14 +206,19 @@ enum mhdctx__thread_slot {
     MHDCTX__SLOT_CACHE, /* block_cache.c: freed context blocks */
     MHDCTX__THREAD_SLOTS
 };
-/* This thread's zeroed block of @size bytes for @slot: allocated at the thread's first
- * call, freed at its exit after @cleanup(block) (NULL: none), which runs on the exiting
- * thread and must let go of every pointer to it. The same @size, @wipe_on_fork and
- * @cleanup on every call for a slot. With @wipe_on_fork, a child of fork(), _Fork() or
- * clone() finds it zeroed (where the kernel has MADV_WIPEONFORK). NULL when it cannot
- * be allocated: the caller does without. */
-void *mhdctx__thread_block(enum mhdctx__thread_slot slot, size_t size, bool wipe_on_fork,
-                           void (*cleanup)(void *block));
+/* What a module keeps per thread: a constant of its own, the same on every call. */
+struct mhdctx__thread_block_kind {
+    enum mhdctx__thread_slot slot;
+    size_t size;
+    bool wipe_on_fork; /* zeroed in a child of fork(), _Fork() or clone() */
+    /* At the thread's exit, on that thread, before the block goes (NULL: none): lets go
+     * of every pointer to it. */
+    void (*cleanup)(void *block);
+};
+/* This thread's zeroed block of @kind: made at the thread's first call, given back at
+ * its exit. With wipe_on_fork, a child finds it zeroed (where the kernel has
+ * MADV_WIPEONFORK). NULL when it cannot be had: the caller does without. */
+void *mhdctx__thread_block(const struct mhdctx__thread_block_kind *kind);
 
 /* New context for @uri (path and optional query), refcount 1. NULL on ENOMEM. */
 mhdctx_context *mhdctx__context_create(const char *uri);

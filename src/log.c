@@ -102,12 +102,16 @@ static void forget_line_thread(void *block)
     line_thread_ptr = NULL; /* a line logged later at the thread's exit makes one again */
 }
 
-/* NULL when the thread has none and none can be allocated. */
+static const struct mhdctx__thread_block_kind line_kind = {.slot = MHDCTX__SLOT_LINE,
+                                                           .size = sizeof(struct line_thread),
+                                                           .cleanup = forget_line_thread};
+
+/* NULL when the thread has none and none can be had. */
 static struct line_thread *this_line_thread(void)
 {
     struct line_thread *t = line_thread_ptr;
     if (t == NULL) {
-        t = mhdctx__thread_block(MHDCTX__SLOT_LINE, sizeof *t, false, forget_line_thread);
+        t = mhdctx__thread_block(&line_kind);
         if (t)
             t->second = -1; /* a new block: no prefix yet (0 is a second like others) */
         line_thread_ptr = t;

@@ -127,6 +127,11 @@ static void forget_rng(void *block)
     keyed_rng = NULL;
 }
 
+static const struct mhdctx__thread_block_kind rng_kind = {.slot = MHDCTX__SLOT_RNG,
+                                                          .size = sizeof(struct rng),
+                                                          .wipe_on_fork = true,
+                                                          .cleanup = forget_rng};
+
 static bool kernel_bytes(unsigned char *buf, size_t n)
 {
     size_t got = 0;
@@ -214,7 +219,7 @@ void mhdctx__random_bytes(unsigned char *buf, size_t n)
         take(r, buf, n);
         return;
     }
-    r = mhdctx__thread_block(MHDCTX__SLOT_RNG, sizeof *r, true, forget_rng);
+    r = mhdctx__thread_block(&rng_kind);
     if (r == NULL) {
         bytes_without_generator(buf, n);
         return;

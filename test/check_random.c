@@ -153,6 +153,23 @@ START_TEST(threads_draw_different_bytes)
 }
 END_TEST
 
+/* Threads one after another: each exits before the next starts, so each takes the
+ * generator memory the one before gave back (thread_blocks.c keeps it for the next
+ * thread), wiped: each draws bytes of its own, none all zero. */
+START_TEST(threads_one_after_another_draw_different_bytes)
+{
+    struct draw draws[8];
+    unsigned char zeros[64] = {0};
+    for (int i = 0; i < 8; i++) {
+        ck_assert_int_eq(pthread_create(&draws[i].thread, NULL, draw_main, &draws[i]), 0);
+        pthread_join(draws[i].thread, NULL);
+        ck_assert(memcmp(draws[i].bytes, zeros, 64) != 0);
+        for (int j = 0; j < i; j++)
+            ck_assert(memcmp(draws[i].bytes, draws[j].bytes, 64) != 0);
+    }
+}
+END_TEST
+
 /* A thread whose first draw asks for no bytes, then for some, gets random bytes: the
  * empty draw must not mark the thread's unkeyed (all-zero) buffer as ready. */
 static void *empty_then_real_draw(void *arg)
@@ -226,6 +243,7 @@ static Suite *random_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, output_is_evenly_spread_and_never_repeats);
     tcase_add_test(tc, threads_draw_different_bytes);
+    tcase_add_test(tc, threads_one_after_another_draw_different_bytes);
     tcase_add_test(tc, an_empty_first_draw_leaves_the_generator_to_be_keyed);
     tcase_add_test(tc, forked_child_draws_other_bytes);
     tcase_add_test(tc, child_of_fork_without_atfork_handlers_draws_other_bytes);
