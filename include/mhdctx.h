@@ -165,7 +165,7 @@ MHDCTX_EXPORT const char *mhdctx_id_verdict_name(mhdctx_id_verdict verdict);
  * fail), with fast key erasure: no system call per id. A child rekeys before its first
  * id: the generator's memory is zeroed in a child of fork(), _Fork() or clone() (Linux
  * 4.14's MADV_WIPEONFORK; on older kernels, only fork() runs the handler that rekeys).
- * Safe from any thread.
+ * Safe from any thread, not from a signal handler (it uses the thread's generator).
  * @return MHDCTX_OK, or MHDCTX_EINVAL for a NULL @p out.
  */
 MHDCTX_EXPORT mhdctx_error mhdctx_uuid_v4(char out[MHDCTX_UUID_LEN + 1]);
@@ -788,10 +788,11 @@ MHDCTX_EXPORT mhdctx_middleware *mhdctx_middleware_new(MHD_AccessHandlerCallback
 MHDCTX_EXPORT void mhdctx_middleware_free(mhdctx_middleware *mw);
 /**
  * Says that the server is stopping: every request that ends from now on without a
- * response is logged with outcome "shutdown" (in thread-per-connection mode MHD reports
- * the connections it closes on a stop as client aborts). Call it right before
- * MHD_stop_daemon() (or before the application cancels its in-flight work). Safe from
- * any thread; NULL is ignored.
+ * response is logged with outcome "shutdown" and status 0 (in thread-per-connection
+ * mode MHD reports the connections it closes on a stop as client aborts; a response
+ * queued during MHD_stop_daemon() is dropped by MHD, which still returns MHD_YES).
+ * Call it right before MHD_stop_daemon() (or before the application cancels its
+ * in-flight work). Safe from any thread; NULL is ignored.
  */
 MHDCTX_EXPORT void mhdctx_middleware_stopping(mhdctx_middleware *mw);
 

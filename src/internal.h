@@ -198,8 +198,8 @@ void *mhdctx__block_take(void); /* MHDCTX__BLOCK_BYTES bytes, NULL on ENOMEM */
 void mhdctx__block_give(void *block);
 extern const bool mhdctx__block_cache_on; /* false under ASan and TSan */
 
-/* thread_blocks.c: a thread's state blocks, on the heap (TLS holds pointers only, so
- * that the library can be dlopen()ed). */
+/* thread_blocks.c: a thread's state blocks, mapped (TLS holds pointers only, so that
+ * the library can be dlopen()ed). */
 enum mhdctx__thread_slot {
     MHDCTX__SLOT_LINE,  /* log.c: the line storage */
     MHDCTX__SLOT_RNG,   /* random.c: the generator */

@@ -372,6 +372,8 @@ enum mhdctx__queued mhdctx__writer_queue(const char *line, size_t len)
         append_line(line, len);
     } else {
         result = wait_for_room(line, len);
+        if (result == MHDCTX__NOT_QUEUED)
+            wait_written(NULL); /* stopped while it waited: after the lines before it */
     }
     pthread_mutex_unlock(&writer.lock);
     return result;

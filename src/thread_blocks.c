@@ -22,6 +22,11 @@
  * vCPUs, threads made and joined one after another), which a thread-per-connection
  * server would pay per connection. The spares are taken and put back with atomic
  * exchanges, no lock, so a child of fork() never finds one held.
+ *
+ * The key's destructor stays registered for the life of the process: the library is
+ * linked with -z nodelete (Makefile.am), so a dlclose() cannot unmap the code a thread's
+ * exit calls, and no ELF destructor deletes the key (one ran at exit() too, while other
+ * threads still logged, and their first lines found no block).
  */
 #include "internal.h"
 
@@ -39,9 +44,6 @@ static _Thread_local void *blocks[MHDCTX__THREAD_SLOTS]
 static _Thread_local const struct mhdctx__thread_block_kind *block_kinds[MHDCTX__THREAD_SLOTS]
     __attribute__((tls_model("initial-exec")));
 static _Atomic(void *) spares[MHDCTX__THREAD_SLOTS][SPARES];
-/* The kind of each slot's spares, for unmapping them at dlclose (the same pointer from
- * every thread: an atomic store of it races with nothing). */
-static _Atomic(const struct mhdctx__thread_block_kind *) spare_kinds[MHDCTX__THREAD_SLOTS];
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static bool exit_key_made;
@@ -97,7 +99,6 @@ static void give_back(const struct mhdctx__thread_block_kind *kind, void *block)
     /* What the block held (a generator's key) must not outlive its thread, and the next
      * thread expects zeros. */
     explicit_bzero(block, kind->size);
-    atomic_store_explicit(&spare_kinds[kind->slot], kind, memory_order_relaxed);
     if (!keep_spare(kind->slot, block))
         munmap(block, mapped_size(kind));
 }
@@ -123,19 +124,6 @@ static void give_back_thread_blocks(void *unused)
 static void make_exit_key(void)
 {
     exit_key_made = pthread_key_create(&exit_key, give_back_thread_blocks) == 0;
-}
-
-/* The library unloaded (dlclose): no thread may call into it at its exit. Blocks of
- * live threads are then left to the process; the spares are unmapped. */
-__attribute__((destructor)) static void forget_exit_key(void)
-{
-    if (exit_key_made)
-        pthread_key_delete(exit_key);
-    for (int slot = 0; slot < MHDCTX__THREAD_SLOTS; slot++) {
-        const struct mhdctx__thread_block_kind *kind = atomic_load(&spare_kinds[slot]);
-        for (void *spare; kind && (spare = take_spare(kind->slot)) != NULL;)
-            munmap(spare, mapped_size(kind));
-    }
 }
 
 void *mhdctx__thread_block(const struct mhdctx__thread_block_kind *kind)

@@ -1,10 +1,11 @@
 /*
  * check_thread_blocks.c - the library loaded with dlopen() after the program started,
  * as a plugin or a language binding loads it: its thread-local storage is pointers
- * only (the blocks are on the heap, thread_blocks.c), so it fits the little static TLS
+ * only (the blocks are mappings, thread_blocks.c), so it fits the little static TLS
  * left then. With the blocks themselves in TLS (9.9 KB) dlopen() failed: "cannot
  * allocate memory in static TLS block". Threads of the loaded library draw ids, log
- * and free contexts, and exit (their blocks freed by the library's key destructor).
+ * and free contexts, and exit (their blocks given back by the library's key
+ * destructor, which dlclose() leaves in place: the library is linked -z nodelete).
  *
  * This program is not linked with the library: MHDCTX_LIBRARY names the built one.
  * (The generator's memory wiped in a child: check_random.c.)
