@@ -216,22 +216,25 @@ static bool token_known(const mhdctx_token_table *table, const char *token)
     return known;
 }
 
-mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token,
-                                    const char *user_id, const char *const *roles,
-                                    size_t n_roles)
+/* Whether the arguments make an entry the context accepts at every request (refused now
+ * rather than with a 500 each time). */
+static bool entry_args_valid(const char *token, const char *user_id, const char *const *roles,
+                             size_t n_roles)
 {
-    if (table == NULL || !valid_token(token) || (n_roles && roles == NULL) ||
-        n_roles > MHDCTX_MAX_ROLES ||
+    if (!valid_token(token) || (n_roles && roles == NULL) || n_roles > MHDCTX_MAX_ROLES ||
         mhdctx__check_label(user_id, MHDCTX_MAX_USER_ID_LEN) != MHDCTX_OK)
-        return MHDCTX_EINVAL;
-    /* Refuse now what the context would refuse at every request (a 500 each time). */
+        return false;
     for (size_t i = 0; i < n_roles; i++) {
         if (mhdctx__check_label(roles[i], MHDCTX_MAX_KEY_LEN) != MHDCTX_OK)
-            return MHDCTX_EINVAL;
+            return false;
     }
-    /* A second user for a token would silently take the first one's requests. */
-    if (token_known(table, token))
-        return MHDCTX_EINVAL;
+    return true;
+}
+
+/* Appends an entry whose arguments are valid and whose token is not in @table. */
+static mhdctx_error append_entry(mhdctx_token_table *table, const char *token,
+                                 const char *user_id, const char *const *roles, size_t n_roles)
+{
     struct token_entry *grown = mhdctx__realloc(table->entries, (table->n + 1) * sizeof *grown);
     if (grown == NULL)
         return MHDCTX_ENOMEM;
@@ -245,6 +248,18 @@ mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token
     }
     table->n++;
     return MHDCTX_OK;
+}
+
+mhdctx_error mhdctx_token_table_add(mhdctx_token_table *table, const char *token,
+                                    const char *user_id, const char *const *roles,
+                                    size_t n_roles)
+{
+    if (table == NULL || !entry_args_valid(token, user_id, roles, n_roles))
+        return MHDCTX_EINVAL;
+    /* A second user for a token would silently take the first one's requests. */
+    if (token_known(table, token))
+        return MHDCTX_EINVAL;
+    return append_entry(table, token, user_id, roles, n_roles);
 }
 
 static mhdctx_error load_fail(char *err, size_t err_size, mhdctx_error rc, const char *what,
@@ -282,6 +297,7 @@ static const char *parse_failure(enum json_error_code code)
     }
 }
 
+/* One entry of a loaded file, whose token the caller found not in @table. */
 static mhdctx_error load_entry(mhdctx_token_table *table, const char *token, json_t *spec)
 {
     const char *roles[MHDCTX_MAX_ROLES];
@@ -296,7 +312,9 @@ static mhdctx_error load_entry(mhdctx_token_table *table, const char *token, jso
         if (roles[i] == NULL)
             return MHDCTX_EPARSE;
     }
-    return mhdctx_token_table_add(table, token, json_string_value(user), roles, n);
+    if (!entry_args_valid(token, json_string_value(user), roles, n))
+        return MHDCTX_EINVAL;
+    return append_entry(table, token, json_string_value(user), roles, n);
 }
 
 mhdctx_error mhdctx_token_table_load(mhdctx_token_table *table, const char *path, char *err,

@@ -147,14 +147,28 @@ static bool kernel_bytes(unsigned char *buf, size_t n)
     return true;
 }
 
+/* The kernel's bytes, or libuuid's where getrandom fails: the generator's seed, and the
+ * ids themselves where there is no generator (no memory for one). */
+static void system_random_bytes(unsigned char *buf, size_t n)
+{
+    if (kernel_bytes(buf, n))
+        return;
+    unsigned char id[16];
+    while (n > 0) {
+        uuid_generate_random(id);
+        size_t chunk = n < sizeof id ? n : sizeof id;
+        memcpy(buf, id, chunk);
+        buf += chunk;
+        n -= chunk;
+    }
+    explicit_bzero(id, sizeof id); /* may be part of a seed */
+}
+
 /* Mixes fresh randomness into the key (XOR: as strong as the stronger of the two). */
 static void reseed(struct rng *r)
 {
     unsigned char fresh[KEY_BYTES];
-    if (!kernel_bytes(fresh, sizeof fresh)) {
-        uuid_generate_random(fresh);
-        uuid_generate_random(fresh + 16);
-    }
+    system_random_bytes(fresh, sizeof fresh);
     for (size_t i = 0; i < KEY_BYTES; i++)
         r->key[i] ^= fresh[i];
     explicit_bzero(fresh, sizeof fresh); /* a plain memset of a dead local is optimized out */
@@ -196,20 +210,6 @@ static inline void take(struct rng *r, unsigned char *buf, size_t n)
     r->used += n;
 }
 
-/* Without a generator (no memory for one): the kernel's bytes, or libuuid's. */
-static void bytes_without_generator(unsigned char *buf, size_t n)
-{
-    if (kernel_bytes(buf, n))
-        return;
-    for (unsigned char id[16]; n > 0;) {
-        uuid_generate_random(id);
-        size_t chunk = n < sizeof id ? n : sizeof id;
-        memcpy(buf, id, chunk);
-        buf += chunk;
-        n -= chunk;
-    }
-}
-
 void mhdctx__random_bytes(unsigned char *buf, size_t n)
 {
     unsigned gen = atomic_load_explicit(&fork_generation, memory_order_relaxed);
@@ -221,7 +221,7 @@ void mhdctx__random_bytes(unsigned char *buf, size_t n)
     }
     r = mhdctx__thread_block(&rng_kind);
     if (r == NULL) {
-        bytes_without_generator(buf, n);
+        system_random_bytes(buf, n);
         return;
     }
     while (n > 0) {
