@@ -1,7 +1,7 @@
 /*
  * alloc.c - every allocation of the library goes through here, so that a test build
  * (-DMHDCTX_FAULT_INJECTION) can fail the Nth allocation and prove that each failure
- * path is clean.
+ * path is clean. The same build can refuse the Nth thread block (a mapping).
  */
 #include "internal.h"
 
@@ -11,6 +11,8 @@
 #ifdef MHDCTX_FAULT_INJECTION
 /* Countdown shared by all threads: when it reaches zero, that allocation fails. */
 atomic_long mhdctx__alloc_countdown = -1;
+/* The same for thread blocks (mappings, not counted as allocations). */
+atomic_long mhdctx__map_countdown = -1;
 /* Blocks allocated here and not yet freed here: a test's leak gauge. */
 atomic_long mhdctx__alloc_live;
 
@@ -21,14 +23,24 @@ static void *counted(void *block, long delta)
     return block;
 }
 
-static bool should_fail(void)
+static bool counted_down(atomic_long *countdown)
 {
-    long left = atomic_load(&mhdctx__alloc_countdown);
+    long left = atomic_load(countdown);
     while (left >= 0) {
-        if (atomic_compare_exchange_weak(&mhdctx__alloc_countdown, &left, left - 1))
+        if (atomic_compare_exchange_weak(countdown, &left, left - 1))
             return left == 0;
     }
     return false;
+}
+
+static bool should_fail(void)
+{
+    return counted_down(&mhdctx__alloc_countdown);
+}
+
+bool mhdctx__mapping_refused(void)
+{
+    return counted_down(&mhdctx__map_countdown);
 }
 #else
 static inline bool should_fail(void)

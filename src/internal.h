@@ -26,6 +26,17 @@ void mhdctx__free(void *ptr);
 /* Returns @block, which leaves the library: the caller releases it with free() (for the
  * fault-injection build's count of blocks allocated here and not freed here). */
 void *mhdctx__hand_to_caller(void *block);
+/* Whether the next thread block (thread_blocks.c) is refused as if the system had no
+ * mapping to give: in the fault-injection build, when its own countdown
+ * (mhdctx__map_countdown) reaches zero; never otherwise. */
+#ifdef MHDCTX_FAULT_INJECTION
+bool mhdctx__mapping_refused(void);
+#else
+static inline bool mhdctx__mapping_refused(void)
+{
+    return false;
+}
+#endif
 
 /* ---- growable byte buffer --------------------------------------------------------- */
 typedef struct mhdctx__buf {

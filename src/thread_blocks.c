@@ -78,6 +78,8 @@ static bool keep_spare(enum mhdctx__thread_slot slot, void *block)
 
 static void *map_block(const struct mhdctx__thread_block_kind *kind)
 {
+    if (mhdctx__mapping_refused())
+        return NULL;
     void *block = take_spare(kind->slot);
     if (block)
         return block; /* zeroed when it was given back */

@@ -28,6 +28,9 @@
  * jansson fail in turn too. libmicrohttpd's own allocations (its connection memory pool)
  * cannot be reached without replacing malloc, and are not walked.
  *
+ * A last case refuses the thread blocks (mappings: line storage, random generator,
+ * block cache) in turn, on new threads, and checks what the library does without.
+ *
  * Assertions run on the test thread only: the handler, hooks and callbacks record what
  * they see in atomics.
  */
@@ -49,6 +52,10 @@
 #define ACCESS_MSG     "request completed"
 #define HOOK_MSG       "keys set"
 #define MAX_POINTS     500 /* a walk longer than this is a runaway */
+
+/* The tests' build of thread_blocks.c refuses the thread block at which this reaches
+ * zero (src/alloc.c), as if the system had no mapping to give. */
+extern atomic_long mhdctx__map_countdown;
 
 /* ==== the request ===================================================================== */
 
@@ -263,6 +270,7 @@ static void fixture_stop(struct fixture *f)
 static void disarm(void)
 {
     atomic_store(&mhdctx__alloc_countdown, -1);
+    atomic_store(&mhdctx__map_countdown, -1);
     atomic_store(&json_faults, false);
     json_set_alloc_funcs(malloc, free);
 }
@@ -542,12 +550,107 @@ START_TEST(test_walk_library_and_jansson_allocations)
 }
 END_TEST
 
+/* ==== thread blocks refused ============================================================
+ *
+ * A thread's line storage, random generator and cache of context blocks are mappings
+ * (src/thread_blocks.c) made at its first need. Each test runs its steps on a new
+ * thread, which has none yet, with the first mapping refused: the library does
+ * without it, and the next need makes it. */
+
+static void run_on_new_thread(void *(*steps)(void *), void *arg)
+{
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, steps, arg), 0);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+}
+
+/* Whether the armed refusal was taken (the countdown went from 0 to -1). */
+static bool refusal_taken(void)
+{
+    return atomic_load(&mhdctx__map_countdown) == -1;
+}
+
+static void *log_two_lines(void *unused)
+{
+    (void)unused;
+    atomic_store(&mhdctx__map_countdown, 0);
+    mhdctx_log(MHDCTX_LOG_INFO, "without line storage");
+    mhdctx_log(MHDCTX_LOG_INFO, "with line storage");
+    return NULL;
+}
+
+START_TEST(test_line_without_line_storage_is_dropped_and_counted)
+{
+    support_capture_start_info();
+    uint64_t dropped = mhdctx_log_dropped();
+    run_on_new_thread(log_two_lines, NULL);
+    ck_assert(refusal_taken());
+    ck_assert_uint_eq(mhdctx_log_dropped(), dropped + 1);
+    json_t *line = support_capture_only(0); /* the second: the storage was made for it */
+    ck_assert_str_eq(jstr(line, "message"), "with line storage");
+    json_decref(line);
+    support_capture_stop();
+}
+END_TEST
+
+struct two_ids {
+    char id[2][MHDCTX_UUID_LEN + 1];
+    mhdctx_error rc[2];
+};
+
+static void *draw_two_ids(void *arg)
+{
+    struct two_ids *ids = arg;
+    atomic_store(&mhdctx__map_countdown, 0);
+    ids->rc[0] = mhdctx_uuid_v4(ids->id[0]); /* the kernel's bytes */
+    ids->rc[1] = mhdctx_uuid_v4(ids->id[1]); /* the thread's generator */
+    return NULL;
+}
+
+START_TEST(test_ids_without_a_generator_are_still_random)
+{
+    struct two_ids ids;
+    run_on_new_thread(draw_two_ids, &ids);
+    ck_assert(refusal_taken());
+    ck_assert_int_eq(ids.rc[0], MHDCTX_OK);
+    ck_assert_int_eq(ids.rc[1], MHDCTX_OK);
+    ck_assert_msg(is_uuid_v4(ids.id[0]) && is_uuid_v4(ids.id[1]), "%s %s", ids.id[0],
+                  ids.id[1]);
+    ck_assert_str_ne(ids.id[0], ids.id[1]);
+}
+END_TEST
+
+static void *free_a_context(void *made)
+{
+    mhdctx_context *ctx = mhdctx_context_new(); /* its id makes the generator first */
+    *(bool *)made = ctx != NULL;
+    atomic_store(&mhdctx__map_countdown, 0);
+    mhdctx_context_unref(ctx); /* the block would join the thread's new cache */
+    return NULL;
+}
+
+START_TEST(test_context_freed_without_a_block_cache)
+{
+    long live = atomic_load(&mhdctx__alloc_live);
+    bool made = false;
+    run_on_new_thread(free_a_context, &made);
+    ck_assert(made);
+    /* Under ASan and TSan blocks are never cached: no cache is asked for. */
+    ck_assert(refusal_taken() == mhdctx__block_cache_on);
+    ck_assert_int_eq(atomic_load(&mhdctx__alloc_live), live); /* freed, not kept */
+}
+END_TEST
+
 static Suite *alloc_fault_suite(void)
 {
     Suite *suite = suite_create("alloc_fault");
     TCase *tc = support_tcase(suite, "walk", TEST_TIMEOUT_S, disarm, disarm);
     tcase_add_loop_test(tc, test_walk_library_allocations, 0, (int)SUPPORT_N_MODES);
     tcase_add_test(tc, test_walk_library_and_jansson_allocations);
+    tc = support_tcase(suite, "thread blocks refused", 30, disarm, disarm);
+    tcase_add_test(tc, test_line_without_line_storage_is_dropped_and_counted);
+    tcase_add_test(tc, test_ids_without_a_generator_are_still_random);
+    tcase_add_test(tc, test_context_freed_without_a_block_cache);
     return suite;
 }
 
