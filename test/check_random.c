@@ -10,10 +10,24 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The library's getrandom() calls, counted (linked with -Wl,--wrap=getrandom): a
+ * generator keyed afresh asks the kernel; one that goes on with old state does not. */
+ssize_t __real_getrandom(void *buf, size_t len, unsigned flags);
+ssize_t __wrap_getrandom(void *buf, size_t len, unsigned flags);
+static atomic_uint kernel_draws;
+
+ssize_t __wrap_getrandom(void *buf, size_t len, unsigned flags)
+{
+    atomic_fetch_add(&kernel_draws, 1);
+    return __real_getrandom(buf, len, flags);
+}
 
 static void unhex(const char *hex, unsigned char *out, size_t n)
 {
@@ -170,6 +184,23 @@ START_TEST(threads_one_after_another_draw_different_bytes)
 }
 END_TEST
 
+/* The block of a thread that exited is wiped before the next thread gets it: that
+ * thread's generator is keyed from the kernel, not continued from the last one's key
+ * (which, in a spare that kept it, would outlive its thread). */
+START_TEST(a_thread_after_an_exited_one_is_keyed_afresh)
+{
+    struct draw first, second;
+    ck_assert_int_eq(pthread_create(&first.thread, NULL, draw_main, &first), 0);
+    ck_assert_int_eq(pthread_join(first.thread, NULL), 0);
+    unsigned before = atomic_load(&kernel_draws);
+    ck_assert_uint_gt(before, 0);
+    ck_assert_int_eq(pthread_create(&second.thread, NULL, draw_main, &second), 0);
+    ck_assert_int_eq(pthread_join(second.thread, NULL), 0);
+    unsigned after = atomic_load(&kernel_draws);
+    ck_assert_uint_gt(after, before);
+}
+END_TEST
+
 /* A thread whose first draw asks for no bytes, then for some, gets random bytes: the
  * empty draw must not mark the thread's unkeyed (all-zero) buffer as ready. */
 static void *empty_then_real_draw(void *arg)
@@ -244,6 +275,7 @@ static Suite *random_suite(void)
     tcase_add_test(tc, output_is_evenly_spread_and_never_repeats);
     tcase_add_test(tc, threads_draw_different_bytes);
     tcase_add_test(tc, threads_one_after_another_draw_different_bytes);
+    tcase_add_test(tc, a_thread_after_an_exited_one_is_keyed_afresh);
     tcase_add_test(tc, an_empty_first_draw_leaves_the_generator_to_be_keyed);
     tcase_add_test(tc, forked_child_draws_other_bytes);
     tcase_add_test(tc, child_of_fork_without_atfork_handlers_draws_other_bytes);
