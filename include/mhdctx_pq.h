@@ -27,11 +27,14 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  * PQexecParams() of @p sql with the current request's sqlcommenter tag appended, so the
  * server's statement log, pg_stat_activity and slow-query log name the request.
  * When the request has a deadline, the statement runs with statement_timeout set to the
- * time left (the server cancels it at the deadline), and the connection keeps its own
+ * time left (the server cancels it at the deadline; at most 2147483647 ms, about 24.8
+ * days, the largest value PostgreSQL takes), and the connection keeps its own
  * value: outside a transaction block the change is local to the statement's implicit
  * transaction, sent with the statement in one libpq pipeline (one round trip); inside a
  * block (and built against libpq older than 14, without pipelines) it is set before and
- * put back after (two more round trips), local to the block.
+ * put back after (two more round trips), local to the block. Outside a block, an error
+ * raised when the implicit transaction commits (a deferred constraint, a serialization
+ * failure) is returned in place of the statement's result, as PQexecParams() would.
  * Statements recognised by their first keyword (after any space and comments) are sent
  * without a change:
  *  - BEGIN and START TRANSACTION: there is nothing to bound, and a value put back inside

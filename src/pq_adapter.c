@@ -18,6 +18,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,7 @@ static const char *skip_space_and_comments(const char *s)
         while (isspace((unsigned char)*s))
             s++;
         if (s[0] == '-' && s[1] == '-')
-            s += strcspn(s, "\n");
+            s += strcspn(s, "\r\n"); /* PostgreSQL ends them at either */
         else if (s[0] == '/' && s[1] == '*')
             s = after_block_comment(s);
         else
@@ -169,7 +170,11 @@ static bool want_change(mhdctx_context *ctx, bool with_name, struct wanted *w)
     int64_t left = mhdctx_deadline_remaining_ms(ctx);
     w->timeout = w->name = NULL;
     if (ctx && left != INT64_MAX) {
-        snprintf(w->timeout_text, sizeof w->timeout_text, "%" PRId64, left > 0 ? left : 1);
+        /* PostgreSQL refuses a statement_timeout over INT_MAX ms (24.8 days), and the
+         * refusal would abort the application's block: a longer time left is bounded
+         * there. */
+        int64_t ms = left > INT_MAX ? INT_MAX : left > 0 ? left : 1;
+        snprintf(w->timeout_text, sizeof w->timeout_text, "%" PRId64, ms);
         w->timeout = w->timeout_text;
     }
     if (ctx && with_name) {
@@ -310,13 +315,20 @@ static PGresult *next_result(PGconn *conn)
     return r;
 }
 
-/* Reads what is left up to the sync, and leaves pipeline mode. */
-static bool end_pipeline(PGconn *conn, bool synced)
+/* Reads what is left up to the sync, and leaves pipeline mode. An error there is the
+ * implicit transaction's commit failing (a deferred constraint, a serialization
+ * failure): the first one is kept in *@late_error (NULL if none), for the caller. */
+static bool end_pipeline(PGconn *conn, bool synced, PGresult **late_error)
 {
+    *late_error = NULL;
     for (int nulls = 0; synced && nulls < 2;) {
         PGresult *r = PQgetResult(conn);
         nulls = r == NULL ? nulls + 1 : 0;
         bool sync = r != NULL && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        if (*late_error == NULL && PQresultStatus(r) == PGRES_FATAL_ERROR) {
+            *late_error = r;
+            r = NULL;
+        }
         PQclear(r);
         if (sync)
             break;
@@ -352,7 +364,16 @@ static bool exec_pipelined(PGconn *conn, const struct statement *s, const struct
     PGresult *set = synced ? next_result(conn) : NULL;
     if (synced && sent)
         r = next_result(conn);
-    bool exited = end_pipeline(conn, synced);
+    PGresult *late_error;
+    bool exited = end_pipeline(conn, synced, &late_error);
+    if (late_error && PQresultStatus(r) != PGRES_FATAL_ERROR) {
+        /* The statement ran but its work was not committed: the caller must not take
+         * it for done. */
+        PQclear(r);
+        r = late_error;
+    } else {
+        PQclear(late_error);
+    }
     bool changed = PQresultStatus(set) == PGRES_TUPLES_OK;
     PQclear(set);
     if (exited && (!queued || (sent && (!changed || refused_by_block(r))))) {

@@ -417,6 +417,59 @@ START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
 }
 END_TEST
 
+/* A comment ended by a carriage return (PostgreSQL ends "--" comments at either) hides
+ * no keyword: BEGIN gets no change, so the block runs under the application's own
+ * timeout, not under what the request had left at its start. */
+START_TEST(a_line_comment_ended_by_a_carriage_return_hides_no_keyword)
+{
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    mhdctx_context *ctx = deadline_context("pq-unit-cr-comment", 2000);
+    ck_assert_int_eq(run_one(ctx, "-- a comment ended by a carriage return\rBEGIN"),
+                     PGRES_COMMAND_OK);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INTRANS);
+    assert_setting("statement_timeout", "5s");
+    PQclear(PQexec(conn, "ROLLBACK"));
+}
+END_TEST
+
+/* A deadline further than PostgreSQL's largest statement_timeout (INT_MAX ms) is bounded
+ * there, not refused: a refusal would abort the application's block. */
+START_TEST(a_deadline_beyond_postgresqls_range_keeps_the_block_usable)
+{
+    PQclear(PQexec(conn, "BEGIN"));
+    mhdctx_context *ctx = deadline_context("pq-unit-far-deadline", 30ull * 24 * 3600 * 1000);
+    const char *sql[] = {"SELECT current_setting('statement_timeout')"};
+    struct script script = {sql, 1, {PGRES_EMPTY_QUERY}, NULL};
+    mhdctx_run(ctx, run_script, &script);
+    mhdctx_context_unref(ctx);
+    ck_assert_int_eq(script.status[0], PGRES_TUPLES_OK);
+    ck_assert_str_eq(script.timeout_inside, "2147483647ms");
+    free(script.timeout_inside);
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INTRANS);
+    PQclear(PQexec(conn, "COMMIT"));
+}
+END_TEST
+
+/* Outside a block the statement's implicit transaction commits at the pipeline's sync:
+ * an error there (a deferred foreign key) is the call's answer, as with PQexecParams(),
+ * never a success for work that was rolled back. */
+START_TEST(an_error_at_commit_is_the_statements_answer)
+{
+    PQclear(PQexec(conn, "CREATE TEMP TABLE pq_unit_parent (id int PRIMARY KEY)"));
+    PQclear(PQexec(conn, "CREATE TEMP TABLE pq_unit_child (parent int REFERENCES "
+                         "pq_unit_parent DEFERRABLE INITIALLY DEFERRED)"));
+    mhdctx_context *ctx = deadline_context("pq-unit-commit-error", 2000);
+    ck_assert_int_eq(run_one(ctx, "INSERT INTO pq_unit_child VALUES (999)"), PGRES_FATAL_ERROR);
+    mhdctx_context_unref(ctx);
+    char *count = single_value(PQexec(conn, "SELECT count(*) FROM pq_unit_child"));
+    ck_assert_str_eq(count, "0");
+    free(count);
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+    PQclear(PQexec(conn, "DROP TABLE pq_unit_child, pq_unit_parent"));
+}
+END_TEST
+
 /* ---- COPY -------------------------------------------------------------------------------- */
 
 /* A COPY FROM STDIN through the adapter, its data sent after the call returns; the
@@ -717,6 +770,9 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, the_applications_own_settings_are_kept);
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
+    tcase_add_test(tc, a_line_comment_ended_by_a_carriage_return_hides_no_keyword);
+    tcase_add_test(tc, a_deadline_beyond_postgresqls_range_keeps_the_block_usable);
+    tcase_add_test(tc, an_error_at_commit_is_the_statements_answer);
     tcase_add_loop_test(tc, an_applications_set_through_the_adapter_stays, 0,
                         (int)(sizeof own_settings / sizeof own_settings[0]));
     tcase_add_test(tc, an_applications_set_local_through_the_adapter_stays_in_the_block);
