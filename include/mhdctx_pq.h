@@ -49,7 +49,11 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  *    where no value could be put back. A COPY is therefore not bounded by the deadline
  *    (nor is one from or to a server file or program).
  * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN, SET,
- * RESET, DISCARD and COPY with this call or PQexec().
+ * RESET, DISCARD and COPY with this call or PQexec(). A prepared COPY sent in a request
+ * fails (PGRES_FATAL_ERROR, a warning "sql prepared COPY refused" logged): COPY FROM
+ * copies nothing (the server's error), COPY TO's rows are read and dropped (any change
+ * its query makes stands, outside a block), and the connection is ready for the next
+ * statement.
  * Putting the values back runs under the request's statement_timeout. If it fails
  * inside a block, the failure has aborted the block (a later COMMIT rolls back): the
  * call returns that failure (PGRES_FATAL_ERROR, the server's error, such as

@@ -157,6 +157,46 @@ static PGresult *exec_statement(PGconn *conn, const struct statement *s)
     return r ? r : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }
 
+/* Reads and drops the rest of a query's results, up to the NULL that ends them. */
+static void discard_rest(PGconn *conn)
+{
+    for (PGresult *more; (more = PQgetResult(conn)) != NULL;)
+        PQclear(more);
+}
+
+static bool is_copy(const PGresult *r)
+{
+    ExecStatusType status = PQresultStatus(r);
+    return status == PGRES_COPY_IN || status == PGRES_COPY_OUT;
+}
+
+/* A COPY whose data would flow after the call: a prepared one, which the adapter cannot
+ * recognise before it is sent (the header says to send COPY as text). With a change
+ * made for it, the data cannot wait for the caller: a putting back sent in between
+ * would end the COPY, and in a pipeline libpq answers PGRES_COPY_IN or _OUT to every
+ * PQgetResult() until the data ends, for ever. The COPY @r is ended here (COPY FROM:
+ * the server fails it, nothing copied; COPY TO: its rows read and dropped), with the
+ * rest of its results, and the call fails, with a warning that says why. */
+static PGresult *refuse_copy(PGconn *conn, PGresult *r)
+{
+    bool copy_in = PQresultStatus(r) == PGRES_COPY_IN;
+    PQclear(r);
+    mhdctx_log(MHDCTX_LOG_WARN, "sql prepared COPY refused: send COPY as text");
+    if (copy_in) {
+        PQputCopyEnd(conn, "a prepared COPY is refused by mhdctx: send COPY as text");
+    } else {
+        char *row;
+        while (PQgetCopyData(conn, &row, 0) > 0)
+            PQfreemem(row);
+    }
+    r = PQgetResult(conn);
+    discard_rest(conn);
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+        return r;
+    PQclear(r);
+    return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+}
+
 /* What the request asks of the session for a statement; NULL: left alone. */
 struct wanted {
     const char *timeout;
@@ -281,7 +321,8 @@ static PGresult *exec_in_three_trips(PGconn *conn, const struct statement *s,
 {
     struct session_change change;
     begin_statement(conn, w, &change);
-    return end_statement(conn, &change, exec_statement(conn, s));
+    PGresult *r = exec_statement(conn, s);
+    return end_statement(conn, &change, is_copy(r) ? refuse_copy(conn, r) : r);
 }
 
 /* ---- one round trip: a pipeline --------------------------------------------------------- */
@@ -308,10 +349,10 @@ static int send_statement(PGconn *conn, const struct statement *s)
 static PGresult *next_result(PGconn *conn)
 {
     PGresult *r = PQgetResult(conn);
-    if (r != NULL && PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-        for (PGresult *more; (more = PQgetResult(conn)) != NULL;)
-            PQclear(more);
-    }
+    if (is_copy(r))
+        return refuse_copy(conn, r);
+    if (r != NULL && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+        discard_rest(conn);
     return r;
 }
 

@@ -540,6 +540,60 @@ START_TEST(a_copy_through_the_adapter_takes_its_data)
 }
 END_TEST
 
+/* A prepared COPY is not recognised (the header says to send COPY as text), so it gets
+ * the request's change like any statement. Its data would have to flow after the call,
+ * which a pipeline or a putting back cannot wait for: the COPY used to spin the pipeline
+ * (libpq answers PGRES_COPY_IN to every PQgetResult until the data ends). Now the call
+ * answers with a failure, nothing copied, and the connection is usable. */
+struct prepared_copy_run {
+    bool in_block;
+    const char *name;
+    ExecStatusType status;
+    ExecStatusType commit;
+};
+
+static void run_prepared_copy(void *arg)
+{
+    struct prepared_copy_run *run = arg;
+    if (run->in_block)
+        PQclear(mhdctx_pq_exec_params(conn, "BEGIN", 0, NULL, NULL, NULL, 0));
+    PGresult *r = mhdctx_pq_exec_prepared(conn, run->name, 0, NULL, NULL, NULL, 0);
+    run->status = PQresultStatus(r);
+    PQclear(r);
+    run->commit = PGRES_COMMAND_OK;
+    if (run->in_block) {
+        r = mhdctx_pq_exec_params(conn, "ROLLBACK", 0, NULL, NULL, NULL, 0);
+        run->commit = PQresultStatus(r);
+        PQclear(r);
+    }
+}
+
+START_TEST(a_prepared_copy_fails_and_leaves_the_connection_usable)
+{
+    PQclear(PQexec(conn, "CREATE TEMP TABLE prepared_copy (x int)"));
+    PQclear(PQexec(conn, "INSERT INTO prepared_copy VALUES (7)"));
+    PQclear(PQexec(conn, "SET statement_timeout = '5s'"));
+    const char *names[] = {"copy_in", "copy_out"};
+    PQclear(PQprepare(conn, "copy_in", "COPY prepared_copy FROM STDIN", 0, NULL));
+    PQclear(PQprepare(conn, "copy_out", "COPY prepared_copy TO STDOUT", 0, NULL));
+    for (int i = 0; i < 4; i++) {
+        struct prepared_copy_run run = {.in_block = i / 2, .name = names[i % 2]};
+        mhdctx_context *ctx = deadline_context("pq-unit-prepared-copy", 3000);
+        mhdctx_run(ctx, run_prepared_copy, &run);
+        ck_assert_msg(run.status == PGRES_FATAL_ERROR, "%s%s: %s",
+                      run.in_block ? "in a block, " : "", run.name, PQresStatus(run.status));
+        ck_assert_int_eq(run.commit, PGRES_COMMAND_OK);
+        ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+        ck_assert_int_eq(run_one(ctx, "SELECT 1"), PGRES_TUPLES_OK); /* a pipeline again */
+        mhdctx_context_unref(ctx);
+        char *rows = single_value(PQexec(conn, "SELECT count(*) FROM prepared_copy"));
+        ck_assert_str_eq(rows, "1");
+        free(rows);
+        assert_setting("statement_timeout", "5s");
+    }
+}
+END_TEST
+
 /* ---- statements libpq refuses to send ---------------------------------------------------- */
 
 struct refused_call {
@@ -777,6 +831,7 @@ static Suite *pq_suite(void)
                         (int)(sizeof own_settings / sizeof own_settings[0]));
     tcase_add_test(tc, an_applications_set_local_through_the_adapter_stays_in_the_block);
     tcase_add_test(tc, a_copy_through_the_adapter_takes_its_data);
+    tcase_add_test(tc, a_prepared_copy_fails_and_leaves_the_connection_usable);
     tcase_add_test(tc, a_statement_libpq_refuses_leaves_the_connection_usable);
     tcase_add_test(tc, a_statement_libpq_refuses_in_a_block_says_why);
     tcase_add_test(tc, a_putting_back_refused_in_a_block_fails_the_statement);
