@@ -41,6 +41,8 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  *    the block they open would be undone by a ROLLBACK. So a whole transaction may go
  *    through this call: the block's statements get changes local to it, and after
  *    COMMIT or ROLLBACK nothing is left to put back.
+ *  - SAVEPOINT: nothing to bound, and a savepoint made under the request's values would
+ *    bring them back at a ROLLBACK TO it (one sent with PQexec(), say).
  *  - SET, RESET and DISCARD: nothing to bound, and an application's own SET (SET LOCAL
  *    too) or DISCARD sent through it stays. (A set_config() of statement_timeout or
  *    application_name inside another statement is not recognised: inside a block the
@@ -48,12 +50,12 @@ MHDCTX_EXPORT void mhdctx_pq_log_statements(bool enable);
  *  - COPY: its data flows after the call returns (PQputCopyData(), PQgetCopyData()),
  *    where no value could be put back. A COPY is therefore not bounded by the deadline
  *    (nor is one from or to a server file or program).
- * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN, SET,
- * RESET, DISCARD and COPY with this call or PQexec(). A prepared COPY sent in a request
- * fails (PGRES_FATAL_ERROR, a warning "sql prepared COPY refused" logged): COPY FROM
- * copies nothing (the server's error), COPY TO's rows are read and dropped (any change
- * its query makes stands, outside a block), and the connection is ready for the next
- * statement.
+ * A prepared statement (mhdctx_pq_exec_prepared()) is not recognised: send BEGIN,
+ * SAVEPOINT, SET, RESET, DISCARD and COPY with this call or PQexec(). A prepared COPY
+ * sent in a request fails (PGRES_FATAL_ERROR, a warning "sql prepared COPY refused"
+ * logged): COPY FROM copies nothing (the server's error), COPY TO's rows are read and
+ * dropped (any change its query makes stands, outside a block), and the connection is
+ * ready for the next statement.
  * Putting the values back runs under the request's statement_timeout. If it fails
  * inside a block, the failure has aborted the block (a later COMMIT rolls back): the
  * call returns that failure (PGRES_FATAL_ERROR, the server's error, such as

@@ -10,8 +10,8 @@
  * change ends with it. Inside a block (and where a pipeline cannot serve) it costs one
  * round trip before the statement (set_config, which also reads the values it
  * replaces) and one after (the values put back). Measured in bench/sql_bench.c.
- * Statements with nothing to bound, or whose data flows after the call (BEGIN, SET,
- * COPY...: sent_without_change()), get no change at all.
+ * Statements with nothing to bound, or whose data flows after the call (BEGIN, SAVEPOINT,
+ * SET, COPY...: sent_without_change()), get no change at all.
  */
 #include "internal.h"
 #include "mhdctx_pq.h"
@@ -108,13 +108,15 @@ static bool starts_with_keyword(const char *s, const char *word)
  *  - BEGIN, START TRANSACTION: nothing to bound, and a change made before one would be
  *    put back inside the block it opens, where a ROLLBACK undoes the putting back and
  *    leaves the request's timeout on the connection;
+ *  - SAVEPOINT: nothing to bound, and a savepoint made under the request's values keeps
+ *    them: a ROLLBACK TO it sent without the adapter would bring them back;
  *  - SET, RESET, DISCARD: nothing to bound, and putting the old values back would write
  *    over theirs;
  *  - COPY: the caller carries its data after the call returns, past any point where a
  *    value could be put back (a query sent during the COPY would end it).
  */
 static const char *const unchanged_first_keywords[] = {
-    "begin", "start", "set", "reset", "discard", "copy",
+    "begin", "start", "savepoint", "set", "reset", "discard", "copy",
 };
 
 /* Whether @sql starts, after any space and comments, with one of those keywords. */

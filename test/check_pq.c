@@ -417,6 +417,23 @@ START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
 }
 END_TEST
 
+/* A SAVEPOINT gets no change: made under the request's timeout, the savepoint used to
+ * keep that timeout as its state, and the application's own ROLLBACK TO SAVEPOINT
+ * (sent without the adapter) brought it back for the rest of the block. */
+START_TEST(a_rollback_to_a_savepoint_brings_back_the_applications_timeout)
+{
+    PQclear(PQexec(conn, "BEGIN"));
+    PQclear(PQexec(conn, "SET LOCAL statement_timeout = '5s'"));
+    mhdctx_context *ctx = deadline_context("pq-unit-savepoint", 2000);
+    ck_assert_int_eq(run_one(ctx, "SAVEPOINT before_work"), PGRES_COMMAND_OK);
+    ck_assert_int_eq(run_one(ctx, "SELECT 1"), PGRES_TUPLES_OK);
+    mhdctx_context_unref(ctx);
+    PQclear(PQexec(conn, "ROLLBACK TO SAVEPOINT before_work"));
+    assert_setting("statement_timeout", "5s");
+    PQclear(PQexec(conn, "ROLLBACK"));
+}
+END_TEST
+
 /* A comment ended by a carriage return (PostgreSQL ends "--" comments at either) hides
  * no keyword: BEGIN gets no change, so the block runs under the application's own
  * timeout, not under what the request had left at its start. */
@@ -824,6 +841,7 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, the_applications_own_settings_are_kept);
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
+    tcase_add_test(tc, a_rollback_to_a_savepoint_brings_back_the_applications_timeout);
     tcase_add_test(tc, a_line_comment_ended_by_a_carriage_return_hides_no_keyword);
     tcase_add_test(tc, a_deadline_beyond_postgresqls_range_keeps_the_block_usable);
     tcase_add_test(tc, an_error_at_commit_is_the_statements_answer);
