@@ -33,7 +33,7 @@ static bool counted_down(atomic_long *countdown)
     return false;
 }
 
-static bool should_fail(void)
+bool mhdctx__allocation_refused(void)
 {
     return counted_down(&mhdctx__alloc_countdown);
 }
@@ -43,11 +43,6 @@ bool mhdctx__mapping_refused(void)
     return counted_down(&mhdctx__map_countdown);
 }
 #else
-static inline bool should_fail(void)
-{
-    return false;
-}
-
 static inline void *counted(void *block, long delta)
 {
     (void)delta;
@@ -57,17 +52,17 @@ static inline void *counted(void *block, long delta)
 
 void *mhdctx__malloc(size_t size)
 {
-    return should_fail() ? NULL : counted(malloc(size), 1);
+    return mhdctx__allocation_refused() ? NULL : counted(malloc(size), 1);
 }
 
 void *mhdctx__calloc(size_t n, size_t size)
 {
-    return should_fail() ? NULL : counted(calloc(n, size), 1);
+    return mhdctx__allocation_refused() ? NULL : counted(calloc(n, size), 1);
 }
 
 void *mhdctx__realloc(void *ptr, size_t size)
 {
-    return should_fail() ? NULL : counted(realloc(ptr, size), ptr == NULL);
+    return mhdctx__allocation_refused() ? NULL : counted(realloc(ptr, size), ptr == NULL);
 }
 
 char *mhdctx__strdup(const char *s)

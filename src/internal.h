@@ -26,12 +26,21 @@ void mhdctx__free(void *ptr);
 /* Returns @block, which leaves the library: the caller releases it with free() (for the
  * fault-injection build's count of blocks allocated here and not freed here). */
 void *mhdctx__hand_to_caller(void *block);
+/* Whether the next allocation fails: in the fault-injection build, when the countdown
+ * mhdctx__alloc_countdown reaches zero (one step per call; any thread); never
+ * otherwise. Tests take the same step for allocators outside the library, such as
+ * jansson's. */
 /* Whether the next thread block (thread_blocks.c) is refused as if the system had no
- * mapping to give: in the fault-injection build, when its own countdown
- * (mhdctx__map_countdown) reaches zero; never otherwise. */
+ * mapping to give: the same, with its own countdown (mhdctx__map_countdown). */
 #ifdef MHDCTX_FAULT_INJECTION
+bool mhdctx__allocation_refused(void);
 bool mhdctx__mapping_refused(void);
 #else
+static inline bool mhdctx__allocation_refused(void)
+{
+    return false;
+}
+
 static inline bool mhdctx__mapping_refused(void)
 {
     return false;

@@ -212,7 +212,7 @@ static atomic_bool json_fired;  /* the failed allocation was jansson's */
 
 static void *json_malloc(size_t size)
 {
-    if (atomic_load(&json_faults) && support_alloc_countdown_fires()) {
+    if (atomic_load(&json_faults) && mhdctx__allocation_refused()) {
         atomic_store(&json_fired, true);
         return NULL;
     }

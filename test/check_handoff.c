@@ -398,7 +398,7 @@ static atomic_bool export_fault_fired;
 
 static void *failing_json_malloc(size_t size)
 {
-    if (support_alloc_countdown_fires()) {
+    if (mhdctx__allocation_refused()) {
         atomic_store(&export_fault_fired, true);
         return NULL;
     }

@@ -160,16 +160,6 @@ unsigned refs_of(mhdctx_context *ctx)
     return atomic_load(&ctx->refs);
 }
 
-bool support_alloc_countdown_fires(void)
-{
-    long left = atomic_load(&mhdctx__alloc_countdown);
-    while (left >= 0) {
-        if (atomic_compare_exchange_weak(&mhdctx__alloc_countdown, &left, left - 1))
-            return left == 0;
-    }
-    return false;
-}
-
 /* ==== log capture ======================================================================= */
 
 static struct {

@@ -103,14 +103,6 @@ unsigned refs_of(mhdctx_context *ctx);
 extern atomic_long mhdctx__alloc_countdown;
 extern atomic_long mhdctx__alloc_live;
 
-/**
- * One step of the fault-injection countdown (mhdctx__alloc_countdown in the tests'
- * build of alloc.c), taken as the library's allocations take it: true for the
- * allocation that is to fail. For allocators outside the library, such as jansson's
- * (json_set_alloc_funcs). Any thread.
- */
-bool support_alloc_countdown_fires(void);
-
 /* ==== log capture =======================================================================
  *
  * One process-wide store receives every line through the callback sink
