@@ -214,6 +214,7 @@ static int serve(mhdctx_middleware *mw, const struct options *o, unsigned flags,
     if (daemon == NULL) {
         mhdctx_log_fields(MHDCTX_LOG_ERROR, MHDCTX_FIELDS(MHDCTX_F_UINT("port", o->port)),
                           "cannot start the server");
+        workers_stop(workers_pool);
         return 1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);

@@ -190,28 +190,27 @@ enum MHD_Result demo_handler(void *cls, struct MHD_Connection *connection, const
 {
     const struct demo_config *cfg = cls;
     (void)version;
-    /* mhdctx_path() is the raw path without the query: route on it. */
-    const char *path = mhdctx_path(mhdctx_current());
-    (void)url;
+    /* The decoded path without the query, as MHD gives it: /users/%37 is /users/7, and
+     * the access-log filter (mhdctx_access_log_route) matches the same path. */
+    const char *path = url;
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    const char *allow = NULL; /* one of the routes below, asked with another method */
     enum work_kind kind;
     if (worker_route(cfg, path, &kind)) {
-        if (!get)
-            return method_not_allowed(connection, "GET");
-        return work_route(connection, cfg, kind, upload_data, upload_data_size, req_cls);
-    }
-    if (strcmp(path, "/test") == 0 && cfg->trace_test) {
-        if (!post)
-            return method_not_allowed(connection, "POST");
-        return work_route(connection, cfg, WORK_TRACE_TEST, upload_data, upload_data_size,
-                          req_cls);
-    }
-    if (strcmp(path, "/echo") == 0) {
-        if (!post)
-            return method_not_allowed(connection, "POST");
-        return post_echo(connection, upload_data, upload_data_size, req_cls);
+        if (get)
+            return work_route(connection, cfg, kind, upload_data, upload_data_size, req_cls);
+        allow = "GET";
+    } else if (strcmp(path, "/test") == 0 && cfg->trace_test) {
+        if (post)
+            return work_route(connection, cfg, WORK_TRACE_TEST, upload_data, upload_data_size,
+                              req_cls);
+        allow = "POST";
+    } else if (strcmp(path, "/echo") == 0) {
+        if (post)
+            return post_echo(connection, upload_data, upload_data_size, req_cls);
+        allow = "POST";
     }
     if (*req_cls == NULL) {
         *req_cls = &headers_seen;
@@ -222,6 +221,8 @@ enum MHD_Result demo_handler(void *cls, struct MHD_Connection *connection, const
         return MHD_YES;
     }
     *req_cls = &answered;
+    if (allow)
+        return method_not_allowed(connection, allow);
     bool known = strcmp(path, "/") == 0 || strcmp(path, "/whoami") == 0 ||
                  strcmp(path, "/health") == 0 || strncmp(path, "/users/", 7) == 0;
     if (!known)

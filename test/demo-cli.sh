@@ -25,6 +25,18 @@ for args in "--bogus" "--port 70000" "--port -1" "--port abc" "--mode nope" "--t
         pass "$args: usage on stderr, exit 2" || fail "$args: exit $code"
 done
 start_demo "$work/demo.log"
+# A second demo on the same port cannot listen: an error line, exit 1, and (under
+# valgrind, when it is there and the build has no sanitizer) its worker threads stopped
+# and everything freed first.
+vg=""
+command -v valgrind >/dev/null 2>&1 && ! grep -qa "__asan_init\|__tsan_init" "$demo" &&
+    vg="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all"
+# shellcheck disable=SC2086
+$vg "$demo" --port "$dport" >"$work/out" 2>"$work/err"
+code=$?
+[ $code = 1 ] && grep -q '"cannot start the server"' "$work/out" &&
+    pass "a port in use: an error line, exit 1${vg:+, nothing left (valgrind)}" ||
+    { cat "$work/err"; fail "a port in use: exit $code"; }
 kill -INT "$dpid"
 wait "$dpid"
 code=$?

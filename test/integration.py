@@ -184,6 +184,23 @@ def test_routes(demo, t, sent):
             and hdrs.get("x-request-id") == ["it-405"])
     status, hdrs, body = curl(demo.base + "/health", ["X-Request-Id: it-health"])
     t.check("/health answers 200 with the id", status == 200 and hdrs.get("x-request-id") == ["it-health"])
+    # Routed on the decoded path, the one the access-log filter matches too.
+    status, hdrs, body = curl(demo.base + "/users/%37")
+    t.check("/users/%37 is /users/7", status == 200 and json.loads(body)["name"] == "Grace Hopper",
+            body)
+    status, hdrs, body = curl(demo.base + "/h%65alth")
+    t.check("/h%65alth is /health", status == 200 and json.loads(body) == {"status": "ok"}, body)
+    # A wrong method is answered at the request's end on every route: an answer at the
+    # first call makes MHD close the connection, and the client's next request needs a
+    # new one.
+    # (/%61sync: the decoded /async, whose access lines test_async counts by their path.)
+    for path in ("/echo", "/%61sync", "/users/7"):
+        out = subprocess.run(["curl", "-sS", "--max-time", "60", "-X", "DELETE", "-o", "/dev/null",
+                              "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n",
+                              demo.base + path, demo.base + "/"],
+                             stdout=subprocess.PIPE, check=True).stdout
+        t.check("DELETE %s is 405 on a connection kept open" % path,
+                out.decode().split("\n")[:2] == ["405 1", "405 0"], out)
 
 
 def test_echo(demo, t, sent, workdir):
