@@ -502,6 +502,18 @@ struct copy_run {
     ExecStatusType commit;
 };
 
+/* Ends the block a run opened with @sql (COMMIT, ROLLBACK) through the adapter: its
+ * status; PGRES_COMMAND_OK when the run opened none. */
+static ExecStatusType end_block(bool in_block, const char *sql)
+{
+    if (!in_block)
+        return PGRES_COMMAND_OK;
+    PGresult *r = mhdctx_pq_exec_params(conn, sql, 0, NULL, NULL, NULL, 0);
+    ExecStatusType status = PQresultStatus(r);
+    PQclear(r);
+    return status;
+}
+
 static void run_copy(void *arg)
 {
     struct copy_run *run = arg;
@@ -519,12 +531,7 @@ static void run_copy(void *arg)
     for (; r != NULL; r = PQgetResult(conn))
         PQclear(r);
     run->timeout_after = show("statement_timeout");
-    run->commit = PGRES_COMMAND_OK;
-    if (run->in_block) {
-        r = mhdctx_pq_exec_params(conn, "COMMIT", 0, NULL, NULL, NULL, 0);
-        run->commit = PQresultStatus(r);
-        PQclear(r);
-    }
+    run->commit = end_block(run->in_block, "COMMIT");
 }
 
 /* A COPY's data flows after the call returns: a putting back sent in the meantime used
@@ -577,12 +584,7 @@ static void run_prepared_copy(void *arg)
     PGresult *r = mhdctx_pq_exec_prepared(conn, run->name, 0, NULL, NULL, NULL, 0);
     run->status = PQresultStatus(r);
     PQclear(r);
-    run->commit = PGRES_COMMAND_OK;
-    if (run->in_block) {
-        r = mhdctx_pq_exec_params(conn, "ROLLBACK", 0, NULL, NULL, NULL, 0);
-        run->commit = PQresultStatus(r);
-        PQclear(r);
-    }
+    run->commit = end_block(run->in_block, "ROLLBACK");
 }
 
 START_TEST(a_prepared_copy_fails_and_leaves_the_connection_usable)
