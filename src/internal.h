@@ -15,6 +15,7 @@
 #include <locale.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ---- allocation (one place, so a test build can inject failures) ---------------- */
@@ -26,12 +27,12 @@ void mhdctx__free(void *ptr);
 /* Returns @block, which leaves the library: the caller releases it with free() (for the
  * fault-injection build's count of blocks allocated here and not freed here). */
 void *mhdctx__hand_to_caller(void *block);
-/* Whether the next allocation fails: in the fault-injection build, when the countdown
- * mhdctx__alloc_countdown reaches zero (one step per call; any thread); never
- * otherwise. Tests take the same step for allocators outside the library, such as
- * jansson's. */
-/* Whether the next thread block (thread_blocks.c) is refused as if the system had no
- * mapping to give: the same, with its own countdown (mhdctx__map_countdown). */
+/* Injected failures, in the fault-injection build only (never otherwise):
+ * - allocation_refused: whether the next allocation fails, when the countdown
+ *   mhdctx__alloc_countdown reaches zero (one step per call; any thread). Tests take
+ *   the same step for allocators outside the library, such as jansson's.
+ * - mapping_refused: whether the next thread block (thread_blocks.c) is refused as if
+ *   the system had no mapping to give; the same, with mhdctx__map_countdown. */
 #ifdef MHDCTX_FAULT_INJECTION
 bool mhdctx__allocation_refused(void);
 bool mhdctx__mapping_refused(void);
@@ -167,6 +168,7 @@ struct mhdctx__user_key {
 
 struct mhdctx__route; /* middleware.h */
 struct mhdctx_context {
+    /* ---- cleared at creation: every field before id_header_copy starts zero ---- */
     atomic_uint refs;
     pthread_mutex_t lock; /* guards user_id, roles and keys */
     uint64_t start_mono_ns;
@@ -186,20 +188,14 @@ struct mhdctx_context {
      * the middleware's setting, not a pointer into it: a worker's reference may outlive
      * mhdctx_middleware_free(). */
     const char *id_header;
-    char id_header_copy[MHDCTX__ID_HEADER_ROOM];
     char *user_id;
     char **roles;
     size_t n_roles;
     struct mhdctx__user_key *keys;
     size_t n_keys;
     char *method_heap; /* method when it does not fit method_inline */
-    char method_inline[24];
-    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
     size_t request_id_len;
-    char trace_id[MHDCTX_TRACE_ID_LEN + 1]; /* "" until the trace is assigned */
-    char span_id[MHDCTX_SPAN_ID_LEN + 1];
-    atomic_uint ids_to_draw; /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
-    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1]; /* "" for a new trace */
+    atomic_uint ids_to_draw;      /* MHDCTX__DRAW_*: ids assigned but not drawn yet */
     unsigned char trace_flags;    /* all 8 bits as imported; sent: MHDCTX__TRACE_FLAGS_SENT */
     char *tracestate;             /* normalized incoming tracestate, NULL when none */
     char *route;                  /* the application's name for the route, guarded by lock */
@@ -208,8 +204,17 @@ struct mhdctx_context {
     bool closed_by_server;        /* the access handler returned MHD_NO (MHD's thread) */
     bool in_block;                /* allocated by mhdctx__block_take */
     char *query;                  /* points into text, NULL when absent */
-    char text[];                  /* path '\0' [query '\0'] */
+    /* ---- strings, created empty: only their first bytes are set (clearing all 400
+     * bytes was most of a context's creation); nothing reads past a string's NUL ---- */
+    char id_header_copy[MHDCTX__ID_HEADER_ROOM];
+    char method_inline[24];
+    char request_id[MHDCTX_REQUEST_ID_LIMIT + 1];
+    char trace_id[MHDCTX_TRACE_ID_LEN + 1]; /* "" until the trace is assigned */
+    char span_id[MHDCTX_SPAN_ID_LEN + 1];
+    char parent_span_id[MHDCTX_SPAN_ID_LEN + 1]; /* "" for a new trace */
+    char text[];                                 /* path '\0' [query '\0'] */
 };
+#define MHDCTX__CONTEXT_CLEARED offsetof(struct mhdctx_context, id_header_copy)
 
 /* Context blocks (block_cache.c): a context whose path and query fit takes one of
  * these from its thread's cache of freed blocks; longer ones are malloc'ed. */
@@ -245,6 +250,8 @@ mhdctx_context *mhdctx__context_create(const char *uri);
 mhdctx_error mhdctx__context_set_method(mhdctx_context *ctx, const char *method);
 void mhdctx__context_set_request_id(mhdctx_context *ctx, const char *id, size_t len,
                                     mhdctx_id_verdict verdict);
+/* Gives @ctx a new UUID v4 request id. */
+void mhdctx__context_generate_request_id(mhdctx_context *ctx, mhdctx_id_verdict verdict);
 /* Continues the trace of @parent (NULL: starts a new one) with a new span id. */
 mhdctx_error mhdctx__context_set_trace(mhdctx_context *ctx, const mhdctx_trace_parent *parent,
                                        const char *tracestate, size_t tracestate_len);
@@ -340,7 +347,8 @@ static inline bool mhdctx__all_zero(const unsigned char *bytes, size_t n)
         any |= bytes[i];
     return any == 0;
 }
-/* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL. */
+/* Writes 2 * @nbytes lowercase hex digits of random, not all zero, and a NUL; @nbytes
+ * above 64 is taken as 64, 0 writes the NUL only. */
 void mhdctx__random_hex(char *out, size_t nbytes);
 
 /* ---- logger (log.c) --------------------------------------------------------------- */

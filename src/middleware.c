@@ -268,9 +268,7 @@ static void assign_request_id(const mhdctx_middleware *mw, mhdctx_context *ctx,
         mhdctx__context_set_request_id(ctx, value, len, verdict);
         return;
     }
-    char uuid[MHDCTX_UUID_LEN + 1];
-    mhdctx_uuid_v4(uuid);
-    mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, verdict);
+    mhdctx__context_generate_request_id(ctx, verdict);
 }
 
 /* ---- deadline --------------------------------------------------------------------------- */
@@ -402,11 +400,8 @@ static mhdctx_hook_result run_hooks(const mhdctx_middleware *mw,
  * headers were read): its access line still needs a request id and a trace. */
 static void complete_ids(mhdctx_context *ctx)
 {
-    if (ctx->request_id[0] == '\0') {
-        char uuid[MHDCTX_UUID_LEN + 1];
-        mhdctx_uuid_v4(uuid);
-        mhdctx__context_set_request_id(ctx, uuid, MHDCTX_UUID_LEN, MHDCTX_ID_MISSING);
-    }
+    if (ctx->request_id[0] == '\0')
+        mhdctx__context_generate_request_id(ctx, MHDCTX_ID_MISSING);
     bool traced = ctx->trace_id[0] != '\0' ||
                   atomic_load_explicit(&ctx->ids_to_draw, memory_order_acquire) != 0;
     if (!traced)

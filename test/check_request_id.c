@@ -124,6 +124,31 @@ START_TEST(request_id_check_every_byte)
 }
 END_TEST
 
+/* Every byte at every position of ids of each length about the 16-byte blocks the check
+ * reads (and its overlapping last block): valid exactly when the byte is allowed. */
+START_TEST(request_id_check_every_byte_at_every_position)
+{
+    static const char allowed[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  "0123456789._~:@+/=-";
+    static const size_t lengths[] = {1, 7, 8, 15, 16, 17, 31, 32, 33, 36, 47, 48, 49, 128};
+    for (size_t l = 0; l < sizeof lengths / sizeof *lengths; l++) {
+        char id[128];
+        size_t len = lengths[l];
+        for (size_t at = 0; at < len; at++) {
+            for (int c = 0; c < 256; c++) {
+                memset(id, 'Z', len);
+                id[at] = (char)c;
+                bool should_pass = c != 0 && memchr(allowed, c, sizeof allowed - 1) != NULL;
+                mhdctx_id_verdict got = mhdctx_request_id_check(id, len, 128);
+                ck_assert_msg(got == (should_pass ? MHDCTX_ID_VALID : MHDCTX_ID_INVALID_CHAR),
+                              "byte 0x%02x at %zu of %zu: got %s", c, at, len,
+                              mhdctx_id_verdict_name(got));
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(request_id_check_max_len_boundaries)
 {
     char id[MHDCTX_REQUEST_ID_LIMIT + 1];
@@ -186,6 +211,24 @@ START_TEST(hex_encode_matches_printf_at_every_length)
                 ck_assert_msg(got[i] == '#', "written past the digits at %zu (len %zu)", i,
                               len);
         }
+    }
+}
+END_TEST
+
+/* Random hex ids (trace and span ids) at every length up to the 64-byte cap and past
+ * it; none is all zeros. No bytes at all used to draw for ever (an empty draw is "all
+ * zero"): it writes the NUL only. */
+START_TEST(random_hex_every_length)
+{
+    for (size_t n = 0; n <= 66; n++) {
+        char out[2 * 64 + 8];
+        memset(out, '#', sizeof out);
+        mhdctx__random_hex(out, n);
+        size_t digits = 2 * (n > 64 ? 64 : n);
+        ck_assert_msg(strlen(out) == digits, "n %zu: %zu digits", n, strlen(out));
+        ck_assert_uint_eq(strspn(out, "0123456789abcdef"), digits);
+        ck_assert_msg(digits == 0 || strspn(out, "0") < digits, "all zero at n %zu", n);
+        ck_assert_msg(out[digits + 1] == '#', "written past the NUL at n %zu", n);
     }
 }
 END_TEST
@@ -390,6 +433,7 @@ static Suite *request_id_suite(void)
     TCase *tc = tcase_create("check");
     tcase_add_loop_test(tc, request_id_check_table, 0, N_ID_CASES);
     tcase_add_test(tc, request_id_check_every_byte);
+    tcase_add_test(tc, request_id_check_every_byte_at_every_position);
     tcase_add_test(tc, request_id_check_max_len_boundaries);
     tcase_add_test(tc, id_verdict_names);
     tcase_add_test(tc, id_verdict_names_are_distinct_snake_case);
@@ -397,6 +441,7 @@ static Suite *request_id_suite(void)
 
     tc = tcase_create("hex");
     tcase_add_test(tc, hex_encode_matches_printf_at_every_length);
+    tcase_add_test(tc, random_hex_every_length);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("uuid");
