@@ -265,27 +265,35 @@ static enum MHD_Result answer(struct job *job)
     return mhdctx_respond_json_new(job->connection, job->status, body);
 }
 
+static void inflight_add(struct job *job) /* inflight_lock held */
+{
+    job->next = inflight;
+    if (inflight)
+        inflight->prev = job;
+    inflight = job;
+    job->listed = true;
+}
+
 static enum MHD_Result start(struct job *job)
 {
-    /* Listed before it is submitted, so that a stop never misses running work. */
-    pthread_mutex_lock(&inflight_lock);
-    bool refused = stopping;
-    if (!refused) {
-        job->next = inflight;
-        if (inflight)
-            inflight->prev = job;
-        inflight = job;
-        job->listed = true;
-    }
-    pthread_mutex_unlock(&inflight_lock);
-    mhdctx_task *task = refused ? NULL : mhdctx_task_bind(NULL, run_job, job);
+    mhdctx_task *task = mhdctx_task_bind(NULL, run_job, job);
     job->phase = JOB_RUNNING;
-    if (job->cfg->can_suspend)
+    if (job->cfg->can_suspend) /* before a worker can resume it */
         MHD_suspend_connection(job->connection);
-    if (task == NULL || !workers_submit(job->cfg->pool, task)) {
-        pthread_mutex_lock(&inflight_lock);
-        inflight_remove(job);
-        pthread_mutex_unlock(&inflight_lock);
+    /* Checked, submitted and listed under one lock: a stop (work_stop_begin, then
+     * workers_stop, which frees the pool) either comes after and finds the job listed,
+     * or came before and the job is refused. Submitting after the lock let a stop free
+     * the pool in between. */
+    pthread_mutex_lock(&inflight_lock);
+    bool refused = task == NULL || stopping;
+    if (refused)
+        mhdctx_task_cancel(task);                  /* NULL is ignored */
+    else if (workers_submit(job->cfg->pool, task)) /* which cancels a task it refuses */
+        inflight_add(job); /* a worker done first waits for the lock to unlist it */
+    else
+        refused = true;
+    pthread_mutex_unlock(&inflight_lock);
+    if (refused) {
         if (job->cfg->can_suspend)
             MHD_resume_connection(job->connection);
         job->phase = JOB_DONE;
