@@ -29,7 +29,7 @@ mhdctx_error mhdctx_outgoing_start(mhdctx_outgoing *call, mhdctx_context *ctx)
         mhdctx__random_hex(trace_id, MHDCTX_TRACE_ID_LEN / 2); /* no request: new trace */
     }
     if (ctx)
-        memcpy(call->request_id, ctx->request_id, sizeof call->request_id);
+        memcpy(call->request_id, ctx->request_id, ctx->request_id_len + 1); /* not past it */
     else
         mhdctx_uuid_v4(call->request_id);
     mhdctx__random_hex(call->span_id, MHDCTX_SPAN_ID_LEN / 2);

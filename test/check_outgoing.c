@@ -20,19 +20,25 @@
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* A context with a known trace, built the way a worker process gets one: by import. */
-static mhdctx_context *imported_context(const char *flags, const char *tracestate)
+static mhdctx_context *imported_context_with_id(const char *id, const char *flags,
+                                                const char *tracestate)
 {
     char text[1024];
     snprintf(text, sizeof text,
-             "{\"v\":1,\"request_id\":\"req-out-1\",\"user_id\":\"u7\",\"roles\":[],"
+             "{\"v\":1,\"request_id\":\"%s\",\"user_id\":\"u7\",\"roles\":[],"
              "\"keys\":{\"tenant_id\":\"acme\"},\"trace_id\":\"" TRACE_ID "\","
              "\"span_id\":\"" SERVER_SPAN "\",\"parent_span_id\":\"" CALLER_SPAN "\","
              "\"trace_flags\":\"%s\",\"tracestate\":\"%s\"}",
-             flags, tracestate);
+             id, flags, tracestate);
     mhdctx_error err;
     mhdctx_context *ctx = mhdctx_context_import(text, strlen(text), &err);
     ck_assert_msg(ctx != NULL, "import failed: %s", mhdctx_error_name(err));
     return ctx;
+}
+
+static mhdctx_context *imported_context(const char *flags, const char *tracestate)
+{
+    return imported_context_with_id("req-out-1", flags, tracestate);
 }
 
 /* The traceparent of @call, parsed (must be valid version 00). */
@@ -90,6 +96,27 @@ START_TEST(start_in_a_new_context_uses_its_ids)
     ck_assert_str_eq(call.tracestate, "");
     mhdctx_outgoing_finish(&call, "GET", "http://svc/", 204, NULL);
     ck_assert_uint_eq(refs_of(ctx), 1);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
+/* The call's request id ends at its NUL, zeros after it: the bytes past a context's id
+ * (whose block may have held an earlier request's longer id) never reach the caller. */
+START_TEST(start_copies_the_request_id_and_nothing_past_it)
+{
+    char long_id[201];
+    memset(long_id, 'S', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    mhdctx_context *earlier = imported_context_with_id(long_id, "01", "");
+    mhdctx_context_unref(earlier); /* its block goes back to this thread's cache */
+    mhdctx_context *ctx = new_context();
+    mhdctx_outgoing call;
+    ck_assert_int_eq(mhdctx_outgoing_start(&call, ctx), MHDCTX_OK);
+    ck_assert_str_eq(call.request_id, mhdctx_request_id(ctx));
+    for (size_t i = strlen(call.request_id); i < sizeof call.request_id; i++)
+        ck_assert_msg(call.request_id[i] == '\0', "byte %zu past the id: 0x%02x", i,
+                      (unsigned char)call.request_id[i]);
+    mhdctx_outgoing_finish(&call, "GET", "http://svc/", 204, NULL);
     mhdctx_context_unref(ctx);
 }
 END_TEST
@@ -501,6 +528,7 @@ static Suite *outgoing_suite(void)
     tcase_add_checked_fixture(tc, support_capture_start_info, support_capture_stop);
     tcase_add_test(tc, start_continues_the_context_trace);
     tcase_add_test(tc, start_in_a_new_context_uses_its_ids);
+    tcase_add_test(tc, start_copies_the_request_id_and_nothing_past_it);
     tcase_add_test(tc, start_passes_the_unsampled_flag);
     tcase_add_test(tc, start_sends_only_the_defined_flags);
     tcase_add_test(tc, two_calls_never_share_a_span);
