@@ -6,7 +6,6 @@
 #include "middleware.h"
 
 #include <string.h>
-#include <strings.h>
 
 /* ---- parsing -------------------------------------------------------------------------- */
 
@@ -23,7 +22,7 @@ mhdctx_error mhdctx_bearer_parse(const char *header, size_t header_len, const ch
     const size_t scheme_len = sizeof scheme - 1;
     if (header == NULL || token == NULL || token_len == NULL || header_len <= scheme_len)
         return MHDCTX_EPARSE;
-    if (strncasecmp(header, scheme, scheme_len) != 0 || header[scheme_len] != ' ')
+    if (!mhdctx__ascii_case_equal_n(header, scheme, scheme_len) || header[scheme_len] != ' ')
         return MHDCTX_EPARSE;
     size_t i = scheme_len;
     while (i < header_len && header[i] == ' ')

@@ -8,7 +8,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 /* Whether a "Name: value" line sets one of the headers the adapter writes itself. */
 static bool is_propagation_header(const char *line, const char *id_header)
@@ -16,7 +15,7 @@ static bool is_propagation_header(const char *line, const char *id_header)
     const char *names[] = {"traceparent", "tracestate", id_header};
     for (size_t i = 0; i < 3; i++) {
         size_t n = strlen(names[i]);
-        if (strncasecmp(line, names[i], n) == 0 && (line[n] == ':' || line[n] == ';'))
+        if (mhdctx__ascii_case_equal_n(line, names[i], n) && (line[n] == ':' || line[n] == ';'))
             return true;
     }
     return false;

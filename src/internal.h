@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---- allocation (one place, so a test build can inject failures) ---------------- */
@@ -338,6 +339,41 @@ extern const char mhdctx__hex_pairs[513];
 static inline void mhdctx__hex_byte(char *out, unsigned char byte)
 {
     memcpy(out, mhdctx__hex_pairs + 2 * byte, 2);
+}
+/* ASCII, whatever the locale. HTTP names, log levels and SQL keywords are ASCII, and the
+ * <ctype.h> and strcasecmp() answers follow LC_CTYPE: in a Turkish locale "I" does not
+ * lower to "i", so strcasecmp() held "x-request-id" and "X-Request-Id" different. */
+static inline int mhdctx__ascii_lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+static inline bool mhdctx__ascii_alnum(int c)
+{
+    return (c >= '0' && c <= '9') ||
+           (mhdctx__ascii_lower(c) >= 'a' && mhdctx__ascii_lower(c) <= 'z');
+}
+/* " \t\n\v\f\r", the white space of the C locale (and of PostgreSQL's scanner). */
+static inline bool mhdctx__ascii_space(int c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+/* Whether @a and @b are equal without ASCII case in their first @n bytes, or up to the
+ * NUL that ends both (strncasecmp() == 0, in any locale). */
+static inline bool mhdctx__ascii_case_equal_n(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int x = mhdctx__ascii_lower((unsigned char)a[i]);
+        if (x != mhdctx__ascii_lower((unsigned char)b[i]))
+            return false;
+        if (x == '\0')
+            return true;
+    }
+    return true;
+}
+/* strcasecmp() == 0, in any locale. */
+static inline bool mhdctx__ascii_case_equal(const char *a, const char *b)
+{
+    return mhdctx__ascii_case_equal_n(a, b, SIZE_MAX);
 }
 /* Whether the @n bytes at @bytes are all zero: W3C Trace Context forbids such ids. */
 static inline bool mhdctx__all_zero(const unsigned char *bytes, size_t n)

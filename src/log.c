@@ -8,11 +8,9 @@
 #include "internal.h"
 #include "sink.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 /* ---- levels --------------------------------------------------------------------------- */
@@ -34,7 +32,7 @@ mhdctx_error mhdctx_log_level_parse(const char *text, mhdctx_log_level *level)
     if (text == NULL || level == NULL)
         return MHDCTX_EINVAL;
     for (unsigned i = 0; i <= MHDCTX_LOG_OFF; i++) {
-        if (strcasecmp(text, level_names[i]) == 0) {
+        if (mhdctx__ascii_case_equal(text, level_names[i])) {
             *level = (mhdctx_log_level)i;
             return MHDCTX_OK;
         }

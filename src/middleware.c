@@ -229,7 +229,8 @@ static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const c
     struct header_scans *scans = cls;
     /* Lengths first: most headers are none of these, and a length is one compare. */
     for (size_t i = 0; key && i < scans->n; i++) {
-        if (key_size == scans->of[i].name_len && strcasecmp(key, scans->of[i].name) == 0)
+        if (key_size == scans->of[i].name_len &&
+            mhdctx__ascii_case_equal_n(key, scans->of[i].name, key_size))
             note_value(&scans->of[i], value, value_size);
     }
     return MHD_YES;
@@ -324,7 +325,7 @@ static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const cha
     (void)kind;
     (void)key_size;
     struct joined_values *j = cls;
-    if (key == NULL || strcasecmp(key, j->name) != 0)
+    if (key == NULL || !mhdctx__ascii_case_equal(key, j->name))
         return MHD_YES;
     j->count++;
     size_t need = j->len + value_size + 2;

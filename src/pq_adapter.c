@@ -16,13 +16,11 @@
 #include "internal.h"
 #include "mhdctx_pq.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static atomic_bool log_statements;
 
@@ -82,7 +80,7 @@ static const char *after_block_comment(const char *s)
 static const char *skip_space_and_comments(const char *s)
 {
     for (;;) {
-        while (isspace((unsigned char)*s))
+        while (mhdctx__ascii_space((unsigned char)*s))
             s++;
         if (s[0] == '-' && s[1] == '-')
             s += strcspn(s, "\r\n"); /* PostgreSQL ends them at either */
@@ -97,10 +95,10 @@ static const char *skip_space_and_comments(const char *s)
 static bool starts_with_keyword(const char *s, const char *word)
 {
     size_t n = strlen(word);
-    if (strncasecmp(s, word, n) != 0)
+    if (!mhdctx__ascii_case_equal_n(s, word, n))
         return false;
     unsigned char next = (unsigned char)s[n];
-    return !(isalnum(next) || next == '_' || next == '$' || next >= 0x80);
+    return !(mhdctx__ascii_alnum(next) || next == '_' || next == '$' || next >= 0x80);
 }
 
 /*

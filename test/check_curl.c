@@ -10,10 +10,8 @@
  * path names (/status/503) or after a pause (/sleep/<ms>). Assertions run on the test
  * thread only. Every test starts and stops its own daemon and restores the log sink.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* clock_gettime, strcasecmp */
-#endif
-
+#include "internal.h" /* first: its _GNU_SOURCE; mhdctx__ascii_case_equal */
+#include "child.h"
 #include "mhdctx.h"
 #include "mhdctx_curl.h"
 #include "support.h"
@@ -151,7 +149,7 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     (void)kind;
     (void)value;
     struct counter *c = cls;
-    if (key && strcasecmp(key, c->name) == 0)
+    if (key && mhdctx__ascii_case_equal(key, c->name)) /* a test may change the locale */
         c->n++;
     return MHD_YES;
 }
@@ -552,6 +550,29 @@ START_TEST(test_caller_headers_sent_and_restored)
 }
 END_TEST
 
+/* The caller's own id header, in any case, is replaced, whatever the locale: under a
+ * Turkish one strncasecmp() held "x-request-id" and "X-Request-Id" different ('I' does
+ * not lower to 'i' there), and the caller's stale id went out beside the context's. */
+START_TEST(test_caller_id_header_replaced_under_a_turkish_locale)
+{
+    char dir[32];
+    test_turkish_ctype_begin(dir);
+    mhdctx_context *ctx = imported_context("01");
+    CURL *easy = client(srv.port, "/custom");
+    struct curl_slist *headers = curl_slist_append(NULL, "x-request-id: stale-id");
+    ck_assert_ptr_nonnull(headers);
+    ck_assert_int_eq(mhdctx_curl_perform(easy, ctx, headers), CURLE_OK);
+    test_ctype_locale_end(dir);
+    ck_assert_uint_eq(records(), 1);
+    struct record r = record_at(0);
+    ck_assert_uint_eq(r.n_request_id, 1);
+    ck_assert_str_eq(r.request_id, REQUEST_ID);
+    curl_easy_cleanup(easy);
+    curl_slist_free_all(headers);
+    mhdctx_context_unref(ctx);
+}
+END_TEST
+
 /* libcurl's strdup (curl_global_init_mem): fails once when armed. The first copy after
  * arming is the adapter's copy of the caller's first header. */
 static atomic_bool fail_next_strdup;
@@ -831,6 +852,7 @@ static Suite *curl_suite(void)
     tcase_add_test(tc, test_propagation_from_current_context);
     tcase_add_test(tc, test_propagation_without_context);
     tcase_add_test(tc, test_caller_headers_sent_and_restored);
+    tcase_add_test(tc, test_caller_id_header_replaced_under_a_turkish_locale);
     tcase_add_test(tc, test_no_caller_headers_restored_to_none);
     tcase_add_test(tc, test_caller_headers_lost_to_oom_fail_the_call);
 

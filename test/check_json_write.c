@@ -705,17 +705,6 @@ static const struct {
     const char *text;
 } locale_cases[] = {{1.23456, "1.23456"}, {-0.0001, "-0.0001"}, {1e-7, "1e-07"}, {2.5, "2.5"}};
 
-static void compile_locale(const char *dir, const char *name)
-{
-    char cmd[512], path[256];
-    snprintf(cmd, sizeof cmd, "localedef -c -i %s -f UTF-8 %s/%s.UTF-8 >/dev/null 2>&1", name,
-             dir, name);
-    ck_assert_int_ne(system(cmd), -1);
-    snprintf(path, sizeof path, "%s/%s.UTF-8", dir, name);
-    ck_assert_msg(access(path, F_OK) == 0, "localedef could not make %s (package locales)",
-                  path);
-}
-
 /* Reals that go through jansson, under the thread's locale: a JSON field, a user key
  * set (its text is made once, by jansson), and a context imported and exported again
  * (jansson parses the document). jansson 2.14 alone wrote "1.\xab5" under ps_AF, and
@@ -776,10 +765,8 @@ static int write_numbers_in_locales(void *dir, int fd)
 
 START_TEST(json_double_in_locales_with_another_decimal_point)
 {
-    char dir[] = "/tmp/mhdctx-locale-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    for (size_t l = 0; l < sizeof locale_names / sizeof *locale_names; l++)
-        compile_locale(dir, locale_names[l]);
+    char dir[32];
+    test_locales_make(dir, locale_names, sizeof locale_names / sizeof *locale_names);
     char got[1024] = "";
     size_t len = 0;
     /* Under valgrind the child's exit status counts the leak above: the lines say it all. */
@@ -798,9 +785,7 @@ START_TEST(json_double_in_locales_with_another_decimal_point)
         strcat(want, "[1.5,0.25]\nkeys 2.5 0.5\n"); /* write_jansson_reals */
     }
     ck_assert_str_eq(got, want);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    test_locales_remove(dir);
 }
 END_TEST
 

@@ -4,6 +4,7 @@
  * (callback, file, fd, /dev/full, a closed pipe, many threads at once).
  */
 #include "internal.h"
+#include "child.h"
 #include "support.h"
 
 #include <check.h>
@@ -842,6 +843,20 @@ START_TEST(level_parse_accepts_names_in_any_case)
                          MHDCTX_OK);
         ck_assert_int_eq(level, ok[i].level);
     }
+}
+END_TEST
+
+/* Level names are ASCII: "INFO" is info in a Turkish locale too, where strcasecmp()
+ * held "INFO" and "info" different ('I' does not lower to 'i' there). */
+START_TEST(level_parse_is_ascii_under_a_turkish_locale)
+{
+    char dir[32];
+    test_turkish_ctype_begin(dir);
+    mhdctx_log_level level = MHDCTX_LOG_OFF;
+    mhdctx_error rc = mhdctx_log_level_parse("INFO", &level);
+    test_ctype_locale_end(dir);
+    ck_assert_int_eq(rc, MHDCTX_OK);
+    ck_assert_int_eq(level, MHDCTX_LOG_INFO);
 }
 END_TEST
 
@@ -1693,6 +1708,7 @@ static Suite *log_suite(void)
     tcase_add_test(tc, level_names);
     tcase_add_test(tc, level_parse_accepts_names_in_any_case);
     tcase_add_test(tc, level_parse_rejects_others_and_leaves_level_untouched);
+    tcase_add_test(tc, level_parse_is_ascii_under_a_turkish_locale);
     tcase_add_test(tc, env_level_is_honoured);
     tcase_add_test(tc, env_level_invalid_falls_back_to_info);
     tcase_add_test(tc, env_level_is_read_only_on_first_use);

@@ -8,6 +8,7 @@
  * struct app, under its lock, and the test checks it afterwards.
  */
 #include "internal.h" /* first: its _GNU_SOURCE (strptime, timegm) */
+#include "child.h"
 #include "http_client.h"
 #include "mhdctx.h"
 #include "support.h"
@@ -753,6 +754,32 @@ START_TEST(test_valid_request_id_boundaries)
     ck_assert_int_eq(app_seen(f.app, gen)->verdict, MHDCTX_ID_MISSING);
     json_decref(all);
     fixture_close(&f);
+}
+END_TEST
+
+/* Header names are ASCII, matched whatever the process's locale. In a Turkish one
+ * strcasecmp() held "x-request-id" and "X-Request-Id" different ('I' does not lower to
+ * 'i' there), and an id sent in lower case (as HTTP/2 proxies send names) was replaced. */
+START_TEST(test_id_header_found_under_a_turkish_locale)
+{
+    char dir[32];
+    test_turkish_ctype_begin(dir);
+    struct fixture f;
+    fixture_open(&f);
+    server_start(&f.s, f.mw, MODE_EPOLL);
+    static const char *const sent[] = {"x-request-id: tr-lower", "X-REQUEST-ID: tr-upper",
+                                       "x-rEqUeSt-iD: tr-mixed"};
+    for (size_t i = 0; i < sizeof sent / sizeof *sent; i++) {
+        char *hdr = str_fmt("%s\r\n", sent[i]);
+        http_response *r = support_http_get(f.s.port, "/r", hdr);
+        free(hdr);
+        ck_assert_str_eq(http_header(r, "X-Request-Id"), strchr(sent[i], ' ') + 1);
+        http_response_free(r);
+    }
+    ck_assert(support_capture_wait(ACCESS_MSG, 3, 5000));
+    support_server_stop(&f.s);
+    fixture_close(&f);
+    test_ctype_locale_end(dir);
 }
 END_TEST
 
@@ -1989,6 +2016,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_slot_preserved_across_body_calls);
     tcase_add_test(tc, test_hostile_request_ids);
     tcase_add_test(tc, test_valid_request_id_boundaries);
+    tcase_add_test(tc, test_id_header_found_under_a_turkish_locale);
     tcase_add_test(tc, test_request_id_configuration);
     tcase_add_test(tc, test_custom_id_header_outlives_the_middleware);
     tcase_add_test(tc, test_respond_inside_an_apps_own_context);

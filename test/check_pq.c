@@ -5,6 +5,7 @@
  */
 #include "mhdctx.h"
 #include "mhdctx_pq.h"
+#include "child.h"
 #include "support.h"
 
 #include <check.h>
@@ -389,7 +390,7 @@ END_TEST
  * the application's timeout (made inside the block BEGIN opened) and leave the
  * request's on the connection. BEGIN is recognised after space and (nested) comments;
  * a keyword inside a comment is not a statement. */
-START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
+static void check_transactions_leave_the_applications_timeout(void)
 {
     static const char *const opening[] = {
         "BEGIN",
@@ -415,12 +416,17 @@ START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
         assert_setting("statement_timeout", "5s");
     }
 }
+
+START_TEST(a_transaction_through_the_adapter_leaves_the_applications_timeout)
+{
+    check_transactions_leave_the_applications_timeout();
+}
 END_TEST
 
 /* A SAVEPOINT gets no change: made under the request's timeout, the savepoint used to
  * keep that timeout as its state, and the application's own ROLLBACK TO SAVEPOINT
  * (sent without the adapter) brought it back for the rest of the block. */
-START_TEST(a_rollback_to_a_savepoint_brings_back_the_applications_timeout)
+static void check_a_savepoint_keeps_the_applications_timeout(void)
 {
     PQclear(PQexec(conn, "BEGIN"));
     PQclear(PQexec(conn, "SET LOCAL statement_timeout = '5s'"));
@@ -431,6 +437,24 @@ START_TEST(a_rollback_to_a_savepoint_brings_back_the_applications_timeout)
     PQclear(PQexec(conn, "ROLLBACK TO SAVEPOINT before_work"));
     assert_setting("statement_timeout", "5s");
     PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+START_TEST(a_rollback_to_a_savepoint_brings_back_the_applications_timeout)
+{
+    check_a_savepoint_keeps_the_applications_timeout();
+}
+END_TEST
+
+/* Keywords are ASCII: in a Turkish locale strcasecmp() held "BEGIN" and "begin" (and
+ * "SAVEPOINT", "START TRANSACTION") different ('I' does not lower to 'i' there), and the
+ * two tests above failed. */
+START_TEST(keywords_are_found_under_a_turkish_locale)
+{
+    char dir[32];
+    test_turkish_ctype_begin(dir);
+    check_transactions_leave_the_applications_timeout();
+    check_a_savepoint_keeps_the_applications_timeout();
+    test_ctype_locale_end(dir);
 }
 END_TEST
 
@@ -844,6 +868,7 @@ static Suite *pq_suite(void)
     tcase_add_test(tc, inside_a_transaction_the_changes_end_with_it);
     tcase_add_test(tc, a_transaction_through_the_adapter_leaves_the_applications_timeout);
     tcase_add_test(tc, a_rollback_to_a_savepoint_brings_back_the_applications_timeout);
+    tcase_add_test(tc, keywords_are_found_under_a_turkish_locale);
     tcase_add_test(tc, a_line_comment_ended_by_a_carriage_return_hides_no_keyword);
     tcase_add_test(tc, a_deadline_beyond_postgresqls_range_keeps_the_block_usable);
     tcase_add_test(tc, an_error_at_commit_is_the_statements_answer);
