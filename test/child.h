@@ -1,7 +1,8 @@
 /*
- * child.h - a forked child that reports through a pipe, for the unit suites that test
- * what a fork does to per-process state (random pools, locales). Kept apart from
- * support.h so that those suites need neither MHD nor the HTTP client.
+ * child.h - process-wide state for the unit suites: a forked child that reports through
+ * a pipe (what a fork does to random pools and locales), and locales compiled at test
+ * time (what the application's LC_CTYPE must not change). Kept apart from support.h so
+ * that those suites need neither MHD nor the HTTP client.
  */
 #ifndef MHDCTX_TEST_CHILD_H
 #define MHDCTX_TEST_CHILD_H
