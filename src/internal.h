@@ -358,14 +358,16 @@ static inline bool mhdctx__ascii_space(int c)
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
 /* Whether @a and @b are equal without ASCII case in their first @n bytes, or up to the
- * NUL that ends both (strncasecmp() == 0, in any locale). */
+ * NUL that ends both (strncasecmp() == 0, in any locale). Bytes are lowered only where
+ * they differ: a header name is mostly sent as the application spelled it, and lowering
+ * every byte of both cost about ten instructions a byte on every request. */
 static inline bool mhdctx__ascii_case_equal_n(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int x = mhdctx__ascii_lower((unsigned char)a[i]);
-        if (x != mhdctx__ascii_lower((unsigned char)b[i]))
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x != y && mhdctx__ascii_lower(x) != mhdctx__ascii_lower(y))
             return false;
-        if (x == '\0')
+        if (x == '\0') /* then y is too: only '\0' lowers to '\0' */
             return true;
     }
     return true;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -754,6 +755,41 @@ START_TEST(test_valid_request_id_boundaries)
     ck_assert_int_eq(app_seen(f.app, gen)->verdict, MHDCTX_ID_MISSING);
     json_decref(all);
     fixture_close(&f);
+}
+END_TEST
+
+/* The header-name comparison against strncasecmp() in the C locale (the tests' locale:
+ * ASCII case only), for every pair of bytes at the start, the middle and the end of a
+ * name, past a NUL, and with @n shorter than the names. */
+static void expect_case_equal_as_strncasecmp(const char *a, const char *b, size_t n)
+{
+    bool expected = strncasecmp(a, b, n) == 0;
+    if (mhdctx__ascii_case_equal_n(a, b, n) != expected)
+        ck_abort_msg("\"%s\" and \"%s\" (n %zu): expected %s", a, b, n,
+                     expected ? "equal" : "different");
+}
+
+START_TEST(test_header_name_comparison_is_strncasecmp_in_c)
+{
+    static const size_t positions[] = {0, 5, 11};
+    for (size_t p = 0; p < sizeof positions / sizeof *positions; p++) {
+        for (unsigned x = 0; x < 256; x++) {
+            for (unsigned y = 0; y < 256; y++) {
+                char a[] = "X-Request-Id", b[] = "x-request-id";
+                a[positions[p]] = (char)x;
+                b[positions[p]] = (char)y;
+                expect_case_equal_as_strncasecmp(a, b, sizeof a - 1);
+                expect_case_equal_as_strncasecmp(a, b, sizeof a + 4); /* up to the NUL */
+                expect_case_equal_as_strncasecmp(a, b, positions[p]); /* before it */
+            }
+        }
+    }
+    expect_case_equal_as_strncasecmp("X-Request-Id", "X-Request-Id-2", 20);
+    expect_case_equal_as_strncasecmp("X-Request-Id", "X-Request-Id-2", 12);
+    expect_case_equal_as_strncasecmp("", "", 5);
+    expect_case_equal_as_strncasecmp("a", "", 5);
+    ck_assert(mhdctx__ascii_case_equal("traceparent", "TraceParent"));
+    ck_assert(!mhdctx__ascii_case_equal("traceparent", "traceparents"));
 }
 END_TEST
 
@@ -2016,6 +2052,7 @@ static Suite *middleware_suite(void)
     tcase_add_test(tc, test_slot_preserved_across_body_calls);
     tcase_add_test(tc, test_hostile_request_ids);
     tcase_add_test(tc, test_valid_request_id_boundaries);
+    tcase_add_test(tc, test_header_name_comparison_is_strncasecmp_in_c);
     tcase_add_test(tc, test_id_header_found_under_a_turkish_locale);
     tcase_add_test(tc, test_request_id_configuration);
     tcase_add_test(tc, test_custom_id_header_outlives_the_middleware);
