@@ -19,6 +19,7 @@
  */
 #include "handlers.h"
 
+#include <errno.h>
 #include <mhdctx.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,44 +44,62 @@ static unsigned mode_flags(const char *mode, unsigned *pool)
     return strcmp(mode, "epoll") == 0 ? MHD_USE_EPOLL_INTERNAL_THREAD : 0;
 }
 
+static int usage(const char *program)
+{
+    fprintf(stderr,
+            "usage: %s --port N --mode epoll|pool|thread-per-connection "
+            "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
+            "[--echo-id yes|no] [--spin-ns N (hello-bare)] [--log-buffer KiB]\n",
+            program);
+    return 2;
+}
+
+/* A whole decimal number in [0, max], or -1: "--port 80x" must not start on port 80. */
+static long parse_number(const char *text, long max)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(text, &end, 10);
+    return errno || end == text || *end || n < 0 || n > max ? -1 : n;
+}
+
 int main(int argc, char **argv)
 {
-    unsigned port = 0;
+    long port = 0, spin_ns = 0, buffer_kib = 0;
     const char *mode = "epoll", *log = "none", *log_file = "/dev/null", *sink = "async";
     const char *echo = "no";
-    long spin_ns = 0, buffer_kib = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (value == NULL)
+            return usage(argv[0]); /* also --help, and an option without its value */
         if (strcmp(argv[i], "--port") == 0)
-            port = (unsigned)atoi(argv[i + 1]);
+            port = parse_number(value, 65535);
         else if (strcmp(argv[i], "--mode") == 0)
-            mode = argv[i + 1];
+            mode = value;
         else if (strcmp(argv[i], "--log") == 0)
-            log = argv[i + 1];
+            log = value;
         else if (strcmp(argv[i], "--log-file") == 0)
-            log_file = argv[i + 1];
+            log_file = value;
         else if (strcmp(argv[i], "--sink") == 0)
-            sink = argv[i + 1];
+            sink = value;
         else if (strcmp(argv[i], "--echo-id") == 0)
-            echo = argv[i + 1];
+            echo = value;
         else if (strcmp(argv[i], "--spin-ns") == 0)
-            spin_ns = atol(argv[i + 1]);
+            spin_ns = parse_number(value, 1000000000L);
         else if (strcmp(argv[i], "--log-buffer") == 0)
-            buffer_kib = atol(argv[i + 1]);
+            buffer_kib = parse_number(value, 1L << 20);
+        else
+            return usage(argv[0]);
     }
     unsigned pool;
     unsigned flags = mode_flags(mode, &pool);
     bool mhdctx = HELLO_THROUGH_MHDCTX;
-    if (flags == 0 || (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
+    if (flags == 0 || port < 0 ||
+        (strcmp(log, "none") && strcmp(log, "access") && strcmp(log, "app")) ||
         (strcmp(sink, "async") && strcmp(sink, "sync")) ||
         (strcmp(echo, "yes") && strcmp(echo, "no")) || spin_ns < 0 || (spin_ns > 0 && mhdctx) ||
-        buffer_kib < 0) {
-        fprintf(stderr,
-                "usage: %s --port N --mode epoll|pool|thread-per-connection "
-                "[--log none|access|app] [--log-file PATH] [--sink async|sync] "
-                "[--echo-id yes|no] [--spin-ns N (hello-bare)] [--log-buffer KiB]\n",
-                argv[0]);
-        return 2;
-    }
+        buffer_kib < 0)
+        return usage(argv[0]);
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);

@@ -17,9 +17,14 @@ The Node peer (bench/node/express-als.js, Express + AsyncLocalStorage as in the 
 article) runs beside the C servers in the epoll round when bench/node/node_modules exists
 (bench/node/install.sh).
 
+With --think-ms N each of wrk's connections waits N ms after every answer before it
+sends the next request (wrk's Lua delay()): the servers are then loaded well below
+what they can serve, where the latency a client sees is not dominated by the queue
+that builds up in front of a saturated CPU.
+
 usage: load.py [--rounds N] [--passes P] [--seconds S]
                [--modes epoll,pool,thread-per-connection] [--servers app,access,...]
-               [--json FILE]
+               [--think-ms N] [--json FILE]
 """
 import argparse
 import json
@@ -99,11 +104,24 @@ def node_peer_ready():
             os.path.isdir(os.path.join(SRC, "bench", "node", "node_modules")))
 
 
+# wrk's Lua script for --think-ms: the pause, in ms, after every answer on a connection
+THINK_SCRIPT = None
+
+
+def use_think_time(work, ms):
+    global THINK_SCRIPT
+    THINK_SCRIPT = os.path.join(work, "think.lua")
+    with open(THINK_SCRIPT, "w") as f:
+        f.write("function delay() return %d end\n" % ms)
+
+
 def wrk(port, seconds, with_id):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d%ds" % seconds, "--latency",
            "http://127.0.0.1:%d/" % port]
     if with_id:
         cmd[5:5] = ["-H", "X-Request-Id: bench-0123456789abcdef"]
+    if THINK_SCRIPT:
+        cmd[5:5] = ["-s", THINK_SCRIPT]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     # A slice with error answers, or none at all, measures a broken server: stop there
@@ -169,7 +187,7 @@ NODE_SERVERS = [("express-none", "node", ["--log", "none"]),
 # Every server in table order; Node's only with the epoll round (see above).
 ALL_SERVERS = C_SERVERS[:1] + [CONTROL, SPIN] + C_SERVERS[1:] + NODE_SERVERS
 
-ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %8s %8s %7s"
+ROW = "%-22s %-13s %-4s %9s %7s %9s %7s %5s %8s %8s %7s"
 
 
 def print_rows(mode, with_id, servers, pairs, results):
@@ -180,6 +198,10 @@ def print_rows(mode, with_id, servers, pairs, results):
         row = {"mode": mode, "server": name, "incoming_id": with_id, "rps": med("rps"),
                "rps_x": ratio("rps"), "cpu_us": med("cpu_us"), "cpu_x": ratio("cpu_us"),
                "p50_us": med("p50"), "p99_us": med("p99"), "p99_x": ratio("p99"),
+               # the share of its CPU the server was busy: where it nears 1, requests
+               # queue and the tail grows steeply with any work added
+               "busy": statistics.median(x["cpu_us"] * x["rps"] / 1e6
+                                         for x, _ in pairs[name]),
                "pairs": len(pairs[name]),
                # each pass's ratio, in pass order: peers compare pass by pass
                "rps_x_each": [x["rps"] / b["rps"] for x, b in pairs[name]],
@@ -189,7 +211,8 @@ def print_rows(mode, with_id, servers, pairs, results):
         results.append(row)
         print(ROW % (mode, name, "yes" if with_id else "no", "%.0f" % row["rps"],
                      "%.2f" % row["rps_x"], "%.2f" % row["cpu_us"], "%.2f" % row["cpu_x"],
-                     "%.0f" % row["p50_us"], "%.0f" % row["p99_us"], "%.2f" % row["p99_x"]))
+                     "%.2f" % row["busy"], "%.0f" % row["p50_us"], "%.0f" % row["p99_us"],
+                     "%.2f" % row["p99_x"]))
         if row["disturbed_pairs"] and name != "bare":
             print("  %s: %d of %d pairs kept with the host stealing more than %.0f%% of a "
                   "CPU (up to %.0f%%) after %d tries each"
@@ -269,25 +292,33 @@ def main():
     ap.add_argument("--modes", default="epoll,pool,thread-per-connection")
     ap.add_argument("--servers", help="only these servers beside bare MHD (comma-separated "
                     "names from the table), for a shorter run looking at a few rows")
+    ap.add_argument("--think-ms", type=int, default=0, help="each connection's pause after "
+                    "every answer (wrk's Lua delay()), to load the servers below saturation")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
+    if args.think_ms < 0:
+        ap.error("--think-ms must be 0 or more")
     keep = set(args.servers.split(",")) if args.servers else None
     unknown = (keep or set()) - {name for name, _, _ in ALL_SERVERS}
     if unknown:
         ap.error("unknown server(s): %s" % ",".join(sorted(unknown)))
     node = node_peer_ready()
-    print("load: wrk -t1 -c50 on CPU 0, servers on CPU 1; %d rounds of fresh processes "
+    paced = (", each connection pausing %d ms after every answer (below saturation)"
+             % args.think_ms if args.think_ms else "")
+    print("load: wrk -t1 -c50%s on CPU 0, servers on CPU 1; %d rounds of fresh processes "
           "warmed up for 1 s, %d passes each loading every server for %d s next to a "
           "slice of bare MHD (both measured again, up to %d tries, where the host stole "
           "more than %.0f%% of a CPU in either); medians over passes of the ratio between "
-          "adjacent slices" % (args.rounds, args.passes, args.seconds, PAIR_TRIES,
-                               STEAL_LIMIT * 100))
+          "adjacent slices; busy: the share of CPU 1 the server used"
+          % (paced, args.rounds, args.passes, args.seconds, PAIR_TRIES, STEAL_LIMIT * 100))
     if not node:
         print("node peer not available (bench/node/install.sh): Express rows left out")
-    print(ROW % ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "p50 us",
-                 "p99 us", "x bare"))
+    print(ROW % ("mode", "server", "id", "req/s", "x bare", "cpu us/r", "x bare", "busy",
+                 "p50 us", "p99 us", "x bare"))
     results = []
     with tempfile.TemporaryDirectory(prefix="mhdctx-bench-") as work:
+        if args.think_ms:
+            use_think_time(work, args.think_ms)
         for mode in args.modes.split(","):
             servers = [s for s in ALL_SERVERS
                        if (s[1] != "node" or (node and mode == "epoll")) and
