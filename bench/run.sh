@@ -39,7 +39,7 @@ elif command -v wrk >/dev/null 2>&1 && command -v taskset >/dev/null 2>&1; then
         --rounds "${BENCH_ROUNDS:-3}" --passes "${BENCH_PASSES:-6}" \
         --seconds "${BENCH_SECONDS:-1}"
     # The same pairs in pool mode below saturation: each connection pauses 1 ms after
-    # every answer. Saturated, the pool rows keep their CPU 92-97% busy and p99 follows
+    # every answer. Saturated, the pool rows keep their CPU 87-97% busy and p99 follows
     # any added work steeply; this shows the tail a client sees under a lighter load.
     /usr/bin/python3 "$top_srcdir/bench/load.py" --modes pool --think-ms 1 \
         --servers bare-again,bare-spin,none,echo,access,app \
